@@ -1,0 +1,141 @@
+"""The gateway application: configuration (traitlets), routes, start and stop.
+
+Configure with flags (``cellgate gateway --port 8765 --db-url …``), environment variables
+(documented defaults below) or ``cellgate_config.py`` (``c.Gateway.port = 8765``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import os
+import re
+import signal
+from typing import Any
+
+from tornado import httpserver, web
+from traitlets import Integer, TraitError, Unicode, default, validate
+from traitlets.config import Application
+
+from .. import __version__
+from .handlers import admin, agent_ws, audit, kernels, kernelspecs, targets, tasks
+from .handlers.base import APIHandler, NotFoundHandler
+from .service import Service
+from .store import Store
+
+HANDLER_MODULES = [kernelspecs, kernels, agent_ws, tasks, targets, admin, audit]
+
+
+class TaskPageHandler(web.RequestHandler):
+    """The link shown in a held cell. Without a browser sign-in yet, it shows how to act, not the task."""
+
+    access = {"GET": "anonymous"}
+
+    def get(self, task_id: str) -> None:
+        n = html.escape(task_id)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.finish(f"""<!doctype html><title>cellgate task #{n}</title>
+<h1>cellgate task #{n}</h1>
+<p>Details: <code>cellgate task show {n}</code></p>
+<p>Review: <code>cellgate review approve {n}</code> or <code>cellgate review reject {n} --comment "why"</code></p>""")
+
+
+class OpenAPIHandler(APIHandler):
+    access = {"GET": "anonymous"}
+
+    def get(self) -> None:
+        self.send(openapi(self.application.wildcard_router.rules))  # type: ignore[attr-defined]
+
+
+class VersionHandler(APIHandler):
+    access = {"GET": "anonymous"}
+
+    def get(self) -> None:
+        self.send({"version": __version__})
+
+
+def routes() -> list[tuple[str, type]]:
+    found: list[tuple[str, type]] = [(r"/api/v1/?", VersionHandler), (r"/api/v1/openapi.json", OpenAPIHandler),
+                                     (r"/tasks/(\d+)", TaskPageHandler)]
+    for module in HANDLER_MODULES:
+        found.extend(module.default_handlers)
+    found.append((r"/api/.*", NotFoundHandler))
+    return found
+
+
+def openapi(rules: Any) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for pattern, handler in routes():
+        if handler is NotFoundHandler:
+            continue
+        path = pattern.replace("/?", "").replace("(\\d+)", "{id}")
+        path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
+        paths[path] = {m.lower(): {"x-cellgate-access": rule, "responses": {"default": {"description": "JSON"}}}
+                       for m, rule in handler.access.items()}
+    return {"openapi": "3.0.3", "info": {"title": "cellgate gateway", "version": __version__}, "paths": paths}
+
+
+def make_app(service: Service) -> web.Application:
+    return web.Application(routes(), service=service, websocket_ping_interval=20, xsrf_cookies=False)
+
+
+class Gateway(Application):
+    name = "cellgate-gateway"
+    description = "The cellgate gateway: the control plane where the gate is enforced."
+    version = __version__
+
+    ip = Unicode("127.0.0.1", config=True, help="Interface to listen on.")
+    port = Integer(8765, config=True, help="Port to listen on (env CELLGATE_PORT).")
+    db_url = Unicode(config=True, help="Store URL: sqlite:///cellgate.db (default) or postgresql+psycopg://… (env CELLGATE_DB_URL).")
+    public_url = Unicode(config=True, help="URL users reach the gateway at, for links (default http://IP:PORT).")
+    config_file = Unicode("cellgate_config.py", config=True, help="Config file to load, if it exists.")
+
+    aliases = {"ip": "Gateway.ip", "port": "Gateway.port", "db-url": "Gateway.db_url",
+               "public-url": "Gateway.public_url", "config": "Gateway.config_file", "log-level": "Application.log_level"}
+
+    @default("port")
+    def _port_default(self) -> int:
+        return int(os.environ.get("CELLGATE_PORT", "8765"))
+
+    @default("db_url")
+    def _db_default(self) -> str:
+        return os.environ.get("CELLGATE_DB_URL", "sqlite:///cellgate.db")
+
+    @validate("port")
+    def _valid_port(self, proposal: Any) -> int:
+        if not 0 <= proposal["value"] <= 65535:
+            raise TraitError(f"Gateway.port must be 0-65535, not {proposal['value']}")
+        return proposal["value"]
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        super().initialize(argv)
+        if os.path.exists(self.config_file):
+            self.load_config_file(self.config_file)
+        logging.basicConfig(level=self.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def start(self) -> None:
+        asyncio.run(self.serve())
+
+    async def serve(self, ready: asyncio.Event | None = None) -> None:
+        store = Store(self.db_url)
+        url = self.public_url or f"http://{self.ip}:{self.port}"
+        service = Service(store, url)
+        await service.recover()
+        server = httpserver.HTTPServer(make_app(service), xheaders=True)
+        server.listen(self.port, self.ip)
+        self.log.info("cellgate gateway %s listening on %s (store: %s)", __version__, url, store.engine.url.render_as_string(hide_password=True))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        self.log.info("stopping")
+        server.stop()
+        for task in list(service.background):
+            task.cancel()
+        await asyncio.sleep(0)
+        store.close()

@@ -1,0 +1,46 @@
+"""Errors the gateway's logic raises; handlers turn them into the one JSON error shape.
+
+::
+
+    CellgateError (status 500)
+    ├── BadRequest (400)
+    ├── Unauthorized (401)
+    ├── Forbidden (403)
+    ├── NotFound (404)
+    ├── Conflict (409)   also raised for tasks.TransitionConflict
+    └── Unavailable (503) e.g. no agent serves the target
+"""
+
+from __future__ import annotations
+
+
+class CellgateError(Exception):
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(CellgateError):
+    status = 400
+
+
+class Unauthorized(CellgateError):
+    status = 401
+
+
+class Forbidden(CellgateError):
+    status = 403
+
+
+class NotFound(CellgateError):
+    status = 404
+
+
+class Conflict(CellgateError):
+    status = 409
+
+
+class Unavailable(CellgateError):
+    status = 503

@@ -1,0 +1,166 @@
+"""The gate on one kernel: every ``execute_request`` becomes a task before anything runs.
+
+Requests are taken one at a time, in the order they arrived. A request whose task needs
+review is held: the client sees a status display (updated in place) and the requests behind it
+wait. Approved, it is dispatched to the agent and the gate waits for its ``execute_reply``
+before taking the next one, so a failure stops "run all" the way a kernel does. Rejected,
+denied or cancelled, the cell ends with an error naming who and why, and the requests queued
+behind it are aborted (when the request asked ``stop_on_error``, the default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import jmsg, tasks
+from .auth import Identity
+
+if TYPE_CHECKING:
+    from .kernels import LiveKernel
+    from .models import Task
+    from .service import Service
+
+log = logging.getLogger("cellgate.gateway.gate")
+
+WHY_RE = re.compile(r"^\s*(?:--|#|//)\s*why\s*:\s*(?P<why>.+?)\s*$", re.IGNORECASE)
+
+
+def justification(code: str) -> str:
+    """The ``why`` from a first-line comment: ``-- why: SUP-123`` or ``# why: …``."""
+    for line in code.splitlines():
+        if line.strip():
+            match = WHY_RE.match(line)
+            return match.group("why") if match else ""
+    return ""
+
+
+@dataclass
+class Held:
+    msg: dict[str, Any]
+    ident: Identity
+
+
+class Gate:
+    def __init__(self, service: Service, kernel: LiveKernel) -> None:
+        self.service = service
+        self.kernel = kernel
+        self.queue: asyncio.Queue[Held] = asyncio.Queue()
+        self.current: Held | None = None
+        self.current_task_id: int | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._interrupted = asyncio.Event()
+
+    def submit(self, msg: dict[str, Any], ident: Identity) -> None:
+        self.queue.put_nowait(Held(msg, ident))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+    async def interrupt(self) -> bool:
+        """Cancel the held request, if any (True), so the cell ends instead of waiting."""
+        if self.current_task_id is None:
+            return False
+        self._interrupted.set()
+        return True
+
+    def abort_queued(self) -> None:
+        while not self.queue.empty():
+            held = self.queue.get_nowait()
+            for m in jmsg.aborted_messages(held.msg):
+                self.kernel.to_clients(m)
+
+    async def _run(self) -> None:
+        while True:
+            held = await self.queue.get()
+            self.current = held
+            try:
+                outcome = await self._handle(held)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("gate failed on kernel %s", self.kernel.id)
+                self._refuse(held, "CellgateError", f"the gateway could not run this cell: {exc}")
+                outcome = "error"
+            finally:
+                self.current = None
+                self.current_task_id = None
+                self._interrupted.clear()
+            if outcome == "error" and held.msg.get("content", {}).get("stop_on_error", True):
+                self.abort_queued()
+
+    def _refuse(self, held: Held, ename: str, evalue: str) -> None:
+        for m in jmsg.error_messages(held.msg, ename, evalue):
+            self.kernel.to_clients(m)
+
+    async def _handle(self, held: Held) -> str:
+        msg = held.msg
+        content = msg.get("content", {})
+        code = content.get("code", "")
+        metadata = msg.get("metadata", {}) or {}
+        refused = None
+        if content.get("user_expressions"):
+            refused = "user_expressions run code outside the reviewed cell and are not allowed by cellgate"
+        task = await self.service.submit(
+            held.ident,
+            self.kernel.target,
+            code,
+            kind="cell",
+            kernel_id=self.kernel.id,
+            msg_id=msg["header"]["msg_id"],
+            notebook_path=self.kernel.notebook_path or metadata.get("notebook_path"),
+            cell_id=metadata.get("cellId") or metadata.get("cell_id"),
+            why=justification(code),
+            refuse=refused,
+        )
+        if task.status == tasks.PENDING_REVIEW:
+            task = await self._hold(held, task)
+        if task.status == tasks.APPROVED:
+            reply = await self.service.dispatch_cell(self.kernel, task, msg)
+            return "ok" if reply.get("status") == "ok" else "error"
+        self._refuse(held, *self.service.refusal(task))
+        return "error"
+
+    async def _hold(self, held: Held, task: Task) -> Task:
+        """Show the status display and wait for a decision (or an interrupt)."""
+        self.current_task_id = task.id
+        display_id = f"cellgate-task-{task.id}"
+        self.kernel.to_clients(jmsg.status("busy", held.msg))
+        self.kernel.to_clients(jmsg.display(held.msg, display_id, *self._status_text(task), update=False))
+        last_seen = (task.status, len(task.reviews))
+        while task.status == tasks.PENDING_REVIEW:
+            interrupted = asyncio.ensure_future(self._interrupted.wait())
+            changed = asyncio.ensure_future(self.service.events.wait(task.id, 2.0))
+            await asyncio.wait({interrupted, changed}, return_when=asyncio.FIRST_COMPLETED)
+            interrupted.cancel()
+            changed.cancel()
+            if self._interrupted.is_set():
+                task = await self.service.cancel(task.id, held.ident, "interrupted while awaiting review")
+                break
+            task = await self.service.get_task(task.id)
+            if (task.status, len(task.reviews)) != last_seen:
+                last_seen = (task.status, len(task.reviews))
+                self.kernel.to_clients(jmsg.display(held.msg, display_id, *self._status_text(task), update=True))
+        return task
+
+    def _status_text(self, task: Task) -> tuple[str, str]:
+        url = self.service.task_url(task.id)
+        groups = ", ".join(task.review_groups)
+        if task.status == tasks.PENDING_REVIEW:
+            approvals = [r.user.name for r in task.reviews if r.decision == "approve"]
+            extra = f" (approved so far by {', '.join(approvals)})" if approvals else ""
+            text = f"⏳ cellgate task #{task.id} on {task.target} awaits review by {groups}{extra}. {url}"
+        elif task.status == tasks.APPROVED:
+            text = f"✅ cellgate task #{task.id} approved by {task.decided_by}; running on {task.target}. {url}"
+        else:
+            text = f"cellgate task #{task.id} is {task.status}. {url}"
+        link = f'<a href="{html.escape(url)}" target="_blank">#{task.id}</a>'
+        body = html.escape(text).replace(html.escape(f"#{task.id}"), link, 1).replace(html.escape(url), "")
+        return text, f'<div class="cellgate-status" data-task="{task.id}">{body}</div>'

@@ -1,0 +1,85 @@
+"""``/api/v1/agent``: the WebSocket agents dial out to (docs/agent-protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from tornado import web, websocket
+
+from ..agents import AgentConnection
+from ..auth import Identity
+from ..service import Service
+from .base import authenticate, check_access
+
+log = logging.getLogger("cellgate.gateway.agent_ws")
+PING_INTERVAL = 10.0
+
+
+class AgentSocketHandler(websocket.WebSocketHandler):
+    access = {"GET": "agent"}
+    ident: Identity | None = None
+    conn: AgentConnection | None = None
+    _pinger: asyncio.Task[None] | None = None
+
+    @property
+    def service(self) -> Service:
+        return self.settings["service"]
+
+    async def get(self, *args: Any) -> None:  # type: ignore[override]
+        try:
+            self.ident = await authenticate(self.service, self.request)
+            check_access(self, self.ident)
+        except web.HTTPError as exc:
+            self.set_status(exc.status_code)
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.finish(json.dumps({"status": exc.status_code, "message": exc.reason}))
+            return
+        await super().get(*args)
+
+    def check_origin(self, origin: str) -> bool:
+        return True
+
+    def open(self, *args: Any) -> None:  # type: ignore[override]
+        self.set_nodelay(True)
+
+    async def on_message(self, message: str | bytes) -> None:
+        try:
+            msg = json.loads(message)
+        except ValueError:
+            log.warning("agent sent a malformed frame")
+            return
+        if self.conn is None:
+            if msg.get("type") != "hello" or not isinstance(msg.get("agent_id"), str):
+                self.close(4000, "the first message must be hello")
+                return
+            assert self.ident is not None
+            conn = AgentConnection(agent_id=msg["agent_id"], token_name=self.ident.name, send_text=self.write_message,
+                                   version=str(msg.get("version", "")), tags=list(msg.get("tags") or []))
+            accepted = await self.service.agent_hello(conn, msg)
+            self.conn = conn
+            self.write_message(json.dumps({"type": "welcome", "agent_id": conn.agent_id, "targets": accepted}))
+            self._pinger = asyncio.ensure_future(self._ping())
+            log.info("agent %s connected, serving %s", conn.agent_id, ", ".join(accepted) or "nothing")
+            return
+        self.service.on_agent_message(self.conn, msg)
+
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(PING_INTERVAL)
+            try:
+                self.write_message(json.dumps({"type": "ping", "ts": asyncio.get_running_loop().time()}))
+            except websocket.WebSocketClosedError:
+                return
+
+    def on_close(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+        if self.conn is not None:
+            log.info("agent %s disconnected", self.conn.agent_id)
+            self.service.spawn(self.service.agent_gone(self.conn))
+
+
+default_handlers = [(r"/api/v1/agent", AgentSocketHandler)]

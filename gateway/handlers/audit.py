@@ -1,0 +1,52 @@
+"""``/api/v1/audit``: export and verify the chain (admins)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from .. import audit
+from ..errors import BadRequest
+from .base import APIHandler
+
+FORMATS = {"jsonl": ("application/x-ndjson", audit.to_jsonl), "csv": ("text/csv; charset=UTF-8", audit.to_csv)}
+
+
+def parse_time(value: str | None, name: str) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 date or time, e.g. 2026-11-01 or 2026-11-01T12:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+class AuditExportHandler(APIHandler):
+    access = {"GET": "admin"}
+
+    async def get(self) -> None:
+        fmt = self.get_argument("format", "jsonl")
+        if fmt not in FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        since = parse_time(self.get_argument("since", None), "since")
+        until = parse_time(self.get_argument("until", None), "until")
+        records = await self.service.store.run(audit.query, since, until)
+        content_type, render = FORMATS[fmt]
+        self.set_header("Content-Type", content_type)
+        for chunk in render(records):
+            self.write(chunk)
+        self.finish()
+
+
+class AuditVerifyHandler(APIHandler):
+    access = {"GET": "admin"}
+
+    async def get(self) -> None:
+        result = await self.service.store.run(audit.verify)
+        self.send(result.as_dict())
+
+
+default_handlers = [
+    (r"/api/v1/audit/?", AuditExportHandler),
+    (r"/api/v1/audit/verify/?", AuditVerifyHandler),
+]

@@ -1,0 +1,156 @@
+"""What every gateway handler shares: who is calling, what they may do, the one error shape.
+
+Authorization is declared, not coded: each handler class sets ``access``, a mapping from HTTP
+method to a rule (``anonymous``, ``user``, ``admin``, ``agent``), checked in ``prepare`` before
+the method runs. A method without a rule is refused (and ``tests/gateway/test_authz.py`` fails
+on it). Object-level rules (a kernel's owner, a task's reviewers) live in the service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from tornado import web
+
+from ..auth import Identity, identify
+from ..errors import CellgateError
+from ..service import Service
+from ..tasks import TransitionConflict
+
+log = logging.getLogger("cellgate.gateway.api")
+
+RULES = ("anonymous", "user", "admin", "agent")
+
+
+def token_from(request: Any) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() in ("token", "bearer") and value.strip():
+        return value.strip()
+    return None
+
+
+async def authenticate(service: Service, request: Any) -> Identity | None:
+    raw = token_from(request)
+    if raw is None:
+        return None
+    return await service.store.run(identify, raw)
+
+
+def allowed(rule: str, ident: Identity | None) -> bool:
+    if rule == "anonymous":
+        return True
+    if ident is None:
+        return False
+    if rule == "agent":
+        return ident.kind == "agent"
+    if ident.kind != "user":
+        return False
+    return rule == "user" or (rule == "admin" and ident.is_admin)
+
+
+def check_access(handler: Any, ident: Identity | None) -> None:
+    rule = type(handler).access.get(handler.request.method)
+    if rule not in RULES:
+        raise web.HTTPError(405, reason=f"{handler.request.method} is not allowed here")
+    if allowed(rule, ident):
+        return
+    if ident is None:
+        raise web.HTTPError(401, reason="a valid token is required: pass `Authorization: token ...` (see `cellgate login` / CELLGATE_TOKEN)")
+    raise web.HTTPError(403, reason=f"{'an agent token' if ident.kind == 'agent' else ident.name} may not {handler.request.method} {handler.request.path}")
+
+
+class APIHandler(web.RequestHandler):
+    access: dict[str, str] = {}
+    ident: Identity | None = None
+
+    @property
+    def service(self) -> Service:
+        return self.settings["service"]
+
+    @property
+    def user(self) -> Identity:
+        assert self.ident is not None
+        return self.ident
+
+    async def prepare(self) -> None:
+        self.ident = await authenticate(self.service, self.request)
+        check_access(self, self.ident)
+
+    def check_xsrf_cookie(self) -> None:  # token auth only; no cookies
+        return None
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def body(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            data = json.loads(self.request.body)
+        except ValueError as exc:
+            raise web.HTTPError(400, reason=f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, reason="the request body must be a JSON object")
+        return data
+
+    def field(self, data: dict[str, Any], name: str, kind: type = str, *, required: bool = True, default: Any = None) -> Any:
+        if name not in data or data[name] is None:
+            if required:
+                raise web.HTTPError(400, reason=f"missing field {name!r}")
+            return default
+        value = data[name]
+        if kind is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        if kind is not list and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+        raise web.HTTPError(400, reason=f"field {name!r} must be {'a list of strings' if kind is list else kind.__name__}")
+
+    def send(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (web.HTTPError, CellgateError, TransitionConflict)):
+            log.info("%s %s → %s", self.request.method, self.request.path, value)
+        else:
+            log.error("unhandled error on %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """The one error shape: ``{"status": N, "message": "…"}``; never a traceback."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = "Unhandled error"
+        if isinstance(exc, CellgateError):
+            status_code, message = exc.status, exc.message
+        elif isinstance(exc, TransitionConflict):
+            status_code, message = 409, str(exc)
+        elif isinstance(exc, web.HTTPError):
+            message = exc.reason or exc.log_message or self._reason
+        elif isinstance(exc, SQLAlchemyError):
+            message = "Unhandled error (database)"
+        elif exc is None:
+            message = self._reason
+        self.clear()
+        self.set_status(status_code)
+        self.set_default_headers()
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, (CellgateError, TransitionConflict)):
+            if self._finished:
+                return
+            self.send_error(getattr(e, "status", 409), exc_info=(type(e), e, e.__traceback__))
+            self.log_exception(type(e), e, e.__traceback__)
+            return
+        super()._handle_request_exception(e)
+
+
+class NotFoundHandler(APIHandler):
+    access = {m: "anonymous" for m in ("GET", "POST", "PUT", "PATCH", "DELETE")}
+
+    async def prepare(self) -> None:
+        raise web.HTTPError(404, reason=f"no such endpoint: {self.request.method} {self.request.path}")

@@ -1,0 +1,146 @@
+"""``/api/v1/tasks`` and ``/api/v1/reviews``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import reviews, tasks
+from ..errors import BadRequest, NotFound
+from ..models import Task, TaskOutput, User
+from ..views import may_see, task_json
+from .base import APIHandler
+
+MAX_WAIT = 30.0
+MAX_CODE = 1_000_000
+
+
+class TasksHandler(APIHandler):
+    access = {"GET": "user", "POST": "user"}
+
+    async def get(self) -> None:
+        status = self.get_argument("status", None)
+        target = self.get_argument("target", None)
+        user = self.get_argument("user", None)
+        try:
+            limit = min(int(self.get_argument("limit", "100")), 1000)
+        except ValueError:
+            raise BadRequest("limit must be an integer") from None
+        if status is not None and status not in tasks.ALL:
+            raise BadRequest(f"unknown status {status!r}; one of {', '.join(sorted(tasks.ALL))}")
+        ident = self.user
+
+        def _list(session: Session) -> list[Task]:
+            stmt = select(Task).order_by(Task.id.desc()).limit(limit)
+            if status:
+                stmt = stmt.where(Task.status == status)
+            if target:
+                stmt = stmt.where(Task.target == target)
+            if user:
+                stmt = stmt.join(User, User.id == Task.user_id).where(User.name == user)
+            if not ident.is_admin and not ident.groups:
+                stmt = stmt.where(Task.user_id == ident.user_id)
+            rows = list(session.execute(stmt).unique().scalars())
+            return [t for t in rows if may_see(ident, t)]
+
+        found = await self.service.store.run(_list)
+        self.send({"tasks": [task_json(t, self.service.task_url(t.id)) for t in found]})
+
+    async def post(self) -> None:
+        data = self.body()
+        target = self.field(data, "target")
+        code = self.field(data, "code")
+        why = self.field(data, "why", required=False, default="")
+        if not code.strip():
+            raise BadRequest("code is empty: pass the script with -f FILE or -e CODE")
+        if len(code) > MAX_CODE:
+            raise BadRequest(f"code is {len(code)} characters; the limit is {MAX_CODE}")
+        task = await self.service.submit_script(self.user, target, code, why)
+        self.send(task_json(task, self.service.task_url(task.id)), 201)
+
+
+class TaskHandler(APIHandler):
+    access = {"GET": "user"}
+
+    async def visible_task(self, task_id: int) -> Task:
+        task = await self.service.get_task(task_id)
+        if not may_see(self.user, task):
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def get(self, task_id: str) -> None:
+        task = await self.visible_task(int(task_id))
+        self.send(task_json(task, self.service.task_url(task.id)))
+
+
+class TaskOutputHandler(TaskHandler):
+    access = {"GET": "user"}
+
+    async def get(self, task_id: str) -> None:  # type: ignore[override]
+        tid = int(task_id)
+        try:
+            after = int(self.get_argument("after", "0"))
+            wait = min(float(self.get_argument("wait", "0")), MAX_WAIT)
+        except ValueError:
+            raise BadRequest("after must be an integer and wait a number of seconds") from None
+        deadline = time.monotonic() + wait
+        while True:
+            task = await self.visible_task(tid)
+            outputs = await self.service.store.run(_outputs_after, tid, after)
+            final = task.status in tasks.FINAL
+            remaining = deadline - time.monotonic()
+            if outputs or final or remaining <= 0:
+                break
+            await self.service.events.wait(tid, min(remaining, 2.0))
+        if final:  # outputs may have landed between the two reads
+            outputs = await self.service.store.run(_outputs_after, tid, after)
+        self.send({"task": task_json(task, self.service.task_url(tid)), "outputs": outputs, "done": final})
+
+
+def _outputs_after(session: Session, task_id: int, after: int) -> list[dict[str, Any]]:
+    rows = session.execute(select(TaskOutput).where(TaskOutput.task_id == task_id, TaskOutput.seq > after)
+                           .order_by(TaskOutput.seq)).scalars()
+    return [{"seq": r.seq, "output": r.output} for r in rows]
+
+
+class TaskReviewHandler(TaskHandler):
+    access = {"POST": "user"}
+
+    async def post(self, task_id: str) -> None:  # type: ignore[override]
+        data = self.body()
+        decision = self.field(data, "decision")
+        comment = self.field(data, "comment", required=False, default="")
+        code_sha256 = self.field(data, "code_sha256", required=False)
+        task = await self.service.review(self.user, int(task_id), decision, comment, code_sha256)
+        self.send(task_json(task, self.service.task_url(task.id)))
+
+
+class TaskCancelHandler(TaskHandler):
+    access = {"POST": "user"}
+
+    async def post(self, task_id: str) -> None:  # type: ignore[override]
+        await self.visible_task(int(task_id))
+        reason = self.field(self.body(), "reason", required=False, default="cancelled by its author")
+        task = await self.service.cancel(int(task_id), self.user, reason)
+        self.send(task_json(task, self.service.task_url(task.id)))
+
+
+class ReviewsHandler(APIHandler):
+    access = {"GET": "user"}
+
+    async def get(self) -> None:
+        found = await self.service.store.run(reviews.inbox, self.user.user_id)
+        self.send({"tasks": [task_json(t, self.service.task_url(t.id)) for t in found]})
+
+
+default_handlers = [
+    (r"/api/v1/tasks/?", TasksHandler),
+    (r"/api/v1/tasks/(?P<task_id>\d+)/?", TaskHandler),
+    (r"/api/v1/tasks/(?P<task_id>\d+)/output", TaskOutputHandler),
+    (r"/api/v1/tasks/(?P<task_id>\d+)/review", TaskReviewHandler),
+    (r"/api/v1/tasks/(?P<task_id>\d+)/cancel", TaskCancelHandler),
+    (r"/api/v1/reviews/?", ReviewsHandler),
+]

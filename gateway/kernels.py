@@ -1,0 +1,139 @@
+"""Live kernels: who owns each, which agent hosts it, the clients attached, what runs on it.
+
+A kernel belongs to the user who started it; only that user can see it, attach to it,
+interrupt, restart or delete it. Messages from the agent are fanned out to the attached clients
+and, when they belong to an approved execution, recorded against its task (in order, off the
+relay path, by :class:`Recorder`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("cellgate.gateway.kernels")
+
+OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error", "update_display_data", "clear_output"})
+
+
+class Client(Protocol):
+    def send_text(self, text: str) -> None: ...
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class Execution:
+    """An approved ``execute_request`` in flight on a kernel."""
+
+    task_id: int
+    msg_id: str
+    done: asyncio.Future[dict[str, Any]]
+    seq: int = 0
+    started: bool = False
+
+
+@dataclass
+class LiveKernel:
+    id: str
+    user_id: int
+    user_name: str
+    target: str
+    agent_id: str
+    notebook_path: str | None = None
+    ephemeral: bool = False
+    execution_state: str = "starting"
+    last_activity: dt.datetime = field(default_factory=_now)
+    clients: set[Client] = field(default_factory=set)
+    executions: dict[str, Execution] = field(default_factory=dict)
+    gate: Any = None  # gate.Gate, set by the service
+
+    def model(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.target,
+            "last_activity": self.last_activity.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "execution_state": self.execution_state,
+            "connections": len(self.clients),
+        }
+
+    def to_clients(self, msg: dict[str, Any]) -> None:
+        text = json.dumps(msg)
+        for client in list(self.clients):
+            try:
+                client.send_text(text)
+            except Exception:  # a closed socket: it will unregister itself
+                log.debug("dropping message for a closed client of kernel %s", self.id)
+
+    def touch(self, msg: dict[str, Any]) -> None:
+        self.last_activity = _now()
+        if msg.get("header", {}).get("msg_type") == "status" and msg.get("channel") == "iopub":
+            self.execution_state = msg.get("content", {}).get("execution_state", self.execution_state)
+
+    def finish_all(self, status: str, ename: str, evalue: str) -> list[Execution]:
+        """End every execution in flight (kernel died or restarted); returns them."""
+        ended = list(self.executions.values())
+        self.executions.clear()
+        for ex in ended:
+            if not ex.done.done():
+                ex.done.set_result({"status": status, "ename": ename, "evalue": evalue})
+        return ended
+
+
+Record = Callable[[], Awaitable[None]]
+
+
+class Recorder:
+    """Runs store writes for one kernel in order, without holding up the relay."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Record] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, job: Record) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._queue.put_nowait(job)
+
+    async def _run(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await job()
+            except Exception:
+                log.exception("recording a kernel event failed")
+
+    async def drain(self) -> None:
+        while not self._queue.empty():
+            await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class KernelRegistry:
+    def __init__(self) -> None:
+        self.kernels: dict[str, LiveKernel] = {}
+
+    def add(self, kernel: LiveKernel) -> None:
+        self.kernels[kernel.id] = kernel
+
+    def remove(self, kernel_id: str) -> LiveKernel | None:
+        return self.kernels.pop(kernel_id, None)
+
+    def get(self, kernel_id: str) -> LiveKernel | None:
+        return self.kernels.get(kernel_id)
+
+    def owned_by(self, user_id: int) -> list[LiveKernel]:
+        return [k for k in self.kernels.values() if k.user_id == user_id and not k.ephemeral]
+
+    def on_agent(self, agent_id: str) -> list[LiveKernel]:
+        return [k for k in self.kernels.values() if k.agent_id == agent_id]

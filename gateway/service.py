@@ -1,0 +1,425 @@
+"""The gateway's runtime: tasks, kernels and agents brought together.
+
+Handlers call this; this calls the state machine (``tasks``), the policy, the reviews and the
+store. Every task change is followed by ``events.notify`` so waiting cells and CLIs wake up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from . import audit, auth, jmsg, policy, reviews, tasks
+from .agents import AgentConnection, AgentRegistry
+from .auth import Identity
+from .errors import Conflict, Forbidden, NotFound, Unavailable
+from .events import TaskEvents
+from .gate import Gate
+from .kernels import OUTPUT_TYPES, Execution, KernelRegistry, LiveKernel, Recorder
+from .models import Kernel, Target, Task, TaskOutput, User, utcnow
+from .store import Store
+
+log = logging.getLogger("cellgate.gateway")
+
+REFUSALS = {
+    tasks.REJECTED: "TaskRejected",
+    tasks.DENIED: "TaskDenied",
+    tasks.CANCELLED: "TaskCancelled",
+    tasks.EXPIRED: "TaskExpired",
+}
+
+
+class Service:
+    def __init__(self, store: Store, public_url: str) -> None:
+        self.store = store
+        self.public_url = public_url.rstrip("/")
+        self.agents = AgentRegistry()
+        self.kernels = KernelRegistry()
+        self.events = TaskEvents()
+        self.recorders: dict[str, Recorder] = {}
+        self.background: set[asyncio.Task[Any]] = set()
+
+    # ----------------------------------------------------------------- helpers
+    def task_url(self, task_id: int) -> str:
+        return f"{self.public_url}/tasks/{task_id}"
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    async def get_task(self, task_id: int) -> Task:
+        def _get(session: Session) -> Task:
+            task = session.get(Task, task_id, populate_existing=True)
+            if task is None:
+                raise NotFound(f"task {task_id} not found")
+            _ = task.user, task.reviews
+            return task
+        return await self.store.run(_get)
+
+    @staticmethod
+    def refusal(task: Task) -> tuple[str, str]:
+        ename = REFUSALS.get(task.status, "TaskNotRun")
+        if task.status == tasks.REJECTED:
+            return ename, f"task #{task.id} was rejected by {task.decided_by}: {task.decision_comment}"
+        if task.status == tasks.DENIED:
+            return ename, f"task #{task.id} was denied by policy: {task.decision_comment}"
+        if task.status == tasks.CANCELLED:
+            return ename, f"task #{task.id} was cancelled: {task.decision_comment or 'by its author'}"
+        if task.status == tasks.EXPIRED:
+            return ename, f"task #{task.id}'s approval expired before it started"
+        return ename, f"task #{task.id} is {task.status}"
+
+    # ------------------------------------------------------------------- tasks
+    async def submit(self, ident: Identity, target_name: str, code: str, *, kind: str,
+                     refuse: str | None = None, **context: Any) -> Task:
+        """Create the task and let policy move it on (denied / approved / pending_review), in one transaction."""
+        def _submit(session: Session) -> Task:
+            target = session.get(Target, target_name)
+            if target is None:
+                raise NotFound(f"target {target_name!r} not found")
+            decision = policy.evaluate(ident, target, code)
+            if refuse:
+                decision = policy.Decision(policy.DENY, refuse)
+            task = tasks.create(session, ident.actor, kind=kind, target=target.name, user_id=ident.user_id,
+                                code=code, review_groups=list(decision.review_groups), **context)
+            dest = {policy.APPROVE: tasks.APPROVED, policy.REVIEW: tasks.PENDING_REVIEW, policy.DENY: tasks.DENIED}[decision.action]
+            fields: dict[str, Any] = {}
+            if dest != tasks.PENDING_REVIEW:
+                fields = {"decided_by": "policy", "decision_comment": decision.reason}
+            task = tasks.transition(session, task.id, tasks.SUBMITTED, dest, "policy", {"reason": decision.reason}, **fields)
+            _ = task.user, task.reviews
+            return task
+
+        task = await self.store.run(_submit)
+        self.events.notify(task.id)
+        return task
+
+    async def submit_script(self, ident: Identity, target_name: str, code: str, why: str) -> Task:
+        await self.check_target(ident, target_name)
+        task = await self.submit(ident, target_name, code, kind="script", why=why)
+        if task.status in (tasks.APPROVED, tasks.PENDING_REVIEW):
+            self.spawn(self.run_script(task.id))
+        return task
+
+    async def review(self, ident: Identity, task_id: int, decision: str, comment: str, code_sha256: str | None) -> Task:
+        if ident.user_id is None:
+            raise Forbidden("only users review tasks")
+        task = await self.store.run(reviews.decide, task_id, ident.user_id, decision, comment, code_sha256)
+        self.events.notify(task_id)
+        return await self.get_task(task_id)
+
+    async def cancel(self, task_id: int, ident: Identity, reason: str) -> Task:
+        def _cancel(session: Session) -> Task:
+            task = session.get(Task, task_id)
+            if task is None:
+                raise NotFound(f"task {task_id} not found")
+            if task.user_id != ident.user_id and not ident.is_admin:
+                raise Forbidden(f"only the author of task {task_id} or an admin can cancel it")
+            if task.status not in (tasks.SUBMITTED, tasks.PENDING_REVIEW, tasks.APPROVED):
+                raise Conflict(f"task {task_id} is {task.status}; only a task that has not started can be cancelled")
+            return tasks.transition(session, task_id, task.status, tasks.CANCELLED, ident.actor, {"reason": reason},
+                                    decided_by=ident.name, decision_comment=reason)
+        task = await self.store.run(_cancel)
+        self.events.notify(task_id)
+        return await self.get_task(task_id)
+
+    async def check_target(self, ident: Identity, target_name: str) -> Target:
+        target = await self.store.run(lambda s: s.get(Target, target_name))
+        if target is None or not policy.may_submit(ident, target):
+            # the same answer for "absent" and "not yours": names of targets are not disclosed
+            raise NotFound(f"target {target_name!r} not found (or you may not use it); see `cellgate targets`")
+        return target
+
+    # ----------------------------------------------------------------- kernels
+    async def start_kernel(self, ident: Identity, target_name: str, env: dict[str, str] | None = None,
+                           *, ephemeral: bool = False) -> LiveKernel:
+        await self.check_target(ident, target_name)
+        agent = self.agents.pick(target_name)
+        env = env or {}
+        kernel_id = str(uuid.uuid4())
+        notebook_path = env.get("JPY_SESSION_NAME") or env.get("KERNEL_NOTEBOOK_PATH")
+        kernel_env = {k: v for k, v in env.items() if k.startswith("KERNEL_")}
+        await agent.request({"type": "kernel_start", "kernel_id": kernel_id, "target": target_name, "env": kernel_env}, timeout=120)
+        kernel = LiveKernel(id=kernel_id, user_id=ident.user_id or 0, user_name=ident.name, target=target_name,
+                            agent_id=agent.agent_id, notebook_path=notebook_path, ephemeral=ephemeral, execution_state="idle")
+
+        def _record(session: Session) -> None:
+            session.add(Kernel(id=kernel_id, user_id=ident.user_id, target=target_name, agent_id=agent.agent_id,
+                               notebook_path=notebook_path, ephemeral=ephemeral))
+            audit.append(session, ident.actor, "kernel.started", target=target_name, kernel_id=kernel_id,
+                         detail={"agent": agent.agent_id, "notebook_path": notebook_path, "ephemeral": ephemeral})
+        await self.store.run(_record)
+        self._attach(kernel, agent)
+        return kernel
+
+    def _attach(self, kernel: LiveKernel, agent: AgentConnection) -> None:
+        kernel.gate = Gate(self, kernel)
+        self.kernels.add(kernel)
+        self.recorders[kernel.id] = Recorder()
+        agent.kernels.add(kernel.id)
+
+    def owned_kernel(self, ident: Identity, kernel_id: str) -> LiveKernel:
+        """The kernel, if ``ident`` owns it; otherwise 404 (another user's kernel is not disclosed)."""
+        kernel = self.kernels.get(kernel_id)
+        if kernel is None or kernel.ephemeral or kernel.user_id != ident.user_id:
+            raise NotFound(f"kernel {kernel_id} not found")
+        return kernel
+
+    async def stop_kernel(self, kernel: LiveKernel, actor: str) -> None:
+        agent = self.agents.get(kernel.agent_id)
+        if agent is not None:
+            try:
+                await agent.request({"type": "kernel_stop", "kernel_id": kernel.id}, timeout=30)
+            except Unavailable as exc:
+                log.warning("stopping kernel %s: %s", kernel.id, exc)
+            agent.kernels.discard(kernel.id)
+        self.kernels.remove(kernel.id)
+        kernel.gate.close()
+        await self._end_executions(kernel, tasks.KILLED, "KernelStopped", "the kernel was shut down")
+        recorder = self.recorders.pop(kernel.id, None)
+        if recorder is not None:
+            await recorder.drain()
+            recorder.close()
+
+        def _record(session: Session) -> None:
+            session.execute(update(Kernel).where(Kernel.id == kernel.id).values(stopped_at=utcnow()))
+            audit.append(session, actor, "kernel.stopped", target=kernel.target, kernel_id=kernel.id)
+        await self.store.run(_record)
+
+    async def interrupt_kernel(self, kernel: LiveKernel, actor: str) -> None:
+        if await kernel.gate.interrupt():
+            return
+        agent = self._agent_of(kernel)
+        await agent.request({"type": "kernel_interrupt", "kernel_id": kernel.id}, timeout=30)
+        await self.store.run(lambda s: audit.append(s, actor, "kernel.interrupted", target=kernel.target, kernel_id=kernel.id))
+
+    async def restart_kernel(self, kernel: LiveKernel, actor: str) -> None:
+        agent = self._agent_of(kernel)
+        kernel.gate.abort_queued()
+        await kernel.gate.interrupt()
+        kernel.execution_state = "restarting"
+        kernel.to_clients(jmsg.status("restarting", None))
+        await agent.request({"type": "kernel_restart", "kernel_id": kernel.id}, timeout=120)
+        await self._end_executions(kernel, tasks.KILLED, "KernelRestarted", "the kernel was restarted")
+        kernel.execution_state = "idle"
+        await self.store.run(lambda s: audit.append(s, actor, "kernel.restarted", target=kernel.target, kernel_id=kernel.id))
+
+    def _agent_of(self, kernel: LiveKernel) -> AgentConnection:
+        agent = self.agents.get(kernel.agent_id)
+        if agent is None:
+            raise Unavailable(f"the agent hosting kernel {kernel.id} ({kernel.agent_id}) is not connected")
+        return agent
+
+    async def _end_executions(self, kernel: LiveKernel, status: str, ename: str, evalue: str) -> None:
+        for ex in kernel.finish_all("error", ename, evalue):
+            await self.store.run(self._finish_tx, ex.task_id, status, ename, evalue)
+            self.events.notify(ex.task_id)
+
+    @staticmethod
+    def _finish_tx(session: Session, task_id: int, status: str, ename: str | None, evalue: str | None) -> None:
+        try:
+            tasks.advance(session, task_id, status, "agent", {"ename": ename} if ename else None,
+                          error_ename=ename, error_evalue=evalue)
+        except tasks.TransitionError as exc:
+            log.info("task %s already final: %s", task_id, exc)
+
+    # ------------------------------------------------------------ executions
+    async def dispatch_cell(self, kernel: LiveKernel, task: Task, msg: dict[str, Any]) -> dict[str, Any]:
+        """Send an approved request to the agent; return the kernel's ``execute_reply`` content."""
+        agent = self.agents.get(kernel.agent_id)
+        if agent is None:
+            await self.store.run(self._finish_tx, task.id, tasks.FAILED, "AgentUnavailable",
+                                 f"agent {kernel.agent_id} is not connected")
+            self.events.notify(task.id)
+            raise Unavailable(f"the agent hosting this kernel ({kernel.agent_id}) is not connected; task #{task.id} did not run")
+        await self.store.run(lambda s: tasks.transition(s, task.id, tasks.APPROVED, tasks.DISPATCHED, "gateway",
+                                                          {"agent": agent.agent_id}, agent_id=agent.agent_id))
+        msg_id = msg["header"]["msg_id"]
+        ex = Execution(task_id=task.id, msg_id=msg_id, done=asyncio.get_running_loop().create_future())
+        kernel.executions[msg_id] = ex
+        agent.send({"type": "kernel_msg", "kernel_id": kernel.id, "channel": "shell", "msg": msg, "task_id": task.id})
+        self.events.notify(task.id)
+        return await ex.done
+
+    async def run_script(self, task_id: int) -> None:
+        """A CLI script: wait for the decision, run it on an ephemeral kernel, record everything."""
+        task = await self.get_task(task_id)
+        while task.status == tasks.PENDING_REVIEW:
+            await self.events.wait(task_id, 2.0)
+            task = await self.get_task(task_id)
+        if task.status != tasks.APPROVED:
+            return
+        ident = await self.store.run(self._identity_of, task.user_id)
+        try:
+            kernel = await self.start_kernel(ident, task.target, ephemeral=True)
+        except Exception as exc:
+            await self.store.run(self._finish_tx, task_id, tasks.FAILED, "AgentUnavailable", str(getattr(exc, "message", exc)))
+            self.events.notify(task_id)
+            return
+        try:
+            msg = jmsg.make("execute_request", {"code": task.code, "silent": False, "store_history": True,
+                                                "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+                            None, "shell", session=f"cellgate-task-{task_id}")
+            msg["parent_header"] = {}
+            await self.dispatch_cell(kernel, task, msg)
+            await self.recorders[kernel.id].drain()
+        finally:
+            await self.stop_kernel(kernel, "gateway")
+
+    @staticmethod
+    def _identity_of(session: Session, user_id: int) -> Identity:
+        user = session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} not found")
+        return Identity(kind="user", name=user.name, user_id=user.id, is_admin=user.is_admin,
+                        groups=frozenset(auth.user_groups(session, user.id)))
+
+    # ------------------------------------------------------------ agent side
+    def on_agent_message(self, agent: AgentConnection, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "reply":
+            agent.on_reply(msg)
+        elif kind == "kernel_msg":
+            self._on_kernel_msg(msg)
+        elif kind == "kernel_status":
+            kernel = self.kernels.get(msg.get("kernel_id", ""))
+            if kernel is not None and msg.get("state") == "dead":
+                kernel.execution_state = "dead"
+                kernel.to_clients(jmsg.status("dead", None))
+                self.spawn(self._end_executions(kernel, tasks.FAILED, "KernelDied", msg.get("reason") or "the kernel died"))
+        elif kind == "pong":
+            pass
+        else:
+            log.info("ignoring agent message of type %r", kind)
+
+    def _on_kernel_msg(self, frame: dict[str, Any]) -> None:
+        kernel = self.kernels.get(frame.get("kernel_id", ""))
+        if kernel is None:
+            return
+        msg = frame["msg"]
+        channel = frame.get("channel", "iopub")
+        msg["channel"] = channel
+        header = msg.get("header", {})
+        msg.setdefault("msg_id", header.get("msg_id"))
+        msg.setdefault("msg_type", header.get("msg_type"))
+        kernel.touch(msg)
+        kernel.to_clients(msg)
+        parent_id = (msg.get("parent_header") or {}).get("msg_id")
+        ex = kernel.executions.get(parent_id) if parent_id else None
+        if ex is not None:
+            self._track(kernel, ex, channel, msg)
+
+    def _track(self, kernel: LiveKernel, ex: Execution, channel: str, msg: dict[str, Any]) -> None:
+        msg_type = msg["header"].get("msg_type")
+        recorder = self.recorders[kernel.id]
+        content = msg.get("content", {})
+        if channel == "iopub" and msg_type == "status" and content.get("execution_state") == "busy" and not ex.started:
+            ex.started = True
+            recorder.put(lambda: self._record_running(ex.task_id))
+        elif channel == "iopub" and msg_type in OUTPUT_TYPES:
+            ex.seq += 1
+            seq = ex.seq
+            recorder.put(lambda: self._record_output(ex.task_id, seq, msg_type, content))
+        elif channel == "shell" and msg_type == "execute_reply":
+            kernel.executions.pop(ex.msg_id, None)
+            status = content.get("status")
+            dest = tasks.SUCCEEDED if status == "ok" else tasks.FAILED
+            ename = None if status == "ok" else content.get("ename", "Aborted" if status == "aborted" else "Error")
+            evalue = None if status == "ok" else content.get("evalue", "")
+
+            async def _finish() -> None:
+                await self.store.run(self._finish_tx, ex.task_id, dest, ename, evalue)
+                self.events.notify(ex.task_id)
+                if not ex.done.done():
+                    ex.done.set_result(content)
+            recorder.put(_finish)
+
+    async def _record_running(self, task_id: int) -> None:
+        def _tx(session: Session) -> None:
+            try:
+                tasks.transition(session, task_id, tasks.DISPATCHED, tasks.RUNNING, "agent")
+            except tasks.TransitionError as exc:
+                log.info("task %s: %s", task_id, exc)
+        await self.store.run(_tx)
+        self.events.notify(task_id)
+
+    async def _record_output(self, task_id: int, seq: int, msg_type: str, content: dict[str, Any]) -> None:
+        output = {"output_type": msg_type, **{k: v for k, v in content.items() if k != "transient"}}
+        if "transient" in content:
+            output["transient"] = content["transient"]
+        size = len(str(content))
+
+        def _tx(session: Session) -> None:
+            if session.get(TaskOutput, (task_id, seq)) is None:  # stored once per (task, seq)
+                session.add(TaskOutput(task_id=task_id, seq=seq, output=output))
+                session.execute(update(Task).where(Task.id == task_id).values(output_bytes=Task.output_bytes + size))
+        await self.store.run(_tx)
+        self.events.notify(task_id)
+
+    async def agent_hello(self, agent: AgentConnection, hello: dict[str, Any]) -> list[str]:
+        """Register an agent; update what its targets announce; re-adopt kernels it still hosts."""
+        announced = {t["name"]: t for t in hello.get("targets", []) if isinstance(t, dict) and t.get("name")}
+        hosted = [k for k in hello.get("kernels", []) if isinstance(k, str)]
+
+        def _tx(session: Session) -> tuple[list[str], list[tuple[Kernel, str]]]:
+            accepted = []
+            for name, info in announced.items():
+                target = session.get(Target, name)
+                if target is None:
+                    log.warning("agent %s announces unknown target %r: ignored (create it with `cellgate target set`)", agent.agent_id, name)
+                    continue
+                target.kind = str(info.get("kind", ""))
+                target.language = str(info.get("language", ""))
+                target.dialect = str(info.get("dialect", "") or "")
+                target.display_name = str(info.get("display_name", "") or "")
+                accepted.append(name)
+            rows = list(session.execute(select(Kernel).where(Kernel.agent_id == agent.agent_id, Kernel.stopped_at.is_(None))).scalars())
+            for row in rows:
+                if row.id not in hosted:
+                    row.stopped_at = utcnow()
+            names = dict(session.execute(select(User.id, User.name)).tuples().all())
+            audit.append(session, f"agent:{agent.agent_id}", "agent.connected",
+                         detail={"agent": agent.agent_id, "token": agent.token_name, "targets": accepted, "version": agent.version})
+            return accepted, [(r, names.get(r.user_id, "?")) for r in rows if r.id in hosted]
+
+        accepted, adopt = await self.store.run(_tx)
+        agent.targets = {name: announced[name] for name in accepted}
+        self.agents.add(agent)
+        for row, owner in adopt:
+            if self.kernels.get(row.id) is None:
+                kernel = LiveKernel(id=row.id, user_id=row.user_id, user_name=owner,
+                                    target=row.target, agent_id=agent.agent_id, notebook_path=row.notebook_path,
+                                    ephemeral=row.ephemeral, execution_state="idle")
+                self._attach(kernel, agent)
+        return accepted
+
+    async def agent_gone(self, agent: AgentConnection) -> None:
+        self.agents.remove(agent)
+        await self.store.run(lambda s: audit.append(s, f"agent:{agent.agent_id}", "agent.disconnected",
+                                                    detail={"agent": agent.agent_id}))
+
+    async def recover(self) -> None:
+        """On start: executions of a previous gateway process are not re-run; held cells are gone."""
+        def _tx(session: Session) -> list[int]:
+            resumed = []
+            for task in session.execute(select(Task).where(Task.status.in_([tasks.DISPATCHED, tasks.RUNNING, tasks.PENDING_REVIEW, tasks.APPROVED]))).scalars().all():
+                if task.status in (tasks.DISPATCHED, tasks.RUNNING):
+                    tasks.transition(session, task.id, task.status, tasks.LOST, "gateway",
+                                     {"reason": "the gateway restarted while it ran; it is not re-run automatically"},
+                                     error_ename="TaskLost", error_evalue="the gateway restarted while this task ran")
+                elif task.kind == "cell":
+                    tasks.transition(session, task.id, task.status, tasks.CANCELLED, "gateway",
+                                     {"reason": "the gateway restarted while the cell waited"},
+                                     decided_by="gateway", decision_comment="the gateway restarted while the cell waited; run it again")
+                else:
+                    resumed.append(task.id)
+            return resumed
+        for task_id in await self.store.run(_tx):
+            self.spawn(self.run_script(task_id))

@@ -1,0 +1,71 @@
+"""JSON shapes of the REST API (docs/api.md), and who may see a task."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from .auth import Identity
+from .models import Target, Task, User
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def task_json(task: Task, url: str) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "status": task.status,
+        "target": task.target,
+        "user": task.user.name,
+        "code": task.code,
+        "code_sha256": task.code_sha256,
+        "why": task.why,
+        "kernel_id": task.kernel_id,
+        "notebook_path": task.notebook_path,
+        "cell_id": task.cell_id,
+        "agent_id": task.agent_id,
+        "created_at": iso(task.created_at),
+        "updated_at": iso(task.updated_at),
+        "started_at": iso(task.started_at),
+        "finished_at": iso(task.finished_at),
+        "review_groups": list(task.review_groups),
+        "reviews": [{"user": r.user.name, "decision": r.decision, "comment": r.comment, "created_at": iso(r.created_at)}
+                    for r in task.reviews],
+        "decided_by": task.decided_by,
+        "decision_comment": task.decision_comment,
+        "error": {"ename": task.error_ename, "evalue": task.error_evalue} if task.error_ename else None,
+        "output_bytes": task.output_bytes,
+        "url": url,
+    }
+
+
+def target_json(target: Target, online: bool) -> dict[str, Any]:
+    return {
+        "name": target.name,
+        "description": target.description,
+        "kind": target.kind,
+        "language": target.language,
+        "dialect": target.dialect,
+        "display_name": target.display_name,
+        "submit_groups": list(target.submit_groups),
+        "review_groups": list(target.review_groups),
+        "requires_review": bool(target.review_groups),
+        "online": online,
+    }
+
+
+def user_json(user: User, groups: list[str]) -> dict[str, Any]:
+    return {"name": user.name, "is_admin": user.is_admin, "active": user.active, "groups": groups,
+            "created_at": iso(user.created_at)}
+
+
+def may_see(ident: Identity, task: Task) -> bool:
+    """The author, members of its review groups, and admins."""
+    return ident.is_admin or task.user_id == ident.user_id or bool(ident.groups & set(task.review_groups))

@@ -1,0 +1,12 @@
+"""The cellgate SQL kernel: one Jupyter kernel for PostgreSQL, MariaDB/MySQL and SQLite.
+
+Modules, one idea each:
+
+- ``target``   -- settings from the environment, the parsed target URL, secret redaction
+- ``split``    -- splitting a cell into statements without breaking quoted text
+- ``dialects`` -- the :class:`Dialect` contract and the URL-scheme registry
+- ``postgres``, ``mysql``, ``sqlite`` -- one dialect each (connect, run, cancel)
+- ``session``  -- the connection, its worker thread, interrupt and reconnect
+- ``render``   -- result sets as text/plain, text/html and Table Schema JSON
+- ``kernel``   -- the ipykernel ``Kernel`` subclass tying these together
+"""
