@@ -43,6 +43,7 @@ def justification(code: str) -> str:
 class Held:
     msg: dict[str, Any]
     ident: Identity
+    arrival: int = 0
 
 
 class Gate:
@@ -54,9 +55,11 @@ class Gate:
         self.current_task_id: int | None = None
         self._worker: asyncio.Task[None] | None = None
         self._interrupted = asyncio.Event()
+        self.arrivals = 0  # requests received so far; fixes which ones an error aborts
 
     def submit(self, msg: dict[str, Any], ident: Identity) -> None:
-        self.queue.put_nowait(Held(msg, ident))
+        self.arrivals += 1
+        self.queue.put_nowait(Held(msg, ident, self.arrivals))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
@@ -71,36 +74,44 @@ class Gate:
         self._interrupted.set()
         return True
 
-    def abort_queued(self) -> None:
+    def abort_queued(self, received_before: int | None = None) -> None:
+        """Abort the queued requests (those that arrived before ``received_before``, if given)."""
+        keep = []
         while not self.queue.empty():
             held = self.queue.get_nowait()
+            if received_before is not None and held.arrival >= received_before:
+                keep.append(held)
+                continue
             for m in jmsg.aborted_messages(held.msg):
                 self.kernel.to_clients(m)
+        for held in keep:
+            self.queue.put_nowait(held)
 
     async def _run(self) -> None:
         while True:
             held = await self.queue.get()
             self.current = held
             try:
-                outcome = await self._handle(held)
+                failed_at = await self._handle(held)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.exception("gate failed on kernel %s", self.kernel.id)
-                self._refuse(held, "CellgateError", f"the gateway could not run this cell: {exc}")
-                outcome = "error"
+                self._refuse(held, "CellgateError", f"the gateway could not run this cell: {getattr(exc, 'message', exc)}")
+                failed_at = self.arrivals + 1
             finally:
                 self.current = None
                 self.current_task_id = None
                 self._interrupted.clear()
-            if outcome == "error" and held.msg.get("content", {}).get("stop_on_error", True):
-                self.abort_queued()
+            if failed_at is not None and held.msg.get("content", {}).get("stop_on_error", True):
+                self.abort_queued(received_before=failed_at)
 
     def _refuse(self, held: Held, ename: str, evalue: str) -> None:
         for m in jmsg.error_messages(held.msg, ename, evalue):
             self.kernel.to_clients(m)
 
-    async def _handle(self, held: Held) -> str:
+    async def _handle(self, held: Held) -> int | None:
+        """Run or refuse one request; on failure, return the arrival count when the client saw it fail."""
         msg = held.msg
         content = msg.get("content", {})
         code = content.get("code", "")
@@ -124,9 +135,9 @@ class Gate:
             task = await self._hold(held, task)
         if task.status == tasks.APPROVED:
             reply = await self.service.dispatch_cell(self.kernel, task, msg)
-            return "ok" if reply.get("status") == "ok" else "error"
+            return None if reply.get("status") == "ok" else reply.get("_arrivals", self.arrivals + 1)
         self._refuse(held, *self.service.refusal(task))
-        return "error"
+        return self.arrivals + 1
 
     async def _hold(self, held: Held, task: Task) -> Task:
         """Show the status display and wait for a decision (or an interrupt)."""

@@ -333,12 +333,12 @@ class Service:
             dest = tasks.SUCCEEDED if status == "ok" else tasks.FAILED
             ename = None if status == "ok" else content.get("ename", "Aborted" if status == "aborted" else "Error")
             evalue = None if status == "ok" else content.get("evalue", "")
+            if not ex.done.done():  # now, as the client sees it: what arrives later is not aborted
+                ex.done.set_result({**content, "_arrivals": kernel.gate.arrivals + 1})
 
             async def _finish() -> None:
                 await self.store.run(self._finish_tx, ex.task_id, dest, ename, evalue)
                 self.events.notify(ex.task_id)
-                if not ex.done.done():
-                    ex.done.set_result(content)
             recorder.put(_finish)
 
     async def _record_running(self, task_id: int) -> None:

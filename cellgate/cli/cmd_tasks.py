@@ -1,0 +1,291 @@
+"""`cellgate run`, `tasks`, `task show|cancel`, `reviews`, `review approve|reject`, `targets`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from cellgate.cli import exitcodes, render
+from cellgate.cli.client import GatewayClient, GatewayError, command, connect, connection_options, error, json_option
+
+#: The exit code of `cellgate run` for each final task status.
+STATUS_EXIT = {
+    "succeeded": exitcodes.OK,
+    "failed": exitcodes.FAILED,
+    "rejected": exitcodes.REJECTED,
+    "denied": exitcodes.DENIED,
+    "cancelled": exitcodes.CANCELLED,
+    "expired": exitcodes.CANCELLED,
+    "killed": exitcodes.KILLED,
+    "lost": exitcodes.KILLED,
+}
+FINAL = frozenset(STATUS_EXIT)
+#: Seconds each output poll asks the gateway to hold the request (the API caps it at 30).
+POLL_WAIT = 20
+
+
+def exit_code_for_status(status: str) -> int:
+    """The exit code for a final status; ERROR for anything else (the task did not end)."""
+    return STATUS_EXIT.get(status, exitcodes.ERROR)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# -- run ------------------------------------------------------------------------------------
+
+
+def _read_code(args: argparse.Namespace) -> str | None:
+    if args.code is not None:
+        return args.code
+    if args.file == "-":
+        return sys.stdin.read()
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        error(f"cannot read {args.file}: {exc.strerror}")
+        return None
+
+
+def _emit(output: dict[str, Any]) -> None:
+    for stream, text in render.render_output(output):
+        out = sys.stderr if stream == "stderr" else sys.stdout
+        out.write(text)
+        out.flush()
+
+
+def follow(gw: GatewayClient, task: dict[str, Any], *, stream: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Poll the task's outputs until it is done, announcing each new status on stderr.
+
+    With ``stream``, outputs are written as they arrive; returns the final task and all outputs.
+    """
+    tid = task["id"]
+    seen_status = task.get("status")
+    after: int | None = None
+    outputs: list[dict[str, Any]] = []
+    while True:
+        page = gw.output(tid, after=after, wait=POLL_WAIT)
+        task = page.get("task") or task
+        status = task.get("status")
+        new = page.get("outputs") or []
+        announce = status != seen_status
+        if announce and status not in FINAL:
+            _say(render.status_line(task))
+        for item in new:
+            seq = int(item.get("seq", 0))
+            after = seq if after is None else max(after, seq)
+            outputs.append(item.get("output") or {})
+            if stream:
+                _emit(item.get("output") or {})
+        if announce and status in FINAL:
+            _say(render.status_line(task))
+        seen_status = status
+        # `done` is the contract; a final status with nothing new also ends the loop, so a
+        # gateway that never says done cannot keep the command polling forever.
+        if page.get("done") or (status in FINAL and not new):
+            return task, outputs
+
+
+@command
+def cmd_run(args: argparse.Namespace) -> int:
+    code = _read_code(args)
+    if code is None:
+        return exitcodes.USAGE
+    if not code.strip():
+        error("the code to run is empty")
+        return exitcodes.USAGE
+    with connect(args) as gw:
+        task = gw.submit(args.target, code, args.why or "")
+        tid = task["id"]
+        _say(f"task {tid} submitted to {task.get('target', args.target)}"
+             + (f" ({task['url']})" if task.get("url") else ""))
+        if task.get("status") != "submitted":
+            _say(render.status_line(task))
+        try:
+            task, outputs = follow(gw, task, stream=not args.json)
+        except KeyboardInterrupt:
+            _say(f"\ninterrupted: task {tid} was not cancelled. Follow it with: cellgate task show {tid}"
+                 f" (cancel it while it waits for review with: cellgate task cancel {tid})")
+            return 130
+        except GatewayError as exc:
+            # The task exists and goes on without us: say how to find it again.
+            error(f"{exc.message}\ntask {tid} was submitted; follow it with: cellgate task show {tid}")
+            return exc.exit_code
+    if args.json:
+        render.print_json({**task, "outputs": outputs})
+    return exit_code_for_status(task.get("status", ""))
+
+
+# -- listing and showing --------------------------------------------------------------------
+
+
+def _task_rows(tasks: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[t.get("id"), t.get("status"), t.get("target"), t.get("user"),
+             render.format_time(t.get("created_at")), render.first_line(t.get("code"))]
+            for t in tasks]
+
+
+@command
+def cmd_tasks(args: argparse.Namespace) -> int:
+    with connect(args) as gw:
+        body = gw.tasks(status=args.status, target=args.target, user=args.user, limit=args.limit)
+    if args.json:
+        render.print_json(body)
+    elif body.get("tasks"):
+        print(render.table(["id", "status", "target", "user", "created", "code"], _task_rows(body["tasks"])))
+    else:
+        _say("no tasks")
+    return exitcodes.OK
+
+
+def _show_task(task: dict[str, Any], outputs: list[dict[str, Any]]) -> str:
+    fields: list[tuple[str, Any]] = [
+        ("task", f"{task.get('id')} ({task.get('kind')})"),
+        ("status", task.get("status")),
+        ("target", task.get("target")),
+        ("user", task.get("user")),
+        ("why", task.get("why")),
+        ("created", render.format_time(task.get("created_at"))),
+        ("updated", render.format_time(task.get("updated_at"))),
+        ("review groups", ", ".join(task.get("review_groups") or []) or "none"),
+        ("decided by", task.get("decided_by")),
+        ("comment", task.get("decision_comment")),
+        ("error", render.task_reason({"error": task.get("error")})),
+        ("kernel", task.get("kernel_id")),
+        ("notebook", task.get("notebook_path")),
+        ("cell", task.get("cell_id")),
+        ("sha256", task.get("code_sha256")),
+        ("url", task.get("url")),
+        ("outputs", render.summarize_outputs(outputs)),
+    ]
+    lines = [f"{k + ':':<15}{v}" for k, v in fields if v not in (None, "")]
+    reviews = task.get("reviews") or []
+    if reviews:
+        lines.append("reviews:")
+        for r in reviews:
+            comment = f" — {r['comment']}" if r.get("comment") else ""
+            lines.append(f"  {render.format_time(r.get('created_at'))}  {r.get('user')} "
+                         f"{r.get('decision')}{comment}")
+    lines.append("code:")
+    lines += ["    " + ln for ln in (task.get("code") or "").splitlines()]
+    return "\n".join(lines)
+
+
+@command
+def cmd_task_show(args: argparse.Namespace) -> int:
+    with connect(args) as gw:
+        task, outputs = gw.all_outputs(args.id)
+    if args.json:
+        render.print_json({**task, "outputs": outputs})
+    else:
+        print(_show_task(task, outputs))
+    return exitcodes.OK
+
+
+@command
+def cmd_task_cancel(args: argparse.Namespace) -> int:
+    with connect(args) as gw:
+        task = gw.cancel(args.id)
+    if args.json:
+        render.print_json(task)
+    else:
+        print(render.status_line(task))
+    return exitcodes.OK
+
+
+@command
+def cmd_reviews(args: argparse.Namespace) -> int:
+    with connect(args) as gw:
+        body = gw.reviews()
+    if args.json:
+        render.print_json(body)
+    elif body.get("tasks"):
+        rows = [[t.get("id"), t.get("target"), t.get("user"), render.format_time(t.get("created_at")),
+                 render.first_line(t.get("why"), 30), render.first_line(t.get("code"))]
+                for t in body["tasks"]]
+        print(render.table(["id", "target", "user", "created", "why", "code"], rows))
+    else:
+        _say("nothing to review")
+    return exitcodes.OK
+
+
+@command
+def cmd_review(args: argparse.Namespace) -> int:
+    if args.decision == "reject" and not (args.comment or "").strip():
+        error("a reject needs a reason: pass --comment TEXT (the author sees it)")
+        return exitcodes.USAGE
+    with connect(args) as gw:
+        task = gw.review(args.id, args.decision, args.comment)
+    if args.json:
+        render.print_json(task)
+    else:
+        print(render.status_line(task))
+    return exitcodes.OK
+
+
+@command
+def cmd_targets(args: argparse.Namespace) -> int:
+    with connect(args) as gw:
+        body = gw.targets()
+    if args.json:
+        render.print_json(body)
+    elif body.get("targets"):
+        rows = [[t.get("name"), t.get("kind"), t.get("language"), render.yes_no(t.get("online")),
+                 (", ".join(t.get("review_groups") or []) or "yes") if t.get("requires_review") else "no",
+                 t.get("description")]
+                for t in body["targets"]]
+        print(render.table(["name", "kind", "language", "online", "review", "description"], rows))
+    else:
+        _say("no targets you may submit to")
+    return exitcodes.OK
+
+
+# -- parsers --------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    conn, js = connection_options(), json_option()
+
+    p = subparsers.add_parser(
+        "run", parents=[conn, js], help="run code on a target (after review) and stream its output",
+        description="Submit code to a target, wait for review, and stream its outputs. "
+                    "The exit code says how it ended (see docs/cli.md).")
+    p.add_argument("--target", "-t", required=True, help="target name (see `cellgate targets`)")
+    p.add_argument("--why", help="justification shown to reviewers and kept in the audit log")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-f", "--file", help="file with the code; - reads stdin")
+    src.add_argument("-e", "--code", help="the code itself")
+    p.set_defaults(func=cmd_run)
+
+    p = subparsers.add_parser("tasks", parents=[conn, js], help="list tasks (newest first)")
+    p.add_argument("--status", help="only tasks in this status")
+    p.add_argument("--target", help="only tasks on this target")
+    p.add_argument("--user", help="only tasks by this user")
+    p.add_argument("--limit", type=int, help="at most this many tasks")
+    p.set_defaults(func=cmd_tasks)
+
+    task = subparsers.add_parser("task", help="show or cancel one task")
+    task_sub = task.add_subparsers(dest="task_command", metavar="{show,cancel}", required=True)
+    p = task_sub.add_parser("show", parents=[conn, js], help="all about one task")
+    p.add_argument("id", type=int, metavar="N")
+    p.set_defaults(func=cmd_task_show)
+    p = task_sub.add_parser("cancel", parents=[conn, js], help="cancel a task still waiting for review")
+    p.add_argument("id", type=int, metavar="N")
+    p.set_defaults(func=cmd_task_cancel)
+
+    p = subparsers.add_parser("reviews", parents=[conn, js], help="tasks waiting for your review")
+    p.set_defaults(func=cmd_reviews)
+
+    review = subparsers.add_parser("review", help="approve or reject a task")
+    review_sub = review.add_subparsers(dest="decision", metavar="{approve,reject}", required=True)
+    for decision, help_ in (("approve", "approve a task"), ("reject", "reject a task (needs --comment)")):
+        p = review_sub.add_parser(decision, parents=[conn, js], help=help_)
+        p.add_argument("id", type=int, metavar="N")
+        p.add_argument("--comment", "-m", help="shown to the author and kept in the audit log")
+        p.set_defaults(func=cmd_review)
+
+    p = subparsers.add_parser("targets", parents=[conn, js], help="targets you may submit to")
+    p.set_defaults(func=cmd_targets)

@@ -1,0 +1,306 @@
+"""Real processes on loopback: a gateway, an agent, a jupyter_server in gateway mode.
+
+The gateway's store is PostgreSQL (a fresh database per test session) unless
+``CELLGATE_TEST_STORE=sqlite``. SQL targets are the PostgreSQL and MariaDB servers of this
+machine and a SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+CELLGATE = str(BIN / "cellgate")
+PG_ADMIN = os.environ.get("CELLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+MARIADB = os.environ.get("CELLGATE_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str, log: Path | None = None) -> Any:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - retried
+            last = exc
+        time.sleep(0.1)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last})\n{tail}")
+
+
+def create_pg_database() -> str:
+    import psycopg
+
+    name = f"cellgate_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Proc:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def spawn(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
+    fh = open(log, "ab")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd)
+    fh.close()
+    return Proc(proc, log)
+
+
+@dataclass
+class Gateway:
+    url: str
+    db_url: str
+    admin_token: str
+    proc: Proc
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def api(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def admin(self) -> httpx.Client:
+        return self.api(self.admin_token)
+
+    def user(self, name: str, groups: tuple[str, ...] = (), is_admin: bool = False) -> str:
+        """Create ``name`` (once) in ``groups``; return a token for it."""
+        if name in self.tokens:
+            return self.tokens[name]
+        with self.admin() as api:
+            r = api.post("/api/v1/users", json={"name": name, "is_admin": is_admin})
+            assert r.status_code in (201, 409), r.text
+            for group in groups:
+                api.post("/api/v1/groups", json={"name": group})
+                r = api.put(f"/api/v1/groups/{group}/members/{name}")
+                assert r.status_code == 200, r.text
+            r = api.post(f"/api/v1/users/{name}/tokens", json={"note": "test"})
+            assert r.status_code == 201, r.text
+            self.tokens[name] = r.json()["token"]
+        return self.tokens[name]
+
+    def set_target(self, name: str, review_groups: list[str] | None = None, submit_groups: list[str] | None = None) -> None:
+        with self.admin() as api:
+            r = api.put(f"/api/v1/targets/{name}", json={"review_groups": review_groups or [],
+                                                         "submit_groups": submit_groups or []})
+            assert r.status_code == 200, r.text
+
+
+def start_gateway(workdir: Path, db_url: str, port: int | None = None) -> Gateway:
+    port = port or free_port()
+    out = subprocess.run([CELLGATE, "init-admin", "admin", "--db-url", db_url], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip()
+    log = workdir / f"gateway-{port}.log"
+    url = f"http://127.0.0.1:{port}"
+    proc = spawn([CELLGATE, "gateway", "--port", str(port), "--db-url", db_url, "--public-url", url,
+                  "--log-level", "INFO"], log)
+    gw = Gateway(url=url, db_url=db_url, admin_token=token, proc=proc)
+    wait_until(lambda: httpx.get(f"{url}/api/v1/").status_code == 200, 30, "gateway", log)
+    return gw
+
+
+def agent_config(path: Path, agent_id: str, targets: dict[str, dict[str, Any]]) -> Path:
+    lines = ["[agent]", f'id = "{agent_id}"', ""]
+    for name, spec in targets.items():
+        lines.append(f"[targets.{name}]")
+        for key, value in spec.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    path.chmod(0o600)
+    return path
+
+
+def start_agent(gw: Gateway, workdir: Path, config: Path, name: str = "agent") -> Proc:
+    with gw.admin() as api:
+        r = api.post("/api/v1/agent-tokens", json={"name": name})
+        assert r.status_code == 201, r.text
+        token = r.json()["token"]
+    return spawn([CELLGATE, "agent", "--gateway", gw.url, "--token", token, "--config", str(config)],
+                 workdir / f"{name}.log")
+
+
+def wait_online(gw: Gateway, targets: list[str], log: Path, timeout: float = 60) -> None:
+    def online() -> bool:
+        with gw.admin() as api:
+            found = {t["name"]: t["online"] for t in api.get("/api/v1/targets").json()["targets"]}
+        return all(found.get(t) for t in targets)
+    wait_until(online, timeout, f"targets {targets} online", log)
+
+
+@dataclass
+class Jupyter:
+    url: str
+    token: str
+    proc: Proc
+    root: Path
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"token {self.token}"}, timeout=120)
+
+
+def start_jupyter(gw: Gateway, user_token: str, workdir: Path, name: str = "jupyter") -> Jupyter:
+    port = free_port()
+    token = uuid.uuid4().hex
+    root = workdir / f"{name}-root"
+    root.mkdir(exist_ok=True)
+    log = workdir / f"{name}.log"
+    proc = spawn([str(BIN / "jupyter"), "server", "--allow-root", "--no-browser", f"--port={port}",
+                  "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                  f"--GatewayClient.url={gw.url}", f"--GatewayClient.auth_token={user_token}",
+                  "--GatewayClient.allowed_envs=JPY_SESSION_NAME", "--GatewayClient.request_timeout=120"],
+                 log, env={"JUPYTER_CONFIG_DIR": str(workdir / f"{name}-config"), "JUPYTER_RUNTIME_DIR": str(workdir / f"{name}-rt")})
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{url}/api/status", params={"token": token}).status_code == 200, 60, "jupyter server", log)
+    return Jupyter(url=url, token=token, proc=proc, root=root)
+
+
+# ---------------------------------------------------------------- a kernel client
+@dataclass
+class Execution:
+    msgs: list[dict[str, Any]]
+    reply: dict[str, Any]
+
+    def of_type(self, *types: str) -> list[dict[str, Any]]:
+        return [m for m in self.msgs if m["header"]["msg_type"] in types]
+
+    @property
+    def text(self) -> str:
+        parts = []
+        for m in self.of_type("stream", "execute_result", "display_data"):
+            c = m["content"]
+            parts.append(c.get("text") or c.get("data", {}).get("text/plain", ""))
+        return "".join(parts)
+
+    @property
+    def status(self) -> str:
+        return self.reply["content"]["status"]
+
+
+class KernelConnection:
+    """The Jupyter JSON websocket protocol against a kernel, as JupyterLab speaks it."""
+
+    def __init__(self, ws_url: str, headers: dict[str, str]) -> None:
+        self.ws_url = ws_url
+        self.headers = headers
+        self.session = uuid.uuid4().hex
+        self.ws: Any = None
+        self.inbox: list[dict[str, Any]] = []
+
+    async def __aenter__(self) -> KernelConnection:
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        self.ws = await websocket_connect(HTTPRequest(self.ws_url, headers=self.headers))
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.ws.close()
+
+    def request(self, msg_type: str, content: dict[str, Any], channel: str = "shell",
+                metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        msg_id = uuid.uuid4().hex
+        msg = {"header": {"msg_id": msg_id, "msg_type": msg_type, "session": self.session, "username": "test",
+                          "date": "2026-01-01T00:00:00.000000Z", "version": "5.3"},
+               "parent_header": {}, "metadata": metadata or {}, "content": content, "buffers": [], "channel": channel}
+        self.ws.write_message(json.dumps(msg))
+        return msg
+
+    def send_execute(self, code: str, **kw: Any) -> dict[str, Any]:
+        metadata = kw.pop("metadata", None)
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                   "allow_stdin": False, "stop_on_error": True, **kw}
+        return self.request("execute_request", content, metadata=metadata)
+
+    async def collect(self, msg_id: str, timeout: float = 60, reply_type: str = "execute_reply",
+                      until_idle: bool = True) -> Execution:
+        msgs: list[dict[str, Any]] = []
+        reply = None
+        idle = not until_idle
+        deadline = asyncio.get_running_loop().time() + timeout
+        # messages read earlier for this request
+        for m in [m for m in self.inbox if m.get("parent_header", {}).get("msg_id") == msg_id]:
+            self.inbox.remove(m)
+            msgs.append(m)
+        for m in msgs:
+            reply = m if m["header"]["msg_type"] == reply_type else reply
+            idle = idle or (m["header"]["msg_type"] == "status" and m["content"]["execution_state"] == "idle")
+        while reply is None or not idle:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"no {reply_type}/idle for {msg_id} in {timeout}s; got {[m['header']['msg_type'] for m in msgs]}")
+            raw = await asyncio.wait_for(self.ws.read_message(), remaining)
+            if raw is None:
+                raise ConnectionError("websocket closed")
+            m = json.loads(raw)
+            if m.get("parent_header", {}).get("msg_id") != msg_id:
+                self.inbox.append(m)
+                continue
+            msgs.append(m)
+            if m["header"]["msg_type"] == reply_type:
+                reply = m
+            if m["header"]["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+                idle = True
+        return Execution(msgs, reply)
+
+    async def execute(self, code: str, timeout: float = 60, **kw: Any) -> Execution:
+        msg = self.send_execute(code, **kw)
+        return await self.collect(msg["header"]["msg_id"], timeout)
+
+    async def wait_for(self, msg_id: str, msg_type: str, timeout: float = 30) -> dict[str, Any]:
+        """Wait for one message of ``msg_type`` parented to ``msg_id`` (keeps the others)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for m in self.inbox:
+                if m.get("parent_header", {}).get("msg_id") == msg_id and m["header"]["msg_type"] == msg_type:
+                    return m
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"no {msg_type} for {msg_id}")
+            raw = await asyncio.wait_for(self.ws.read_message(), remaining)
+            if raw is None:
+                raise ConnectionError("websocket closed")
+            self.inbox.append(json.loads(raw))

@@ -1,0 +1,107 @@
+"""A harness for the SQL kernel: real kernels (subprocesses) against real databases.
+
+PostgreSQL and MariaDB must be running (see the markers in pyproject.toml); if they are not,
+the tests fail with a message saying which server is missing -- they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pymysql
+import pytest
+from jupyter_client.manager import KernelManager
+
+from cellgate.kernels.specs import CellgateKernelSpecManager
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+MARIADB_URL = "mysql://root@127.0.0.1:3306/test"
+TABLE = "application/vnd.dataresource+json"
+
+
+def require_postgres() -> None:
+    try:
+        psycopg.connect(PG_URL, connect_timeout=3).close()
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} ({exc}); start it, these tests never skip")
+
+
+def require_mariadb() -> None:
+    try:
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database="test", connect_timeout=3).close()
+    except Exception as exc:
+        pytest.fail(f"MariaDB is not reachable at {MARIADB_URL} ({exc}); start it, these tests never skip")
+
+
+@dataclass
+class Run:
+    """What one ``execute_request`` produced."""
+
+    reply: dict[str, Any]
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return self.reply["status"]
+
+    @property
+    def tables(self) -> list[dict[str, Any]]:
+        return [o["content"]["data"] for o in self.outputs if o["msg_type"] in ("execute_result", "display_data")]
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [o["content"] for o in self.outputs if o["msg_type"] == "error"]
+
+    @property
+    def stdout(self) -> str:
+        return "".join(o["content"]["text"] for o in self.outputs if o["msg_type"] == "stream")
+
+    def everything(self) -> str:
+        """All output and the reply as one string (for "the secret is nowhere" checks)."""
+        return repr(self.reply) + repr([o["content"] for o in self.outputs])
+
+
+class SQLKernelHandle:
+    """A running ``cellgate-sql`` kernel with a blocking client."""
+
+    def __init__(self, url: str, **env: str) -> None:
+        self.km = KernelManager(kernel_name="cellgate-sql", kernel_spec_manager=CellgateKernelSpecManager())
+        self.km.start_kernel(env={**os.environ, "CELLGATE_TARGET_URL": url, **env})
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=30)
+
+    def run(self, code: str, *, interrupt_after: float | None = None, timeout: float = 30) -> Run:
+        msg_id = self.kc.execute(code)
+        started = time.monotonic()
+        if interrupt_after is not None:
+            time.sleep(interrupt_after)
+            self.km.interrupt_kernel()
+            started = time.monotonic()
+        reply = self.kc.get_shell_msg(timeout=timeout)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = self.kc.get_shell_msg(timeout=timeout)
+        run = Run(reply["content"], seconds=time.monotonic() - started)
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return run
+            if msg["msg_type"] in ("stream", "display_data", "execute_result", "error"):
+                run.outputs.append(msg)
+
+    def ok(self, code: str) -> Run:
+        run = self.run(code)
+        assert run.status == "ok", run.reply
+        return run
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
