@@ -38,6 +38,8 @@ class Execution:
     done: asyncio.Future[dict[str, Any]]
     seq: int = 0
     started: bool = False
+    reply: dict[str, Any] | None = None  # the execute_reply content
+    idle: bool = False  # iopub idle seen: every output has been relayed (iopub and shell are not ordered)
 
 
 @dataclass

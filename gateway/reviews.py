@@ -44,7 +44,7 @@ def decide(session: Session, task_id: int, reviewer_id: int, decision: str, comm
            code_sha256: str | None = None) -> Task:
     if decision not in DECISIONS:
         raise BadRequest(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
-    task = session.get(Task, task_id)
+    task = session.get(Task, task_id, with_for_update={"of": Task})  # serialise decisions on this task
     reviewer = session.get(User, reviewer_id)
     if task is None or reviewer is None:
         raise NotFound(f"task {task_id} not found")

@@ -26,6 +26,9 @@ from .store import Store
 
 log = logging.getLogger("cellgate.gateway")
 
+#: seconds an agent may be away before what ran on its kernels counts as lost
+AGENT_GRACE = 30.0
+
 REFUSALS = {
     tasks.REJECTED: "TaskRejected",
     tasks.DENIED: "TaskDenied",
@@ -328,18 +331,29 @@ class Service:
             seq = ex.seq
             recorder.put(lambda: self._record_output(ex.task_id, seq, msg_type, content))
         elif channel == "shell" and msg_type == "execute_reply":
-            kernel.executions.pop(ex.msg_id, None)
-            status = content.get("status")
-            dest = tasks.SUCCEEDED if status == "ok" else tasks.FAILED
-            ename = None if status == "ok" else content.get("ename", "Aborted" if status == "aborted" else "Error")
-            evalue = None if status == "ok" else content.get("evalue", "")
-            if not ex.done.done():  # now, as the client sees it: what arrives later is not aborted
-                ex.done.set_result({**content, "_arrivals": kernel.gate.arrivals + 1})
+            # what the client sends from now on is not aborted by a failure of this one
+            ex.reply = {**content, "_arrivals": kernel.gate.arrivals + 1}
+            self._maybe_finish(kernel, ex)
+        elif channel == "iopub" and msg_type == "status" and content.get("execution_state") == "idle":
+            ex.idle = True
+            self._maybe_finish(kernel, ex)
 
-            async def _finish() -> None:
-                await self.store.run(self._finish_tx, ex.task_id, dest, ename, evalue)
-                self.events.notify(ex.task_id)
-            recorder.put(_finish)
+    def _maybe_finish(self, kernel: LiveKernel, ex: Execution) -> None:
+        """Finish once both the reply and the idle status were relayed (an aborted request may lack idle)."""
+        if ex.reply is None or not (ex.idle or ex.reply.get("status") == "aborted"):
+            return
+        kernel.executions.pop(ex.msg_id, None)
+        status = ex.reply.get("status")
+        dest = tasks.SUCCEEDED if status == "ok" else tasks.FAILED
+        ename = None if status == "ok" else ex.reply.get("ename", "Aborted" if status == "aborted" else "Error")
+        evalue = None if status == "ok" else ex.reply.get("evalue", "")
+        if not ex.done.done():
+            ex.done.set_result(ex.reply)
+
+        async def _finish() -> None:
+            await self.store.run(self._finish_tx, ex.task_id, dest, ename, evalue)
+            self.events.notify(ex.task_id)
+        self.recorders[kernel.id].put(_finish)
 
     async def _record_running(self, task_id: int) -> None:
         def _tx(session: Session) -> None:
@@ -401,9 +415,20 @@ class Service:
         return accepted
 
     async def agent_gone(self, agent: AgentConnection) -> None:
+        """The agent's socket closed. Its kernels wait ``AGENT_GRACE`` seconds for it to come back;
+        then what ran on them is ``lost`` (never re-run) and the kernels are dead."""
         self.agents.remove(agent)
         await self.store.run(lambda s: audit.append(s, f"agent:{agent.agent_id}", "agent.disconnected",
                                                     detail={"agent": agent.agent_id}))
+        await asyncio.sleep(AGENT_GRACE)
+        if self.agents.get(agent.agent_id) is not None:
+            return
+        for kernel in self.kernels.on_agent(agent.agent_id):
+            kernel.execution_state = "dead"
+            kernel.to_clients(jmsg.status("dead", None))
+            kernel.gate.abort_queued()
+            await self._end_executions(kernel, tasks.LOST, "TaskLost",
+                                       f"agent {agent.agent_id} disconnected while this task ran; it is not re-run")
 
     async def recover(self) -> None:
         """On start: executions of a previous gateway process are not re-run; held cells are gone."""

@@ -234,3 +234,18 @@ def test_another_user_cannot_see_or_touch_a_kernel(jupyter: Jupyter, jupyter2: J
     with gateway.api(users["dev"]) as api:
         assert api.get(f"/api/kernels/{kid}").status_code == 200
         assert api.delete(f"/api/kernels/{kid}").status_code == 204
+
+
+def test_output_streams_into_the_cell_as_it_comes(jupyter: Jupyter) -> None:
+    kid = start_kernel(jupyter, "py")
+
+    async def body() -> None:
+        async with connect(jupyter, kid) as kc:
+            msg = kc.send_execute("import time\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')")
+            first = await kc.wait_for(msg["header"]["msg_id"], "stream")
+            t_first = time.monotonic()
+            assert "first" in first["content"]["text"]
+            ex = await kc.collect(msg["header"]["msg_id"])
+            assert ex.status == "ok" and "second" in ex.text
+            assert time.monotonic() - t_first > 1.0  # the first line came before the cell finished
+    asyncio.run(body())
