@@ -1,0 +1,184 @@
+"""`cellgate demo` end to end: it starts, everything answers, it stops cleanly, it re-runs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websocket
+from demo_harness import DemoRun, alive, get, post
+
+from cellgate.cli.main import build_parser
+from cellgate.demo_data import UPDATE_CELL
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[DemoRun]:
+    run = DemoRun(cwd=tmp_path / "cwd", state_dir=tmp_path / "state")
+    try:
+        yield run
+    finally:
+        run.close()
+
+
+def test_demo_runs_everything_and_stops_cleanly(demo: DemoRun) -> None:
+    demo.start()
+    info = demo.wait_ready()
+    gw, tokens = info["gateway_url"], info["tokens"]
+    assert gw == f"http://127.0.0.1:{demo.port}"
+    assert stat.S_IMODE((demo.cwd / "demo.json").stat().st_mode) == 0o600
+    assert not (demo.cwd / ".cellgate-demo").exists()  # --dir was given: the state is there
+    assert (demo.state_dir / "payments.db").exists() and (demo.state_dir / "notebooks" / "payments.ipynb").exists()
+
+    assert get(f"{gw}/api/v1/me", tokens["dev"]) == (200, {"name": "dev", "is_admin": False, "groups": []})
+    status, me = get(f"{gw}/api/v1/me", tokens["reviewer"])
+    assert me["groups"] == ["dba"]
+    assert get(f"{gw}/api/v1/me", tokens["admin"])[1]["is_admin"] is True
+
+    status, body = get(f"{gw}/api/v1/targets", tokens["dev"])
+    (payments,) = [t for t in body["targets"] if t["name"] == "payments"]
+    assert payments["online"] is True and payments["review_groups"] == ["dba"]
+    assert payments["kind"] == "sql" and payments["dialect"] == "sqlite" and payments["description"]
+
+    lab = f"http://127.0.0.1:{demo.port + 1}"
+    assert info["jupyter_url"].startswith(lab)
+    jt = info["jupyter_token"]
+    status, specs = get(f"{lab}/api/kernelspecs?token={jt}")
+    assert status == 200 and "payments" in specs["kernelspecs"]
+    status, page = get(f"{lab}/lab?token={jt}")
+    assert status == 200 and "JupyterLab" in page
+    status, model = get(f"{lab}/cellgate/api/status?token={jt}")
+    assert model["user"]["name"] == "dev"
+
+    # a notebook session starts a kernel on the agent: it must be stopped too
+    status, session = post(f"{lab}/api/sessions?token={jt}", {"path": "payments.ipynb", "name": "payments.ipynb",
+                                                              "type": "notebook", "kernel": {"name": "payments"}})
+    assert status == 201, session
+    processes = demo.descendants()
+    names = " ".join(" ".join(p.cmdline()) for p in processes)
+    assert "gateway" in names and "agent" in names and "jupyterlab" in names and "cellgate.kernels.sql" in names
+
+    started = time.monotonic()
+    demo.terminate(signal.SIGTERM)
+    assert demo.wait_exit(20) == 0, demo.output()
+    assert time.monotonic() - started < 15
+    time.sleep(0.5)
+    assert alive(processes) == [], [p.cmdline() for p in alive(processes)]
+    assert "stopped" in demo.output()
+    assert tokens["dev"] not in (demo.state_dir / "logs" / "jupyterlab.log").read_text()
+
+
+def test_demo_is_rerunnable(demo: DemoRun) -> None:
+    demo.start()
+    first = demo.wait_ready()
+    db = demo.state_dir / "payments.db"
+    mtime = db.stat().st_mtime_ns
+    notebook = demo.state_dir / "notebooks" / "payments.ipynb"
+    notebook.write_text(notebook.read_text().replace("cellgate demo", "my own notes"))
+    demo.terminate(signal.SIGINT)
+    assert demo.wait_exit(20) == 0, demo.output()
+
+    demo.start()
+    second = demo.wait_ready()
+    assert second["tokens"]["dev"] != first["tokens"]["dev"]  # fresh tokens each run
+    assert get(f"{second['gateway_url']}/api/v1/me", second["tokens"]["dev"])[1]["name"] == "dev"
+    assert get(f"{second['gateway_url']}/api/v1/me", first["tokens"]["dev"])[1]["name"] == "dev"  # old ones still work
+    status, users = get(f"{second['gateway_url']}/api/v1/users", second["tokens"]["admin"])
+    assert sorted(u["name"] for u in users["users"]) == ["admin", "dev", "reviewer"]
+    assert db.stat().st_mtime_ns == mtime  # not recreated
+    assert "my own notes" in notebook.read_text()  # not overwritten
+    demo.terminate()
+    assert demo.wait_exit(20) == 0
+
+
+def test_a_dying_child_stops_the_demo(demo: DemoRun) -> None:
+    demo.start()
+    demo.wait_ready()
+    processes = demo.descendants()
+    (agent,) = [p for p in processes if "agent" in p.cmdline() and "--config" in p.cmdline()]
+    agent.kill()
+    assert demo.wait_exit(30) != 0
+    out = demo.output()
+    assert "agent exited unexpectedly" in out and str(demo.state_dir / "logs" / "agent.log") in out
+    time.sleep(0.5)
+    assert alive(processes) == []
+
+
+def test_a_busy_port_is_refused(demo: DemoRun) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", demo.port))
+        busy.listen()
+        demo.start()
+        assert demo.wait_exit(30) == 1
+    assert f"port {demo.port} is in use" in demo.output()
+    assert not (demo.cwd / "demo.json").exists()
+
+
+def test_default_state_dir_is_under_the_cwd() -> None:
+    """Without --dir, the state goes to ./.cellgate-demo (checked without starting anything)."""
+    args = build_parser().parse_args(["demo", "--no-browser"])
+    assert args.dir == ".cellgate-demo" and args.port == 8765 and args.lab_port is None and args.no_browser
+
+
+def test_a_notebook_cell_waits_for_review_then_runs(demo: DemoRun) -> None:
+    """The demo's story: dev runs the UPDATE cell in JupyterLab, reviewer approves, the output appears."""
+    demo.start()
+    info = demo.wait_ready()
+    gw, tokens, jt = info["gateway_url"], info["tokens"], info["jupyter_token"]
+    lab = f"127.0.0.1:{demo.port + 1}"
+    status, session = post(f"http://{lab}/api/sessions?token={jt}", {
+        "path": "payments.ipynb", "name": "payments.ipynb", "type": "notebook", "kernel": {"name": "payments"}})
+    assert status == 201, session
+    kernel_id = session["kernel"]["id"]
+    ws = websocket.create_connection(
+        f"ws://{lab}/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4()}&token={jt}", timeout=30)
+    try:
+        msg_id = uuid.uuid4().hex
+        ws.send(json.dumps({
+            "channel": "shell", "buffers": [], "metadata": {"cellId": "block-stolen-card"}, "parent_header": {},
+            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "dev", "session": uuid.uuid4().hex,
+                       "date": "2024-01-01T00:00:00.000000Z", "version": "5.3"},
+            "content": {"code": UPDATE_CELL, "silent": False, "store_history": True, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True}}))
+
+        deadline = time.monotonic() + 30
+        pending: list = []
+        while not pending and time.monotonic() < deadline:
+            pending = get(f"{gw}/api/v1/reviews", tokens["reviewer"])[1]["tasks"]
+            time.sleep(0.2)
+        (task,) = pending
+        assert task["user"] == "dev" and task["why"].startswith("SUP-1042")
+        assert task["notebook_path"].endswith("payments.ipynb")
+        status, _ = post(f"{gw}/api/v1/tasks/{task['id']}/review", {"decision": "approve", "comment": "ok"},
+                         tokens["reviewer"])
+        assert status == 200
+
+        reply, idle, outputs = None, False, []
+        while (reply is None or not idle) and time.monotonic() < deadline + 30:
+            msg = json.loads(ws.recv())
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "execute_reply":
+                reply = msg["content"]
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                idle = True
+            elif kind in ("stream", "display_data", "execute_result", "update_display_data", "error"):
+                outputs.append(msg)
+        assert reply is not None and reply["status"] == "ok", (reply, outputs)
+        text = json.dumps([o["content"] for o in outputs])
+        assert "UPDATE 1" in text, text  # the SQL kernel's status line: one row updated
+    finally:
+        ws.close()
+    demo.terminate()
+    assert demo.wait_exit(20) == 0
+    with sqlite3.connect(demo.state_dir / "payments.db") as conn:
+        assert conn.execute("SELECT status FROM cards WHERE id = 7").fetchone() == ("blocked",)
