@@ -41,8 +41,6 @@ from typing import Any
 from . import demo_data
 
 TARGET = "payments"
-REVIEW_GROUP = "dba"
-TARGET_DESCRIPTION = "Demo payments database (SQLite): accounts, cards, transactions. Every run is reviewed by dba."
 GATEWAY_TIMEOUT = 30.0
 AGENT_TIMEOUT = 30.0
 LAB_TIMEOUT = 60.0
@@ -91,11 +89,16 @@ class Tokens:
         return "Tokens(<hidden>)"
 
 
+#: applied on every start, with the same code as `cellgate apply -f`
+DEMO_POLICY = Path(__file__).with_name("demo_policy.toml")
+
+
 # ------------------------------------------------------------------- the state
 def prepare_store(db_url: str) -> Tokens:
     """Users, group, target and fresh tokens, written through the store (re-runnable)."""
-    from .gateway import audit, auth
-    from .gateway.models import Target
+    import tomllib
+
+    from .gateway import apply, auth
     from .gateway.store import Store
 
     def _tx(session: Any) -> Tokens:
@@ -104,14 +107,7 @@ def prepare_store(db_url: str) -> Tokens:
         admin.is_admin = True
         dev = auth.ensure_user(session, "dev", actor=actor)
         reviewer = auth.ensure_user(session, "reviewer", actor=actor)
-        auth.add_member(session, auth.ensure_group(session, REVIEW_GROUP, actor=actor), reviewer, actor=actor)
-        target = session.get(Target, TARGET)
-        if target is None:
-            target = Target(name=TARGET, description=TARGET_DESCRIPTION, submit_groups=[], review_groups=[REVIEW_GROUP])
-            session.add(target)
-            session.flush()
-            audit.append(session, actor, "target.created", target=TARGET,
-                         detail={"description": TARGET_DESCRIPTION, "submit_groups": [], "review_groups": [REVIEW_GROUP]})
+        apply.apply(session, tomllib.loads(DEMO_POLICY.read_text()), actor)
         raw = {user.name: auth.new_token(session, "user", user=user, name="demo", actor=actor)[0]
                for user in (dev, reviewer, admin)}
         agent, _ = auth.new_token(session, "agent", name="demo-agent", actor=actor)

@@ -104,7 +104,8 @@ def verify(session: Session) -> Verification:
         count += 1
     head = session.get(AuditHead, 1)
     if head is not None and (head.last_id != count or head.last_hash != prev):
-        return Verification(False, count, count + 1, f"events after {count} were deleted (head says {head.last_id})")
+        bad = count + 1 if head.last_id > count else min(head.last_id + 1, count)  # first event the head does not vouch for
+        return Verification(False, count, bad, f"events from {bad} on were deleted, added or replaced (head says {head.last_id} events, table has {count})")
     return Verification(True, count, None, f"{count} events, chain intact")
 
 
@@ -126,9 +127,9 @@ def as_record(ev: AuditEvent) -> dict[str, Any]:
 def query(session: Session, since: dt.datetime | None, until: dt.datetime | None) -> list[dict[str, Any]]:
     stmt = select(AuditEvent).order_by(AuditEvent.id)
     if since is not None:
-        stmt = stmt.where(AuditEvent.ts >= since)
+        stmt = stmt.where(AuditEvent.ts >= (since.astimezone(dt.timezone.utc) if since.tzinfo else since))  # SQLite compares text
     if until is not None:
-        stmt = stmt.where(AuditEvent.ts < until)
+        stmt = stmt.where(AuditEvent.ts < (until.astimezone(dt.timezone.utc) if until.tzinfo else until))
     return [as_record(ev) for ev in session.execute(stmt).scalars()]
 
 

@@ -11,19 +11,26 @@ behind it are aborted (when the request asked ``stop_on_error``, the default).
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import jmsg, tasks
+from . import jmsg, tasks, views
 from .auth import Identity
 
 if TYPE_CHECKING:
     from .kernels import LiveKernel
     from .models import Task
     from .service import Service
+
+
+class NotRun(Exception):
+    """An approved task could not start (its approval expired); ``task`` says how it ended."""
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(f"task {task.id} is {task.status}")
+        self.task = task
 
 log = logging.getLogger("cellgate.gateway.gate")
 
@@ -134,8 +141,12 @@ class Gate:
         if task.status == tasks.PENDING_REVIEW:
             task = await self._hold(held, task)
         if task.status == tasks.APPROVED:
-            reply = await self.service.dispatch_cell(self.kernel, task, msg)
-            return None if reply.get("status") == "ok" else reply.get("_arrivals", self.arrivals + 1)
+            try:
+                reply = await self.service.dispatch_cell(self.kernel, task, msg)
+            except NotRun as exc:
+                task = exc.task
+            else:
+                return None if reply.get("status") == "ok" else reply.get("_arrivals", self.arrivals + 1)
         self._refuse(held, *self.service.refusal(task))
         return self.arrivals + 1
 
@@ -162,16 +173,4 @@ class Gate:
         return task
 
     def _status_text(self, task: Task) -> tuple[str, str]:
-        url = self.service.task_url(task.id)
-        groups = ", ".join(task.review_groups)
-        if task.status == tasks.PENDING_REVIEW:
-            approvals = [r.user.name for r in task.reviews if r.decision == "approve"]
-            extra = f" (approved so far by {', '.join(approvals)})" if approvals else ""
-            text = f"⏳ cellgate task #{task.id} on {task.target} awaits review by {groups}{extra}. {url}"
-        elif task.status == tasks.APPROVED:
-            text = f"✅ cellgate task #{task.id} approved by {task.decided_by}; running on {task.target}. {url}"
-        else:
-            text = f"cellgate task #{task.id} is {task.status}. {url}"
-        link = f'<a href="{html.escape(url)}" target="_blank">#{task.id}</a>'
-        body = html.escape(text).replace(html.escape(f"#{task.id}"), link, 1).replace(html.escape(url), "")
-        return text, f'<div class="cellgate-status" data-task="{task.id}">{body}</div>'
+        return views.status_display(task, self.service.task_url(task.id))

@@ -38,6 +38,10 @@ class Execution:
     done: asyncio.Future[dict[str, Any]]
     seq: int = 0
     started: bool = False
+    max_bytes: int = 10_000_000
+    bytes: int = 0
+    truncated: bool = False
+    killed: str | None = None  # why the gateway stopped it (time limit)
     reply: dict[str, Any] | None = None  # the execute_reply content
     idle: bool = False  # iopub idle seen: every output has been relayed (iopub and shell are not ordered)
 

@@ -17,6 +17,7 @@ def utcnow() -> dt.datetime:
 
 
 class Base(DeclarativeBase):
+    __allow_unmapped__ = True
     type_annotation_map = {dt.datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[str]: JSON}
 
 
@@ -77,6 +78,8 @@ class Target(Base):
     language: Mapped[str] = mapped_column(String(40), default="")
     dialect: Mapped[str] = mapped_column(String(40), default="")
     display_name: Mapped[str] = mapped_column(String(200), default="")
+    #: the rest of the policy (review mode, auto-approval, deny rules, limits): see policy.Policy
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -113,12 +116,23 @@ class Task(Base):
     error_ename: Mapped[str | None] = mapped_column(String(200), default=None)
     error_evalue: Mapped[str | None] = mapped_column(Text, default=None)
     output_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: risk.Risk.as_dict() at submission; what reviewers decide on
+    risk: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: rows an UPDATE/DELETE would touch, estimated with EXPLAIN on the agent (never executed)
+    row_estimate: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    #: review rule at submission (mode, approvals) so later policy edits do not move the goalposts
+    review_rule: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    approved_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    #: an approved task that has not started by then expires
+    expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     user: Mapped[User] = relationship(lazy="joined")
     reviews: Mapped[list[Review]] = relationship(order_by="Review.id", lazy="selectin")
+    #: not stored: what a pending task still needs, filled by reviews.annotate() for views
+    missing_approvals: tuple[str, ...] = ()  # type: ignore[misc]
 
 
 class Review(Base):

@@ -3,11 +3,13 @@
 Checked here, at decision time, against the store (never against a cached identity):
 the reviewer is not the author (admins included), is a member of one of the task's review groups
 now, and approves the exact code (its SHA-256). One rejection rejects. The task is approved once
-every review group has at least one approval. Two reviewers deciding at the same instant give
+the task's review rule is met (all groups, any group, or N approvals). Two reviewers deciding at the same instant give
 exactly one outcome: the transition is a compare-and-set.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -16,18 +18,35 @@ from sqlalchemy.orm import Session
 from . import audit, tasks
 from .auth import user_groups
 from .errors import BadRequest, Conflict, Forbidden, NotFound
-from .models import Review, Task, User
+from .models import Review, Task, User, utcnow
 
 DECISIONS = ("approve", "reject")
 
 
-def missing_groups(session: Session, task: Task) -> list[str]:
-    """Review groups that have not approved yet (membership as of now)."""
-    approvers = [r.user_id for r in task.reviews if r.decision == "approve"]
-    covered: set[str] = set()
-    for user_id in approvers:
-        covered |= set(user_groups(session, user_id))
-    return [g for g in task.review_groups if g not in covered]
+def missing_approvals(session: Session, task: Task) -> list[str]:
+    """What the task still needs, in words (empty: approved). Membership is read now.
+
+    The rule is the one recorded on the task at submission (``review_rule``): ``all`` needs an
+    approval from a member of each review group, ``any`` one from a member of any of them,
+    ``count`` N approvals from their members.
+    """
+    rule = task.review_rule or {}
+    mode = rule.get("mode", "all")
+    groups = list(task.review_groups)
+    approvals = [set(user_groups(session, r.user_id)) & set(groups) for r in task.reviews if r.decision == "approve"]
+    if mode == "any":
+        return [] if any(approvals) else [f"an approval from any of {', '.join(groups)}"]
+    if mode == "count":
+        needed = int(rule.get("approvals", 1)) - sum(1 for a in approvals if a)
+        return [] if needed <= 0 else [f"{needed} more approval{'s' if needed > 1 else ''} from {' or '.join(groups)}"]
+    covered = set().union(*approvals) if approvals else set()
+    return [f"an approval from {g}" for g in groups if g not in covered]
+
+
+def annotate(session: Session, task: Task) -> Task:
+    """Fill ``task.missing_approvals`` (for pending tasks) so views can show what is missing."""
+    task.missing_approvals = tuple(missing_approvals(session, task)) if task.status == tasks.PENDING_REVIEW else ()
+    return task
 
 
 def check_reviewer(session: Session, task: Task, reviewer: User) -> None:
@@ -66,13 +85,20 @@ def decide(session: Session, task_id: int, reviewer_id: int, decision: str, comm
     if decision == "reject":
         return tasks.transition(session, task.id, tasks.PENDING_REVIEW, tasks.REJECTED, reviewer.name, detail,
                                 decided_by=reviewer.name, decision_comment=comment)
-    missing = missing_groups(session, task)
+    missing = missing_approvals(session, task)
     if missing:
         audit.append(session, reviewer.name, "task.approval_recorded", task_id=task.id, target=task.target,
                      detail={**detail, "missing": missing})
         return task
     return tasks.transition(session, task.id, tasks.PENDING_REVIEW, tasks.APPROVED, reviewer.name, detail,
-                            decided_by=reviewer.name, decision_comment=comment)
+                            decided_by=reviewer.name, decision_comment=comment, **approval_fields(task))
+
+
+def approval_fields(task: Task) -> dict[str, object]:
+    """``approved_at`` and ``expires_at`` (approval window from the rule recorded at submission)."""
+    now = utcnow()
+    window = int((task.review_rule or {}).get("approval_window", 3600))
+    return {"approved_at": now, "expires_at": now + dt.timedelta(seconds=window)}
 
 
 def inbox(session: Session, reviewer_id: int) -> list[Task]:
@@ -81,5 +107,5 @@ def inbox(session: Session, reviewer_id: int) -> list[Task]:
     pending = session.execute(
         select(Task).where(Task.status == tasks.PENDING_REVIEW, Task.user_id != reviewer_id).order_by(Task.id)
     ).unique().scalars()
-    return [t for t in pending if mine & set(t.review_groups)
+    return [annotate(session, t) for t in pending if mine & set(t.review_groups)
             and not any(r.user_id == reviewer_id for r in t.reviews)]

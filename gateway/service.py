@@ -7,6 +7,8 @@ store. Every task change is followed by ``events.notify`` so waiting cells and C
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import logging
 import uuid
 from typing import Any
@@ -14,12 +16,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import audit, auth, jmsg, policy, reviews, tasks
+from . import audit, auth, jmsg, policy, reviews, risk, tasks
 from .agents import AgentConnection, AgentRegistry
 from .auth import Identity
 from .errors import Conflict, Forbidden, NotFound, Unavailable
 from .events import TaskEvents
-from .gate import Gate
+from .gate import Gate, NotRun
 from .kernels import OUTPUT_TYPES, Execution, KernelRegistry, LiveKernel, Recorder
 from .models import Kernel, Target, Task, TaskOutput, User, utcnow
 from .store import Store
@@ -28,6 +30,8 @@ log = logging.getLogger("cellgate.gateway")
 
 #: seconds an agent may be away before what ran on its kernels counts as lost
 AGENT_GRACE = 30.0
+#: seconds an agent has to answer an EXPLAIN request
+EXPLAIN_TIMEOUT = 10.0
 
 REFUSALS = {
     tasks.REJECTED: "TaskRejected",
@@ -63,7 +67,7 @@ class Service:
             if task is None:
                 raise NotFound(f"task {task_id} not found")
             _ = task.user, task.reviews
-            return task
+            return reviews.annotate(session, task)
         return await self.store.run(_get)
 
     @staticmethod
@@ -82,27 +86,81 @@ class Service:
     # ------------------------------------------------------------------- tasks
     async def submit(self, ident: Identity, target_name: str, code: str, *, kind: str,
                      refuse: str | None = None, **context: Any) -> Task:
-        """Create the task and let policy move it on (denied / approved / pending_review), in one transaction."""
+        """Create the task, analyse its risk and let policy move it on, in one transaction.
+
+        A task that waits for review and contains UPDATE/DELETE statements then gets the agent's
+        EXPLAIN estimate of affected rows attached before anyone is asked to review it.
+        """
         def _submit(session: Session) -> Task:
             target = session.get(Target, target_name)
             if target is None:
                 raise NotFound(f"target {target_name!r} not found")
-            decision = policy.evaluate(ident, target, code)
+            found = risk.analyze(code, target.kind or "sql", target.dialect or None)
+            decision = policy.evaluate(ident, target, code, found)
             if refuse:
                 decision = policy.Decision(policy.DENY, refuse)
+            rules = policy.of(target)
+            review_rule = {"mode": rules.review.mode, "approvals": rules.review.approvals,
+                           "approval_window": rules.limits.approval_window, "timeout": rules.limits.timeout,
+                           "max_bytes": rules.limits.max_bytes, "max_rows": rules.limits.max_rows}
             task = tasks.create(session, ident.actor, kind=kind, target=target.name, user_id=ident.user_id,
-                                code=code, review_groups=list(decision.review_groups), **context)
+                                code=code, review_groups=list(decision.review_groups), risk=found.as_dict(),
+                                review_rule=review_rule, **context)
             dest = {policy.APPROVE: tasks.APPROVED, policy.REVIEW: tasks.PENDING_REVIEW, policy.DENY: tasks.DENIED}[decision.action]
             fields: dict[str, Any] = {}
             if dest != tasks.PENDING_REVIEW:
                 fields = {"decided_by": "policy", "decision_comment": decision.reason}
-            task = tasks.transition(session, task.id, tasks.SUBMITTED, dest, "policy", {"reason": decision.reason}, **fields)
+            if dest == tasks.APPROVED:
+                fields.update(reviews.approval_fields(task))
+            task = tasks.transition(session, task.id, tasks.SUBMITTED, dest, "policy",
+                                    {"reason": decision.reason, "risk": found.level, "flags": list(found.flags)}, **fields)
             _ = task.user, task.reviews
-            return task
+            return reviews.annotate(session, task)
 
         task = await self.store.run(_submit)
+        explain = (task.risk or {}).get("explain") or []
+        if task.status == tasks.PENDING_REVIEW and explain:
+            task = await self.estimate_rows(task, explain)
         self.events.notify(task.id)
         return task
+
+    async def estimate_rows(self, task: Task, statements: list[str]) -> Task:
+        """Ask an agent serving the target to EXPLAIN (never run) the statements; attach the total."""
+        agents = self.agents.serving(task.target)
+        if not agents:
+            return task
+        try:
+            reply = await agents[0].request({"type": "explain", "target": task.target, "statements": statements[:10]},
+                                            timeout=EXPLAIN_TIMEOUT)
+            estimate: int | None = int(sum(int(n) for n in reply.get("rows", [])))
+            detail: dict[str, Any] = {"row_estimate": estimate, "statements": len(statements[:10])}
+        except (Unavailable, TypeError, ValueError) as exc:
+            estimate, detail = None, {"error": str(getattr(exc, "message", exc))}
+
+        def _attach(session: Session) -> Task:
+            session.execute(update(Task).where(Task.id == task.id).values(row_estimate=estimate))
+            audit.append(session, "agent", "task.estimated", task_id=task.id, target=task.target, detail=detail)
+            fresh = session.get(Task, task.id, populate_existing=True)
+            assert fresh is not None
+            _ = fresh.user, fresh.reviews
+            return reviews.annotate(session, fresh)
+        return await self.store.run(_attach)
+
+    async def ensure_fresh(self, task: Task) -> Task:
+        """An approved task past its approval window expires instead of starting."""
+        if task.status != tasks.APPROVED or task.expires_at is None:
+            return task
+        expires = task.expires_at if task.expires_at.tzinfo else task.expires_at.replace(tzinfo=dt.timezone.utc)
+        if utcnow() < expires:
+            return task
+        try:
+            await self.store.run(lambda s: tasks.transition(s, task.id, tasks.APPROVED, tasks.EXPIRED, "gateway",
+                                                              {"reason": "the approval window passed before the task started"},
+                                                              decision_comment="the approval window passed before the task started"))
+        except tasks.TransitionError as exc:
+            log.info("task %s: %s", task.id, exc)
+        self.events.notify(task.id)
+        return await self.get_task(task.id)
 
     async def submit_script(self, ident: Identity, target_name: str, code: str, why: str) -> Task:
         """A CLI script. A user outside the target's submit groups gets a ``denied`` task: the attempt is audited."""
@@ -143,13 +201,15 @@ class Service:
     # ----------------------------------------------------------------- kernels
     async def start_kernel(self, ident: Identity, target_name: str, env: dict[str, str] | None = None,
                            *, ephemeral: bool = False) -> LiveKernel:
-        await self.check_target(ident, target_name)
+        target = await self.check_target(ident, target_name)
+        limits = policy.of(target).limits
         agent = self.agents.pick(target_name)
         env = env or {}
         kernel_id = str(uuid.uuid4())
         notebook_path = env.get("JPY_SESSION_NAME") or env.get("KERNEL_NOTEBOOK_PATH")
         kernel_env = {k: v for k, v in env.items() if k.startswith("KERNEL_")}
-        await agent.request({"type": "kernel_start", "kernel_id": kernel_id, "target": target_name, "env": kernel_env}, timeout=120)
+        await agent.request({"type": "kernel_start", "kernel_id": kernel_id, "target": target_name, "env": kernel_env,
+                             "limits": {"max_rows": limits.max_rows, "timeout": limits.timeout}}, timeout=120)
         kernel = LiveKernel(id=kernel_id, user_id=ident.user_id or 0, user_name=ident.name, target=target_name,
                             agent_id=agent.agent_id, notebook_path=notebook_path, ephemeral=ephemeral, execution_state="idle")
 
@@ -235,7 +295,14 @@ class Service:
 
     # ------------------------------------------------------------ executions
     async def dispatch_cell(self, kernel: LiveKernel, task: Task, msg: dict[str, Any]) -> dict[str, Any]:
-        """Send an approved request to the agent; return the kernel's ``execute_reply`` content."""
+        """Send an approved request to the agent; return the kernel's ``execute_reply`` content.
+
+        Raises :class:`NotRun` when the approval expired first. A task still running after the
+        target's time limit is interrupted and ends ``killed``.
+        """
+        task = await self.ensure_fresh(task)
+        if task.status != tasks.APPROVED:
+            raise NotRun(task)
         agent = self.agents.get(kernel.agent_id)
         if agent is None:
             await self.store.run(self._finish_tx, task.id, tasks.FAILED, "AgentUnavailable",
@@ -244,19 +311,36 @@ class Service:
             raise Unavailable(f"the agent hosting this kernel ({kernel.agent_id}) is not connected; task #{task.id} did not run")
         await self.store.run(lambda s: tasks.transition(s, task.id, tasks.APPROVED, tasks.DISPATCHED, "gateway",
                                                           {"agent": agent.agent_id}, agent_id=agent.agent_id))
+        rule = task.review_rule or {}
         msg_id = msg["header"]["msg_id"]
-        ex = Execution(task_id=task.id, msg_id=msg_id, done=asyncio.get_running_loop().create_future())
+        ex = Execution(task_id=task.id, msg_id=msg_id, done=asyncio.get_running_loop().create_future(),
+                       max_bytes=int(rule.get("max_bytes", policy.Limits().max_bytes)))
         kernel.executions[msg_id] = ex
         agent.send({"type": "kernel_msg", "kernel_id": kernel.id, "channel": "shell", "msg": msg, "task_id": task.id})
         self.events.notify(task.id)
-        return await ex.done
+        timeout = float(rule.get("timeout", policy.Limits().timeout))
+        try:
+            return await asyncio.wait_for(asyncio.shield(ex.done), timeout)
+        except asyncio.TimeoutError:
+            pass
+        ex.killed = f"the task ran longer than this target's limit of {timeout:.0f} s and was interrupted"
+        self._notice(kernel, ex, msg.get("header", {}), f"[cellgate] {ex.killed}\n")
+        try:
+            await agent.request({"type": "kernel_interrupt", "kernel_id": kernel.id}, timeout=10)
+            return await asyncio.wait_for(asyncio.shield(ex.done), 30)
+        except (Unavailable, asyncio.TimeoutError):
+            await self._end_executions(kernel, tasks.KILLED, "TimeLimit", ex.killed)
+            return {"status": "error", "ename": "TimeLimit", "evalue": ex.killed, "_arrivals": kernel.gate.arrivals + 1}
 
     async def run_script(self, task_id: int) -> None:
-        """A CLI script: wait for the decision, run it on an ephemeral kernel, record everything."""
+        """A CLI script: wait for the decision and for an agent, run it on an ephemeral kernel."""
         task = await self.get_task(task_id)
         while task.status == tasks.PENDING_REVIEW:
             await self.events.wait(task_id, 2.0)
             task = await self.get_task(task_id)
+        while task.status == tasks.APPROVED and not self.agents.serving(task.target):
+            await asyncio.sleep(1.0)  # no agent yet: wait, but never past the approval window
+            task = await self.ensure_fresh(await self.get_task(task_id))
         if task.status != tasks.APPROVED:
             return
         ident = await self.store.run(self._identity_of, task.user_id)
@@ -271,7 +355,10 @@ class Service:
                                                 "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
                             None, "shell", session=f"cellgate-task-{task_id}")
             msg["parent_header"] = {}
-            await self.dispatch_cell(kernel, task, msg)
+            try:
+                await self.dispatch_cell(kernel, task, msg)
+            except NotRun:
+                return
             await self.recorders[kernel.id].drain()
         finally:
             await self.stop_kernel(kernel, "gateway")
@@ -313,13 +400,13 @@ class Service:
         msg.setdefault("msg_id", header.get("msg_id"))
         msg.setdefault("msg_type", header.get("msg_type"))
         kernel.touch(msg)
-        kernel.to_clients(msg)
         parent_id = (msg.get("parent_header") or {}).get("msg_id")
         ex = kernel.executions.get(parent_id) if parent_id else None
-        if ex is not None:
-            self._track(kernel, ex, channel, msg)
+        if ex is None or self._track(kernel, ex, channel, msg):
+            kernel.to_clients(msg)
 
-    def _track(self, kernel: LiveKernel, ex: Execution, channel: str, msg: dict[str, Any]) -> None:
+    def _track(self, kernel: LiveKernel, ex: Execution, channel: str, msg: dict[str, Any]) -> bool:
+        """Record what an approved execution does; False when the message must not be relayed."""
         msg_type = msg["header"].get("msg_type")
         recorder = self.recorders[kernel.id]
         content = msg.get("content", {})
@@ -327,9 +414,17 @@ class Service:
             ex.started = True
             recorder.put(lambda: self._record_running(ex.task_id))
         elif channel == "iopub" and msg_type in OUTPUT_TYPES:
+            size = len(json.dumps(content))
+            if ex.truncated or ex.bytes + size > ex.max_bytes:
+                if not ex.truncated:
+                    ex.truncated = True
+                    self._notice(kernel, ex, msg.get("parent_header", {}),
+                                 f"[cellgate] output truncated: this target allows {ex.max_bytes} bytes of output per task\n")
+                return False
+            ex.bytes += size
             ex.seq += 1
             seq = ex.seq
-            recorder.put(lambda: self._record_output(ex.task_id, seq, msg_type, content))
+            recorder.put(lambda: self._record_output(ex.task_id, seq, msg_type, content, size))
         elif channel == "shell" and msg_type == "execute_reply":
             # what the client sends from now on is not aborted by a failure of this one
             ex.reply = {**content, "_arrivals": kernel.gate.arrivals + 1}
@@ -337,6 +432,15 @@ class Service:
         elif channel == "iopub" and msg_type == "status" and content.get("execution_state") == "idle":
             ex.idle = True
             self._maybe_finish(kernel, ex)
+        return True
+
+    def _notice(self, kernel: LiveKernel, ex: Execution, parent_header: dict[str, Any], text: str) -> None:
+        """A line from cellgate itself in the cell's output (stderr), recorded with the task's outputs."""
+        content = {"name": "stderr", "text": text}
+        kernel.to_clients(jmsg.make("stream", content, {"header": parent_header}, "iopub"))
+        ex.seq += 1
+        seq = ex.seq
+        self.recorders[kernel.id].put(lambda: self._record_output(ex.task_id, seq, "stream", content, len(text)))
 
     def _maybe_finish(self, kernel: LiveKernel, ex: Execution) -> None:
         """Finish once both the reply and the idle status were relayed (an aborted request may lack idle)."""
@@ -347,6 +451,8 @@ class Service:
         dest = tasks.SUCCEEDED if status == "ok" else tasks.FAILED
         ename = None if status == "ok" else ex.reply.get("ename", "Aborted" if status == "aborted" else "Error")
         evalue = None if status == "ok" else ex.reply.get("evalue", "")
+        if ex.killed:
+            dest, ename, evalue = tasks.KILLED, "TimeLimit", ex.killed
         if not ex.done.done():
             ex.done.set_result(ex.reply)
 
@@ -364,11 +470,8 @@ class Service:
         await self.store.run(_tx)
         self.events.notify(task_id)
 
-    async def _record_output(self, task_id: int, seq: int, msg_type: str, content: dict[str, Any]) -> None:
-        output = {"output_type": msg_type, **{k: v for k, v in content.items() if k != "transient"}}
-        if "transient" in content:
-            output["transient"] = content["transient"]
-        size = len(str(content))
+    async def _record_output(self, task_id: int, seq: int, msg_type: str, content: dict[str, Any], size: int) -> None:
+        output = {"output_type": msg_type, **content}
 
         def _tx(session: Session) -> None:
             if session.get(TaskOutput, (task_id, seq)) is None:  # stored once per (task, seq)
@@ -377,8 +480,11 @@ class Service:
         await self.store.run(_tx)
         self.events.notify(task_id)
 
-    async def agent_hello(self, agent: AgentConnection, hello: dict[str, Any]) -> list[str]:
-        """Register an agent; update what its targets announce; re-adopt kernels it still hosts."""
+    async def agent_hello(self, agent: AgentConnection, hello: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """Register an agent; update what its targets announce; re-adopt kernels it still hosts.
+
+        Returns (targets accepted, kernel ids adopted): the agent stops the kernels not adopted.
+        """
         announced = {t["name"]: t for t in hello.get("targets", []) if isinstance(t, dict) and t.get("name")}
         hosted = [k for k in hello.get("kernels", []) if isinstance(k, str)]
 
@@ -412,7 +518,7 @@ class Service:
                                     target=row.target, agent_id=agent.agent_id, notebook_path=row.notebook_path,
                                     ephemeral=row.ephemeral, execution_state="idle")
                 self._attach(kernel, agent)
-        return accepted
+        return accepted, [row.id for row, _ in adopt]
 
     async def agent_gone(self, agent: AgentConnection) -> None:
         """The agent's socket closed. Its kernels wait ``AGENT_GRACE`` seconds for it to come back;

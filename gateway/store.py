@@ -74,6 +74,15 @@ def schema_state(engine: Engine) -> tuple[str | None, str]:
     return current, head or ""
 
 
+def known_revision(engine: Engine, revision: str) -> bool:
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config(engine)).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 class Store:
     """Owns the engine and the thread pool that every database call runs in."""
 
@@ -85,14 +94,23 @@ class Store:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._pool = ThreadPoolExecutor(max_workers=1 if self.is_sqlite else 8, thread_name_prefix="store")
         if auto_upgrade_empty:
-            self.ensure_schema()
+            try:
+                self.ensure_schema()
+            except BaseException:
+                self.close()
+                raise
 
     def ensure_schema(self) -> None:
-        """Migrate an empty store; refuse a store at an older revision with the fix in the message."""
+        """Migrate an empty store; refuse a store at another revision with the fix in the message."""
         if not inspect(self.engine).get_table_names():
             upgrade(self.engine)
             return
         current, head = schema_state(self.engine)
+        if current is not None and current != head and not known_revision(self.engine, current):
+            raise StoreError(
+                f"the store is at schema revision {current}, which this cellgate does not know "
+                f"(it knows up to {head}): the store is newer than this cellgate; upgrade cellgate"
+            )
         if current != head:
             raise StoreError(
                 f"the store is at schema revision {current or 'none'} but this cellgate needs {head}: "

@@ -1,10 +1,12 @@
-"""JSON shapes of the REST API (docs/api.md), and who may see a task."""
+"""JSON shapes of the REST API (docs/api.md), the held cell's status display, and who may see a task."""
 
 from __future__ import annotations
 
 import datetime as dt
+import html
 from typing import Any
 
+from . import policy
 from .auth import Identity
 from .models import Target, Task, User
 
@@ -42,6 +44,12 @@ def task_json(task: Task, url: str) -> dict[str, Any]:
         "decision_comment": task.decision_comment,
         "error": {"ename": task.error_ename, "evalue": task.error_evalue} if task.error_ename else None,
         "output_bytes": task.output_bytes,
+        "risk": task.risk or {},
+        "row_estimate": task.row_estimate,
+        "review_rule": task.review_rule or {},
+        "missing_approvals": list(task.missing_approvals),
+        "approved_at": iso(task.approved_at),
+        "expires_at": iso(task.expires_at),
         "url": url,
     }
 
@@ -58,6 +66,7 @@ def target_json(target: Target, online: bool) -> dict[str, Any]:
         "review_groups": list(target.review_groups),
         "requires_review": bool(target.review_groups),
         "online": online,
+        "policy": policy.of(target).as_dict(),
     }
 
 
@@ -69,3 +78,44 @@ def user_json(user: User, groups: list[str]) -> dict[str, Any]:
 def may_see(ident: Identity, task: Task) -> bool:
     """The author, members of its review groups, and admins."""
     return ident.is_admin or task.user_id == ident.user_id or bool(ident.groups & set(task.review_groups))
+
+
+LEVEL_MARK = {"low": "🟢", "medium": "🟡", "high": "🟠", "critical": "🔴"}
+
+
+def risk_lines(task: Task) -> list[str]:
+    """Risk, reasons and row estimate, as reviewers read them."""
+    risk = task.risk or {}
+    lines = []
+    if risk.get("level"):
+        reasons = "; ".join(risk.get("reasons", [])[:3])
+        lines.append(f"risk {risk['level']}{': ' + reasons if reasons else ''}")
+    if task.row_estimate is not None:
+        lines.append(f"estimated rows affected: {task.row_estimate:,}")
+    return lines
+
+
+def status_display(task: Task, url: str) -> tuple[str, str]:
+    """The text/plain and text/html of a held cell's status display."""
+    groups = ", ".join(task.review_groups)
+    if task.status == "pending_review":
+        approvals = [r.user.name for r in task.reviews if r.decision == "approve"]
+        head = f"⏳ cellgate task #{task.id} on {task.target} awaits review by {groups}"
+        if approvals:
+            head += f" (approved so far by {', '.join(approvals)})"
+        details = risk_lines(task)
+        if task.missing_approvals:
+            details.append("still needed: " + "; ".join(task.missing_approvals))
+    elif task.status == "approved":
+        head = f"✅ cellgate task #{task.id} approved by {task.decided_by}; running on {task.target}"
+        details = []
+    else:
+        head = f"cellgate task #{task.id} is {task.status}"
+        details = []
+    text = "\n".join([head, *details, url])
+    mark = LEVEL_MARK.get((task.risk or {}).get("level", ""), "")
+    items = "".join(f"<li>{html.escape(d)}</li>" for d in details)
+    link = f'<a href="{html.escape(url)}" target="_blank">task #{task.id}</a>'
+    body = html.escape(head).replace(html.escape(f"task #{task.id}"), link, 1)
+    return text, (f'<div class="cellgate-status" data-task="{task.id}" data-status="{task.status}">'
+                  f"{mark} {body}{'<ul>' + items + '</ul>' if items else ''}</div>")

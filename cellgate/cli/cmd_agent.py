@@ -8,8 +8,12 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from cellgate.cli import exitcodes
+
+if TYPE_CHECKING:
+    from cellgate.agent.app import Agent
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-async def _serve(agent: "Agent") -> None:  # type: ignore[name-defined]  # noqa: F821
+async def _serve(agent: Agent) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -53,11 +53,17 @@ def run_gateway(args: argparse.Namespace) -> int:
 
 
 def upgrade_db(args: argparse.Namespace) -> int:
-    from ..gateway.store import make_engine, schema_state, upgrade
+    from ..gateway.store import known_revision, make_engine, schema_state, upgrade
 
     engine = make_engine(args.db_url)
     before, head = schema_state(engine)
+    if before is not None and not known_revision(engine, before):
+        print(f"cellgate upgrade-db: the store is at schema revision {before}, which this cellgate does not know "
+              f"(it knows up to {head}): it is newer than this cellgate; upgrade cellgate instead", file=sys.stderr)
+        engine.dispose()
+        return exitcodes.ERROR
     upgrade(engine)
+    engine.dispose()
     print(f"store at revision {head} (was {before or 'empty'})")
     return exitcodes.OK
 

@@ -151,6 +151,10 @@ def _show_task(task: dict[str, Any], outputs: list[dict[str, Any]]) -> str:
         ("created", render.format_time(task.get("created_at"))),
         ("updated", render.format_time(task.get("updated_at"))),
         ("review groups", ", ".join(task.get("review_groups") or []) or "none"),
+        ("risk", render.risk_summary(task)),
+        ("rows (est.)", task.get("row_estimate")),
+        ("still needed", "; ".join(task.get("missing_approvals") or [])),
+        ("expires", render.format_time(task.get("expires_at")) if task.get("status") == "approved" else None),
         ("decided by", task.get("decided_by")),
         ("comment", task.get("decision_comment")),
         ("error", render.task_reason({"error": task.get("error")})),
@@ -203,10 +207,12 @@ def cmd_reviews(args: argparse.Namespace) -> int:
     if args.json:
         render.print_json(body)
     elif body.get("tasks"):
-        rows = [[t.get("id"), t.get("target"), t.get("user"), render.format_time(t.get("created_at")),
-                 render.first_line(t.get("why"), 30), render.first_line(t.get("code"))]
+        rows = [[t.get("id"), (t.get("risk") or {}).get("level", "?"), t.get("row_estimate") if t.get("row_estimate") is not None else "",
+                 t.get("target"), t.get("user"), render.format_time(t.get("created_at")),
+                 render.first_line(t.get("why"), 30), render.first_line(t.get("code")),
+                 "; ".join(t.get("missing_approvals") or [])]
                 for t in body["tasks"]]
-        print(render.table(["id", "target", "user", "created", "why", "code"], rows))
+        print(render.table(["id", "risk", "rows", "target", "user", "created", "why", "code", "needs"], rows))
     else:
         _say("nothing to review")
     return exitcodes.OK

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "cellgate.cli.cmd_agent",     # agent
     "cellgate.cli.cmd_tasks",     # run, tasks, task show, reviews, review, targets
     "cellgate.cli.cmd_admin",     # users, groups, tokens, agent tokens, audit export
+    "cellgate.cli.cmd_policy",    # apply, policy show
     "cellgate.cli.cmd_demo",      # demo
 ]
 

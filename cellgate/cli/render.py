@@ -114,10 +114,13 @@ def summarize_outputs(outputs: Iterable[dict[str, Any]]) -> str:
 
 
 def task_reason(task: dict[str, Any]) -> str:
-    """Why a task ended where it did: the decision comment, else its error."""
+    """Why a task ended where it did: its error once it ran (or was lost), else the decision comment."""
+    err = task.get("error") or {}
+    ran = task.get("status") in ("failed", "killed", "lost")
+    if ran and (err.get("ename") or err.get("evalue")):
+        return f"{err.get('ename', 'Error')}: {err.get('evalue', '')}".rstrip(": ")
     if task.get("decision_comment"):
         return str(task["decision_comment"])
-    err = task.get("error") or {}
     if err.get("ename") or err.get("evalue"):
         return f"{err.get('ename', 'Error')}: {err.get('evalue', '')}".rstrip(": ")
     return ""
@@ -145,3 +148,12 @@ def status_line(task: dict[str, Any]) -> str:
     if status in ("denied", "failed", "cancelled", "expired", "killed", "lost"):
         return f"task {tid} {status}" + (f": {reason}" if reason else "")
     return f"task {tid} {status}"
+
+
+def risk_summary(task: dict[str, Any]) -> str | None:
+    """``high: UPDATE on accounts has no WHERE clause; …`` for a task's risk, or None."""
+    risk = task.get("risk") or {}
+    if not risk.get("level"):
+        return None
+    reasons = "; ".join(risk.get("reasons") or [])
+    return f"{risk['level']}{': ' + reasons if reasons else ''}"

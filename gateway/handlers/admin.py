@@ -12,7 +12,7 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..models import Group, User
 from ..views import user_json
 from .base import APIHandler
-from .targets import NAME_RE
+from ..names import NAME_RE
 
 
 def _user(session: Session, name: str) -> User:

@@ -12,7 +12,7 @@ from tornado import web, websocket
 from ..agents import AgentConnection
 from ..auth import Identity
 from ..service import Service
-from .base import authenticate, check_access
+from .base import authenticate, check_access, require_upgrade
 
 log = logging.getLogger("cellgate.gateway.agent_ws")
 PING_INTERVAL = 10.0
@@ -32,6 +32,7 @@ class AgentSocketHandler(websocket.WebSocketHandler):
         try:
             self.ident = await authenticate(self.service, self.request)
             check_access(self, self.ident)
+            require_upgrade(self.request)
         except web.HTTPError as exc:
             self.set_status(exc.status_code)
             self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -58,9 +59,10 @@ class AgentSocketHandler(websocket.WebSocketHandler):
             assert self.ident is not None
             conn = AgentConnection(agent_id=msg["agent_id"], token_name=self.ident.name, send_text=self.write_message,
                                    version=str(msg.get("version", "")), tags=list(msg.get("tags") or []))
-            accepted = await self.service.agent_hello(conn, msg)
+            accepted, adopted = await self.service.agent_hello(conn, msg)
             self.conn = conn
-            self.write_message(json.dumps({"type": "welcome", "agent_id": conn.agent_id, "targets": accepted}))
+            self.write_message(json.dumps({"type": "welcome", "agent_id": conn.agent_id, "targets": accepted,
+                                           "kernels": adopted}))
             self._pinger = asyncio.ensure_future(self._ping())
             log.info("agent %s connected, serving %s", conn.agent_id, ", ".join(accepted) or "nothing")
             return

@@ -63,6 +63,12 @@ def check_access(handler: Any, ident: Identity | None) -> None:
     raise web.HTTPError(403, reason=f"{'an agent token' if ident.kind == 'agent' else ident.name} may not {handler.request.method} {handler.request.path}")
 
 
+def require_upgrade(request: Any) -> None:
+    """A WebSocket route asked without ``Upgrade: websocket`` gets the JSON error shape, not HTML."""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise web.HTTPError(400, reason="this endpoint is a WebSocket: connect with Upgrade: websocket")
+
+
 class APIHandler(web.RequestHandler):
     access: dict[str, str] = {}
     ident: Identity | None = None

@@ -16,7 +16,7 @@ from .. import jmsg
 from ..auth import Identity
 from ..kernels import LiveKernel
 from ..service import Service
-from .base import APIHandler, authenticate, check_access
+from .base import APIHandler, authenticate, check_access, require_upgrade
 
 log = logging.getLogger("cellgate.gateway.channels")
 
@@ -89,6 +89,7 @@ class ChannelsHandler(websocket.WebSocketHandler):
             self.ident = await authenticate(self.service, self.request)
             check_access(self, self.ident)
             self.kernel = self.service.owned_kernel(self.ident, kernel_id)  # type: ignore[arg-type]
+            require_upgrade(self.request)
         except web.HTTPError as exc:
             self._refuse(exc.status_code, exc.reason or "refused")
             return

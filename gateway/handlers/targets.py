@@ -1,20 +1,27 @@
-"""``/api/v1/targets``: targets and their review policy."""
+"""``/api/v1/targets``: targets and their policy; ``/api/v1/apply``: policy as code."""
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import audit
+from .. import apply as policy_apply
+from .. import audit, policy
 from ..errors import BadRequest
 from ..models import Target
+from ..names import NAME_RE
 from ..policy import may_submit
 from ..views import target_json
 from .base import APIHandler
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 class TargetsHandler(APIHandler):
@@ -34,37 +41,71 @@ class TargetHandler(APIHandler):
         self.send(target_json(target, bool(self.service.agents.serving(name))))
 
     async def put(self, name: str) -> None:
+        """Create or update: fields given replace the current ones (``review``/``deny``/``limits`` merge per key)."""
         if not NAME_RE.match(name):
             raise BadRequest("a target name is 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
         data = self.body()
         description = self.field(data, "description", required=False)
-        submit_groups = self.field(data, "submit_groups", list, required=False)
-        review_groups = self.field(data, "review_groups", list, required=False)
+        shortcuts = {k: self.field(data, k, list, required=False) for k in ("submit_groups", "review_groups")}
+        changes = data.get("policy") or {}
+        if not isinstance(changes, dict):
+            raise BadRequest("field 'policy' must be an object")
         actor = self.user.actor
 
         def _put(session: Session) -> Target:
             target = session.get(Target, name)
             created = target is None
             if target is None:
-                target = Target(name=name, description="", submit_groups=[], review_groups=[])
+                target = Target(name=name, description="", submit_groups=[], review_groups=[], policy={})
                 session.add(target)
+            wanted = _merge(policy.of(target).as_dict(), changes)
+            if shortcuts["submit_groups"] is not None:
+                wanted["submit_groups"] = shortcuts["submit_groups"]
+            if shortcuts["review_groups"] is not None:
+                wanted["review"]["groups"] = shortcuts["review_groups"]
+            try:
+                rules = policy.parse(wanted)
+            except policy.PolicyError as exc:
+                raise BadRequest(f"policy.{exc.field}: {exc.message}") from None
             if description is not None:
                 target.description = description
-            if submit_groups is not None:
-                target.submit_groups = submit_groups
-            if review_groups is not None:
-                target.review_groups = review_groups
+            policy.store(target, rules)
             session.flush()
             audit.append(session, actor, "target.created" if created else "target.updated", target=name,
-                         detail={"description": target.description, "submit_groups": target.submit_groups,
-                                 "review_groups": target.review_groups})
+                         detail={"description": target.description, "policy": rules.as_dict()})
             return target
 
         target = await self.service.store.run(_put)
         self.send(target_json(target, bool(self.service.agents.serving(name))))
 
 
+class ApplyHandler(APIHandler):
+    access = {"POST": "admin"}
+
+    async def post(self) -> None:
+        data = self.body()
+        doc = data.get("document")
+        dry_run = bool(data.get("dry_run", False))
+        if not isinstance(doc, dict):
+            raise BadRequest("field 'document' must be an object: {\"groups\": {...}, \"targets\": {...}}")
+        actor = self.user.actor
+
+        def _apply(session: Session) -> list[str]:
+            changes = policy_apply.apply(session, doc, actor, dry_run=dry_run)
+            if dry_run:
+                session.rollback()
+            return changes
+
+        try:
+            changes = await self.service.store.run(_apply)
+        except policy_apply.ApplyError as exc:
+            self.send({"status": 400, "message": str(exc), "field": exc.field}, 400)
+            return
+        self.send({"changes": changes, "dry_run": dry_run})
+
+
 default_handlers = [
     (r"/api/v1/targets/?", TargetsHandler),
     (r"/api/v1/targets/(?P<name>[^/]+)/?", TargetHandler),
+    (r"/api/v1/apply/?", ApplyHandler),
 ]

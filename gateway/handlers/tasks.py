@@ -44,11 +44,11 @@ class TasksHandler(APIHandler):
             if ident.is_admin or not ident.groups:
                 if not ident.is_admin:
                     stmt = stmt.where(Task.user_id == ident.user_id)
-                return list(session.execute(stmt.limit(limit)).unique().scalars())
+                return [reviews.annotate(session, t) for t in session.execute(stmt.limit(limit)).unique().scalars()]
             found: list[Task] = []  # visible through a review group: filtered here (JSON lists)
             for task in session.execute(stmt.execution_options(yield_per=200)).scalars():
                 if may_see(ident, task):
-                    found.append(task)
+                    found.append(reviews.annotate(session, task))
                     if len(found) >= limit:
                         break
             return found

@@ -110,6 +110,9 @@ class FakeGateway:
             "notebook_path": None, "cell_id": None, "created_at": now(), "updated_at": now(),
             "review_groups": [], "reviews": [], "decided_by": None, "decision_comment": None,
             "error": None, "url": f"{self.url}/tasks/{tid}",
+            "risk": {"level": "medium", "reasons": ["DELETE on orders changes the rows its WHERE clause matches"],
+                     "flags": ["write"]},
+            "row_estimate": 1, "missing_approvals": ["an approval from dba"],
         }
         task.update(extra)
         self.tasks[tid] = task

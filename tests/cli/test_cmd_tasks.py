@@ -225,8 +225,9 @@ def test_reviews_and_review(cli, gateway):
     gateway.add_task("db", "SELECT 1", user="alice")
     p = cli("reviews")
     assert p.returncode == 0
-    assert p.stdout.splitlines()[1].split() == ["1", "db", "carol", "2024-05-01", "12:30:00", "ticket",
-                                                "42", "DELETE", "FROM", "orders", "WHERE", "id", "=", "3"]
+    assert p.stdout.splitlines()[1].split() == ["1", "medium", "1", "db", "carol", "2024-05-01", "12:30:00", "ticket",
+                                                "42", "DELETE", "FROM", "orders", "WHERE", "id", "=", "3",
+                                                "an", "approval", "from", "dba"]
     assert [t["id"] for t in json.loads(cli("reviews", "--json").stdout)["tasks"]] == [1]
 
     p = cli("review", "reject", "1")

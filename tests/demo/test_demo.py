@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import websocket
 from demo_harness import DemoRun, alive, get, post
@@ -99,11 +100,19 @@ def test_demo_is_rerunnable(demo: DemoRun) -> None:
     assert demo.wait_exit(20) == 0
 
 
+def cmdline(p: psutil.Process) -> list[str]:
+    """A process's command line; empty for one that is gone or a zombie (e.g. a kernel just reaped)."""
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
 def test_a_dying_child_stops_the_demo(demo: DemoRun) -> None:
     demo.start()
     demo.wait_ready()
     processes = demo.descendants()
-    (agent,) = [p for p in processes if "agent" in p.cmdline() and "--config" in p.cmdline()]
+    (agent,) = [p for p in processes if "agent" in cmdline(p) and "--config" in cmdline(p)]
     agent.kill()
     assert demo.wait_exit(30) != 0
     out = demo.output()

@@ -238,7 +238,13 @@ class KernelConnection:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        """Close and wait for the close handshake, so the socket is gone before the loop ends."""
         self.ws.close()
+        try:
+            while await asyncio.wait_for(self.ws.read_message(), 5) is not None:
+                pass
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
 
     def request(self, msg_type: str, content: dict[str, Any], channel: str = "shell",
                 metadata: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -304,3 +310,33 @@ class KernelConnection:
             if raw is None:
                 raise ConnectionError("websocket closed")
             self.inbox.append(json.loads(raw))
+
+
+# ---------------------------------------------------------------- helpers for the tests
+def cli(gw: Gateway, token: str, *args: str, stdin: str | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """The real `cellgate` command, as ``token``'s user, against ``gw``."""
+    env = {**os.environ, "CELLGATE_URL": gw.url, "CELLGATE_TOKEN": token, "CELLGATE_CONFIG_DIR": "/nonexistent"}
+    return subprocess.run([CELLGATE, *args], capture_output=True, text=True, env=env, input=stdin, timeout=timeout)
+
+
+def start_kernel(jp: Jupyter, target: str, path: str | None = None) -> str:
+    """Start a kernel through the jupyter_server (a session when ``path`` is given)."""
+    with jp.api() as api:
+        if path:
+            r = api.post("/api/sessions", json={"path": path, "type": "notebook", "name": path, "kernel": {"name": target}})
+            assert r.status_code == 201, r.text
+            return r.json()["kernel"]["id"]
+        r = api.post("/api/kernels", json={"name": target})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+def connect(jp: Jupyter, kernel_id: str) -> KernelConnection:
+    ws = jp.url.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}"
+    return KernelConnection(ws, {"Authorization": f"token {jp.token}"})
+
+
+def task_id_from(display: dict[str, Any]) -> int:
+    """The task number in a held cell's status display."""
+    import re
+    return int(re.search(r"task #(\d+)", display["content"]["data"]["text/plain"]).group(1))

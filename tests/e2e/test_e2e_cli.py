@@ -8,14 +8,9 @@ import subprocess
 import time
 
 import pytest
-from harness import CELLGATE, Gateway, wait_until
+from harness import CELLGATE, Gateway, cli, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mariadb]
-
-
-def cli(gw: Gateway, token: str, *args: str, stdin: str | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CELLGATE_URL": gw.url, "CELLGATE_TOKEN": token, "CELLGATE_CONFIG_DIR": "/nonexistent"}
-    return subprocess.run([CELLGATE, *args], capture_output=True, text=True, env=env, input=stdin, timeout=timeout)
 
 
 def test_run_streams_output_and_exits_zero(gateway: Gateway, agent, users: dict) -> None:

@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import uuid
 
 import httpx
 import pytest
-from harness import Gateway, Jupyter, KernelConnection, wait_until
+from harness import Gateway, Jupyter, connect, start_kernel, task_id_from, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mariadb]
-
-
-def start_kernel(jp: Jupyter, target: str, path: str | None = None) -> str:
-    with jp.api() as api:
-        if path:
-            r = api.post("/api/sessions", json={"path": path, "type": "notebook", "name": path, "kernel": {"name": target}})
-            assert r.status_code == 201, r.text
-            return r.json()["kernel"]["id"]
-        r = api.post("/api/kernels", json={"name": target})
-        assert r.status_code == 201, r.text
-        return r.json()["id"]
-
-
-def connect(jp: Jupyter, kernel_id: str) -> KernelConnection:
-    ws = jp.url.replace("http://", "ws://") + f"/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}"
-    return KernelConnection(ws, {"Authorization": f"token {jp.token}"})
 
 
 def latest_task(gw: Gateway, token: str, target: str) -> dict:
     with gw.api(token) as api:
         return api.get("/api/v1/tasks", params={"target": target, "limit": 1}).json()["tasks"][0]
-
-
-def task_id_from(display: dict) -> int:
-    return int(re.search(r"task #(\d+)", display["content"]["data"]["text/plain"]).group(1))
 
 
 def test_kernelspecs_list_the_users_targets(jupyter: Jupyter) -> None:

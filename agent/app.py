@@ -1,0 +1,122 @@
+"""The agent process: the gateway connection wired to the kernel host.
+
+Gateway requests that carry a ``req_id`` each run in their own task and end in a ``reply``;
+``kernel_msg`` frames are delivered at once, in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cellgate import __version__
+
+from . import explain
+from .config import AgentConfig
+from .connection import GatewayConnection
+from .kernels import KernelError, KernelHost
+
+log = logging.getLogger(__name__)
+
+#: at most this many statements are EXPLAINed per task (as Bytebase does)
+MAX_EXPLAIN = 10
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, gateway_url: str, token: str,
+                 host: KernelHost | None = None) -> None:
+        self.config = config
+        self.connection = GatewayConnection(gateway_url, token, self.hello, self.dispatch,
+                                            on_welcome=self.welcomed)
+        self.host = host or KernelHost(config.targets, self.connection.send)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._requests: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "kernel_start": lambda f: self.host.start(f["kernel_id"], f["target"],
+                                                      f.get("env") or {}, f.get("limits")),
+            "kernel_stop": lambda f: self.host.stop(f["kernel_id"]),
+            "kernel_interrupt": lambda f: self.host.interrupt(f["kernel_id"]),
+            "kernel_restart": lambda f: self.host.restart(f["kernel_id"]),
+            "explain": self._explain,
+        }
+
+    def hello(self) -> dict[str, Any]:
+        return {"type": "hello", "agent_id": self.config.agent_id, "version": __version__,
+                "tags": self.config.tags,
+                "targets": [t.announce() for t in self.config.targets.values()],
+                "kernels": list(self.host.kernels)}
+
+    def welcomed(self, welcome: dict[str, Any]) -> None:
+        """When ``welcome`` lists the kernels the gateway adopted, stop the others: nobody can
+        reach them any more. (Without that list every hosted kernel is kept.)"""
+        adopted = welcome.get("kernels")
+        if not isinstance(adopted, list):
+            return
+        for kernel_id in set(self.host.kernels) - set(adopted):
+            log.info("kernel %s: not adopted by the gateway, stopping it", kernel_id)
+            self._spawn(self.host.stop(kernel_id))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then close the connection and shut every kernel down."""
+        for warning in self.config.warnings:
+            log.warning("%s", warning)
+        for t in self.config.targets.values():
+            log.info("serving target %s (%s, %s)", t.name, t.kind, t.dialect or "no dialect")
+        connection = asyncio.create_task(self.connection.run())
+        await stop.wait()
+        log.info("stopping: closing the connection and shutting %d kernel(s) down",
+                 len(self.host.kernels))
+        self.connection.close()
+        await connection
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.host.stop_all()
+
+    def dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame["type"]
+        if kind == "kernel_msg":
+            self._deliver(frame)
+        elif kind in self._requests:
+            self._spawn(self._answer(frame, self._requests[kind]))
+        else:
+            log.info("ignoring a frame of unknown type %r", kind)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.error(
+            "background task failed: %s", t.exception()))
+
+    def _deliver(self, frame: dict[str, Any]) -> None:
+        if frame.get("task_id") is not None:
+            log.info("kernel %s: running task %s", frame.get("kernel_id"), frame["task_id"])
+        try:
+            self.host.deliver(frame.get("kernel_id", ""), frame.get("channel", ""),
+                              frame.get("msg"))
+        except KernelError as exc:
+            log.warning("dropping a kernel_msg: %s", exc)
+
+    async def _explain(self, frame: dict[str, Any]) -> dict[str, Any]:
+        target = self.config.targets.get(frame["target"])
+        if target is None:
+            raise KernelError(f"unknown target {frame['target']!r}")
+        statements = [s for s in frame.get("statements", []) if isinstance(s, str)][:MAX_EXPLAIN]
+        rows = await asyncio.to_thread(explain.estimate, target, statements)
+        return {"rows": rows}
+
+    async def _answer(self, frame: dict[str, Any],
+                      handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]) -> None:
+        reply: dict[str, Any] = {"type": "reply", "req_id": frame.get("req_id"), "ok": True}
+        try:
+            reply.update(await handler(frame) or {})
+        except (KernelError, explain.ExplainError) as exc:
+            reply.update(ok=False, error=str(exc))
+        except KeyError as exc:
+            reply.update(ok=False, error=f"{frame['type']}: missing field {exc}")
+        except Exception as exc:
+            log.exception("%s failed", frame["type"])
+            reply.update(ok=False, error=f"{frame['type']} failed: {type(exc).__name__}")
+        self.connection.send(reply)

@@ -1,0 +1,149 @@
+"""The agent's WebSocket to the gateway: dial out, say hello, answer pings, reconnect forever.
+
+See docs/agent-protocol.md. The connection owns the protocol-level frames (``hello``, ``welcome``,
+``ping``/``pong``); every other frame goes to ``dispatch``. Kernels are not its business: they
+outlive a dropped connection, and what they emit while it is down is dropped by ``send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from jupyter_client.jsonutil import json_default
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
+
+log = logging.getLogger(__name__)
+
+AGENT_PATH = "/api/v1/agent"
+
+
+def agent_ws_url(gateway_url: str) -> str:
+    """``http(s)://host[:port][/prefix]`` → ``ws(s)://host[:port][/prefix]/api/v1/agent``."""
+    parts = urlsplit(gateway_url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"gateway URL must start with http://, https://, ws:// or wss://, "
+                         f"got {gateway_url!r}")
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + AGENT_PATH, "", ""))
+
+
+def backoff_delay(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
+    """Exponential backoff with jitter: ``base * 2**attempt`` capped at ``cap``, then 50–100 %."""
+    delay = min(cap, base * 2 ** min(attempt, 16))
+    return delay * random.uniform(0.5, 1.0)
+
+
+class GatewayConnection:
+    """Keeps one WebSocket open to the gateway until ``close()``."""
+
+    def __init__(self, gateway_url: str, token: str, hello: Callable[[], dict[str, Any]],
+                 dispatch: Callable[[dict[str, Any]], None], *,
+                 on_welcome: Callable[[dict[str, Any]], None] | None = None, backoff_base: float = 0.5,
+                 backoff_cap: float = 10.0, connect_timeout: float = 10.0,
+                 ws_ping_interval: float = 20.0) -> None:
+        self.url = agent_ws_url(gateway_url)
+        self._token = token
+        self._hello = hello
+        self._dispatch = dispatch
+        self._on_welcome = on_welcome
+        self._backoff = (backoff_base, backoff_cap)
+        self._connect_timeout = connect_timeout
+        self._ws_ping_interval = ws_ping_interval
+        self._ws: WebSocketClientConnection | None = None
+        self._closing = asyncio.Event()
+        self._attempt = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    def send(self, frame: dict[str, Any]) -> bool:
+        """Send a frame now; return False (the frame is dropped) when not connected."""
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            future = ws.write_message(json.dumps(frame, default=json_default))
+        except WebSocketClosedError:
+            return False
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # consume errors
+        return True
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._ws is not None:
+            self._ws.close()
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect with backoff, until ``close()``."""
+        while not self._closing.is_set():
+            ws = await self._connect()
+            if ws is not None:
+                self._ws = ws
+                log.info("connected to %s", self.url)
+                self.send(self._hello())
+                await self._serve(ws)
+                self._ws = None
+                if self._closing.is_set():
+                    break
+                log.warning("connection to the gateway lost")
+            delay = backoff_delay(self._attempt, *self._backoff)
+            self._attempt += 1
+            log.info("reconnecting in %.1f s", delay)
+            try:
+                await asyncio.wait_for(self._closing.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _connect(self) -> WebSocketClientConnection | None:
+        request = HTTPRequest(self.url, headers={"Authorization": f"token {self._token}"},
+                              connect_timeout=self._connect_timeout,
+                              request_timeout=self._connect_timeout)
+        try:
+            return await websocket_connect(request, ping_interval=self._ws_ping_interval,
+                                           ping_timeout=self._ws_ping_interval)
+        except HTTPClientError as exc:
+            if exc.code in (401, 403):
+                log.error("the gateway refused the agent token (HTTP %d): check --token or "
+                          "CELLGATE_AGENT_TOKEN; it must be an agent token, not a user token",
+                          exc.code)
+            else:
+                log.warning("cannot connect to %s: HTTP %d %s", self.url, exc.code, exc.message)
+        except Exception as exc:  # refused, unreachable, TLS, timeout…
+            log.warning("cannot connect to %s: %s", self.url, exc or type(exc).__name__)
+        return None
+
+    async def _serve(self, ws: WebSocketClientConnection) -> None:
+        while True:
+            raw = await ws.read_message()
+            if raw is None:
+                return
+            try:
+                frame = json.loads(raw)
+            except ValueError:
+                log.warning("ignoring a frame that is not JSON")
+                continue
+            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+                log.warning("ignoring a frame without a type")
+                continue
+            kind = frame["type"]
+            if kind == "ping":
+                self.send({"type": "pong", "ts": frame.get("ts")})
+            elif kind == "welcome":
+                self._attempt = 0
+                log.info("welcomed by the gateway as %s; targets accepted: %s",
+                         frame.get("agent_id"), ", ".join(frame.get("targets") or []) or "none")
+                if self._on_welcome is not None:
+                    self._on_welcome(frame)
+            else:
+                try:
+                    self._dispatch(frame)
+                except Exception:
+                    log.exception("error handling a %r frame", kind)

@@ -1,0 +1,290 @@
+"""The kernel host: Jupyter kernels the agent runs for its targets, and the relay of their messages.
+
+One ``AsyncKernelManager`` and one ``AsyncKernelClient`` per kernel id (the id is chosen by the
+gateway). Per kernel, one relay task per channel (iopub, shell, control, stdin) forwards each
+message the kernel sends to ``emit`` as a ``kernel_msg`` frame, and a watcher task reports a kernel
+that died by itself (``kernel_status`` ``dead``). Messages from the gateway go to the kernel
+unchanged (signed with the kernel's key), so their ``msg_id`` is kept and replies are parented
+to it.
+
+A kernel is *ready* once a ``kernel_info_request`` of our own has been answered on iopub: that
+proves the kernel runs and that our iopub subscription is live, so no early output is lost. Those
+probe requests and everything parented to them stay on the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+
+from .config import Target
+
+log = logging.getLogger(__name__)
+
+CHANNELS_OUT = ("iopub", "shell", "control", "stdin")
+CHANNELS_IN = ("shell", "control", "stdin")
+AGENT_SECRETS = ("CELLGATE_AGENT_TOKEN",)  # never handed to a kernel
+
+Emit = Callable[[dict[str, Any]], object]
+
+
+class KernelError(Exception):
+    """A kernel request cannot be done; the message goes back to the gateway in ``reply.error``."""
+
+
+def default_spec_manager() -> KernelSpecManager:
+    """cellgate's kernel specs (``cellgate-sql`` and the installed ones) when available."""
+    try:
+        from cellgate.kernels.specs import CellgateKernelSpecManager  # type: ignore[import-not-found]
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("cellgate.kernels.specs", "cellgate.kernels"):
+            raise
+        return KernelSpecManager()
+    return CellgateKernelSpecManager()  # type: ignore[no-any-return]
+
+
+def kernel_env(target: Target, gateway_env: Mapping[str, Any], base_env: Mapping[str, str],
+               hidden: set[str], limits: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The environment of a kernel for ``target``.
+
+    The agent's own environment minus ``hidden`` (the agent token, every target's ``url_env``),
+    then the target's ``env``, the ``KERNEL_*`` variables from the gateway, and last the target's
+    connection settings, which nothing else can override. The gateway's policy ``limits``
+    (``max_rows``, ``timeout``) can only tighten the agent's own row cap and statement timeout.
+    """
+    env = {k: v for k, v in base_env.items() if k not in hidden}
+    env.update(target.env)
+    env.update({k: v for k, v in gateway_env.items()
+                if k.startswith("KERNEL_") and isinstance(v, str)})
+    env["CELLGATE_TARGET_NAME"] = target.name
+    if target.url is not None:
+        env["CELLGATE_TARGET_URL"] = target.url
+    if target.kind == "sql":
+        env["CELLGATE_ROW_LIMIT"] = str(_tighter(target.row_limit, (limits or {}).get("max_rows")))
+        env["CELLGATE_STATEMENT_TIMEOUT"] = str(_tighter(target.statement_timeout, (limits or {}).get("timeout")))
+    elif target.url is not None:
+        env["DATABASE_URL"] = target.url
+    return env
+
+
+def _tighter(own: int, policy: Any) -> int:
+    return min(own, policy) if isinstance(policy, int) and not isinstance(policy, bool) and policy > 0 else own
+
+
+@dataclass
+class HostedKernel:
+    kernel_id: str
+    target: Target
+    manager: AsyncKernelManager
+    client: AsyncKernelClient | None = None
+    state: str = "starting"  # starting | running | restarting | dead | stopping
+    probes: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class KernelHost:
+    """Starts, relays, interrupts, restarts and stops the kernels of one agent."""
+
+    def __init__(self, targets: Mapping[str, Target], emit: Emit, *,
+                 spec_manager: KernelSpecManager | None = None,
+                 base_env: Mapping[str, str] | None = None,
+                 ready_timeout: float = 60.0, poll_interval: float = 1.0) -> None:
+        self.targets = dict(targets)
+        self.emit = emit
+        self.spec_manager = spec_manager or default_spec_manager()
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.hidden_env = set(AGENT_SECRETS) | {t.url_env for t in targets.values() if t.url_env}
+        self.ready_timeout = ready_timeout
+        self.poll_interval = poll_interval
+        self.kernels: dict[str, HostedKernel] = {}
+        # CurveZMQ on the kernel's sockets when the kernelspec supports it: target data crosses them
+        self.transport_encryption = "auto" if zmq.has("curve") else "disabled"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, kernel_id: str, target_name: str, env: Mapping[str, Any],
+                    limits: Mapping[str, Any] | None = None) -> None:
+        """Start a kernel for the target and return once it is ready."""
+        if kernel_id in self.kernels:
+            raise KernelError(f"kernel {kernel_id} exists already")
+        target = self.targets.get(target_name)
+        if target is None:
+            raise KernelError(f"unknown target {target_name!r}")
+        manager = AsyncKernelManager(kernel_name=target.kernel_name,
+                                     kernel_spec_manager=self.spec_manager,
+                                     transport_encryption=self.transport_encryption)
+        kernel = HostedKernel(kernel_id, target, manager)
+        self.kernels[kernel_id] = kernel
+        log.info("kernel %s: starting for target %s (%s, %s)", kernel_id, target.name,
+                 target.kind, target.dialect or "no dialect")
+        try:
+            async with kernel.lock:
+                await manager.start_kernel(
+                    kernel_id=kernel_id,
+                    env=kernel_env(target, env, self.base_env, self.hidden_env, limits))
+                kernel.client = manager.client()
+                kernel.client.start_channels()
+                kernel.tasks = [asyncio.create_task(self._relay(kernel, ch)) for ch in CHANNELS_OUT]
+                await self._wait_ready(kernel)
+                kernel.state = "running"
+                kernel.tasks.append(asyncio.create_task(self._watch(kernel)))
+        except BaseException as exc:
+            self.kernels.pop(kernel_id, None)
+            await self._dispose(kernel)
+            if isinstance(exc, Exception) and not isinstance(exc, KernelError):
+                log.error("kernel %s: failed to start: %s", kernel_id, exc)
+                raise KernelError(f"kernel failed to start: {exc}") from exc
+            raise
+        log.info("kernel %s: ready", kernel_id)
+
+    async def interrupt(self, kernel_id: str) -> None:
+        kernel = self._get(kernel_id)
+        await kernel.manager.interrupt_kernel()
+        log.info("kernel %s: interrupted", kernel_id)
+
+    async def restart(self, kernel_id: str) -> None:
+        """Restart (state is lost); return once ready again. Also revives a dead kernel."""
+        kernel = self._get(kernel_id)
+        async with kernel.lock:
+            kernel.state = "restarting"
+            try:
+                await kernel.manager.restart_kernel(now=False)
+                await self._wait_ready(kernel)
+            except Exception as exc:
+                kernel.state = "dead"
+                raise KernelError(f"restart failed: {exc}") from exc
+            kernel.state = "running"
+        log.info("kernel %s: restarted", kernel_id)
+
+    async def stop(self, kernel_id: str) -> None:
+        kernel = self._get(kernel_id)
+        async with kernel.lock:
+            kernel.state = "stopping"
+            self.kernels.pop(kernel_id, None)
+            await self._dispose(kernel)
+        log.info("kernel %s: stopped", kernel_id)
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(k) for k in list(self.kernels)), return_exceptions=True)
+
+    async def _dispose(self, kernel: HostedKernel) -> None:
+        try:
+            if kernel.manager.has_kernel:
+                await kernel.manager.shutdown_kernel(now=False)
+        except Exception as exc:
+            log.warning("kernel %s: graceful shutdown failed (%s), killing it", kernel.kernel_id, exc)
+            await kernel.manager.shutdown_kernel(now=True)
+        finally:
+            for task in kernel.tasks:
+                task.cancel()
+            await asyncio.gather(*kernel.tasks, return_exceptions=True)
+            if kernel.client is not None:
+                kernel.client.stop_channels()
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def deliver(self, kernel_id: str, channel: str, msg: Any) -> None:
+        """Send a Jupyter message from the gateway to the kernel, unchanged."""
+        kernel = self._get(kernel_id)
+        if channel not in CHANNELS_IN:
+            raise KernelError(f"cannot send on channel {channel!r}")
+        if not isinstance(msg, dict) or not isinstance(msg.get("header"), dict) \
+                or "msg_id" not in msg["header"] or "msg_type" not in msg["header"]:
+            raise KernelError("msg must be a Jupyter message with header.msg_id and msg_type")
+        if kernel.client is None:
+            raise KernelError(f"kernel {kernel_id} is not ready")
+        msg = dict(msg)
+        for key in ("parent_header", "metadata", "content"):
+            if not isinstance(msg.get(key), dict):
+                msg[key] = {}
+        msg.pop("buffers", None)
+        self._send(kernel, channel, msg)
+
+    def _send(self, kernel: HostedKernel, channel: str, msg: dict[str, Any]) -> None:
+        """Sign and send ``msg`` as is (its header, hence its ``msg_id``, is kept).
+
+        Not ``Session.send``: it writes through a blocking shadow of the asyncio socket, which
+        swallows ZMQ's edge-triggered wake-up, and the relay task reading that socket then
+        missed the reply (seen: an ``execute_reply`` lost about one run in ten). Sending on the
+        asyncio socket itself wakes the waiting ``recv_multipart``.
+        """
+        assert kernel.client is not None
+        socket = getattr(kernel.client, f"{channel}_channel").socket
+        parts = kernel.client.session.serialize(msg)
+        future = socket.send_multipart(parts)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or log.warning(
+            "kernel %s: sending on %s failed: %s", kernel.kernel_id, channel, f.exception()))
+
+    async def _relay(self, kernel: HostedKernel, channel_name: str) -> None:
+        assert kernel.client is not None
+        channel = getattr(kernel.client, f"{channel_name}_channel")
+        session = kernel.client.session
+        while True:
+            try:
+                # recv_multipart, not get_msg: a poll() misses wake-ups when we also send
+                _, parts = session.feed_identities(await channel.socket.recv_multipart())
+                msg = session.deserialize(parts)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a malformed or unsigned message: skip it
+                log.warning("kernel %s: unreadable %s message: %s", kernel.kernel_id,
+                            channel_name, exc)
+                continue
+            parent_id = (msg.get("parent_header") or {}).get("msg_id")
+            if parent_id in kernel.probes:
+                if channel_name == "iopub" and not kernel.probes[parent_id].done():
+                    kernel.probes[parent_id].set_result(None)
+                continue
+            msg.pop("buffers", None)
+            self.emit({"type": "kernel_msg", "kernel_id": kernel.kernel_id,
+                       "channel": channel_name, "msg": msg})
+
+    async def _wait_ready(self, kernel: HostedKernel) -> None:
+        assert kernel.client is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_timeout
+        while True:
+            probe = kernel.client.session.msg("kernel_info_request")
+            future: asyncio.Future[None] = loop.create_future()
+            kernel.probes[probe["header"]["msg_id"]] = future
+            self._send(kernel, "shell", probe)
+            try:
+                await asyncio.wait_for(future, 1.0)
+                return
+            except TimeoutError:
+                pass
+            if not await kernel.manager.is_alive():
+                raise KernelError("the kernel died before it was ready")
+            if loop.time() > deadline:
+                raise KernelError(f"the kernel was not ready within {self.ready_timeout:g} s")
+
+    async def _watch(self, kernel: HostedKernel) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if kernel.state != "running" or kernel.lock.locked():
+                continue
+            if await kernel.manager.is_alive():
+                continue
+            provisioner = kernel.manager.provisioner
+            code = await provisioner.poll() if provisioner is not None else None
+            kernel.state = "dead"
+            reason = f"the kernel process exited (code {code})"
+            log.warning("kernel %s: %s", kernel.kernel_id, reason)
+            self.emit({"type": "kernel_status", "kernel_id": kernel.kernel_id,
+                       "state": "dead", "reason": reason})
+
+    def _get(self, kernel_id: str) -> HostedKernel:
+        kernel = self.kernels.get(kernel_id)
+        if kernel is None:
+            raise KernelError(f"unknown kernel {kernel_id}")
+        return kernel

@@ -1,0 +1,392 @@
+"""The authorization matrix: every route declares a rule for what it serves, and the running gateway
+enforces it for every kind of caller.
+
+``EXPECTED`` is the decided table (docs/api.md): a new endpoint, a new method on an endpoint, or a
+changed rule fails here until the table says what it should be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tornado import web, websocket
+
+from cellgate.gateway.app import routes
+from cellgate.gateway.handlers.base import RULES, APIHandler, NotFoundHandler
+
+BIN = Path(sys.executable).parent
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+NO_KERNEL = "00000000-0000-4000-8000-000000000000"
+
+#: (route pattern, method) -> (rule, concrete path, JSON body or None)
+#: {task}: a task of ``user`` waiting for review; {review_task}/{cancel_task}: tasks spent on those routes;
+#: {u}: unique per request (for creations).
+EXPECTED: dict[tuple[str, str], tuple[str, str, Any]] = {
+    (r"/api/v1/?", "GET"): ("anonymous", "/api/v1", None),
+    (r"/api/v1/openapi.json", "GET"): ("anonymous", "/api/v1/openapi.json", None),
+    (r"/tasks/(\d+)", "GET"): ("anonymous", "/tasks/{task}", None),
+    (r"/api/kernelspecs/?", "GET"): ("user", "/api/kernelspecs", None),
+    (r"/api/kernelspecs/(?P<name>[\w.\-]+)/?", "GET"): ("user", "/api/kernelspecs/t1", None),
+    (r"/kernelspecs/(?P<name>[\w.\-]+)/(?P<path>.+)", "GET"): ("user", "/kernelspecs/t1/logo-64x64.png", None),
+    (r"/api/kernels/?", "GET"): ("user", "/api/kernels", None),
+    (r"/api/kernels/?", "POST"): ("user", "/api/kernels", {"name": "t1"}),
+    (r"/api/kernels/(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)/?", "GET"): ("user", f"/api/kernels/{NO_KERNEL}", None),
+    (r"/api/kernels/(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)/?", "DELETE"): ("user", f"/api/kernels/{NO_KERNEL}", None),
+    (r"/api/kernels/(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)/(?P<action>interrupt|restart)/?", "POST"):
+        ("user", f"/api/kernels/{NO_KERNEL}/interrupt", {}),
+    (r"/api/kernels/(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)/channels", "GET"): ("user", f"/api/kernels/{NO_KERNEL}/channels", None),
+    (r"/api/v1/agent", "GET"): ("agent", "/api/v1/agent", None),
+    (r"/api/v1/tasks/?", "GET"): ("user", "/api/v1/tasks", None),
+    (r"/api/v1/tasks/?", "POST"): ("user", "/api/v1/tasks", {"target": "t1", "code": "select 1", "why": "authz"}),
+    (r"/api/v1/tasks/(?P<task_id>\d+)/?", "GET"): ("user", "/api/v1/tasks/{task}", None),
+    (r"/api/v1/tasks/(?P<task_id>\d+)/output", "GET"): ("user", "/api/v1/tasks/{task}/output?wait=0", None),
+    (r"/api/v1/tasks/(?P<task_id>\d+)/review", "POST"):
+        ("user", "/api/v1/tasks/{review_task}/review", {"decision": "approve", "comment": "ok"}),
+    (r"/api/v1/tasks/(?P<task_id>\d+)/cancel", "POST"): ("user", "/api/v1/tasks/{cancel_task}/cancel", {}),
+    (r"/api/v1/reviews/?", "GET"): ("user", "/api/v1/reviews", None),
+    (r"/api/v1/targets/?", "GET"): ("user", "/api/v1/targets", None),
+    (r"/api/v1/targets/(?P<name>[^/]+)/?", "GET"): ("user", "/api/v1/targets/t1", None),
+    (r"/api/v1/targets/(?P<name>[^/]+)/?", "PUT"): ("admin", "/api/v1/targets/t2", {"description": "made by authz"}),
+    (r"/api/v1/apply/?", "POST"): ("admin", "/api/v1/apply", {"document": {}, "dry_run": True}),
+    (r"/api/v1/me/?", "GET"): ("user", "/api/v1/me", None),
+    (r"/api/v1/users/?", "GET"): ("admin", "/api/v1/users", None),
+    (r"/api/v1/users/?", "POST"): ("admin", "/api/v1/users", {"name": "made-{u}"}),
+    (r"/api/v1/users/(?P<name>[^/]+)/?", "DELETE"): ("admin", "/api/v1/users/victim", None),
+    (r"/api/v1/users/(?P<name>[^/]+)/tokens/?", "POST"): ("admin", "/api/v1/users/victim/tokens", {"note": "authz"}),
+    (r"/api/v1/groups/?", "GET"): ("admin", "/api/v1/groups", None),
+    (r"/api/v1/groups/?", "POST"): ("admin", "/api/v1/groups", {"name": "made-{u}"}),
+    (r"/api/v1/groups/(?P<group>[^/]+)/members/(?P<user>[^/]+)/?", "PUT"): ("admin", "/api/v1/groups/spare/members/victim", None),
+    (r"/api/v1/groups/(?P<group>[^/]+)/members/(?P<user>[^/]+)/?", "DELETE"):
+        ("admin", "/api/v1/groups/spare/members/victim", None),
+    (r"/api/v1/agent-tokens/?", "POST"): ("admin", "/api/v1/agent-tokens", {"name": "made-{u}"}),
+    (r"/api/v1/agents/?", "GET"): ("admin", "/api/v1/agents", None),
+    (r"/api/v1/audit/?", "GET"): ("admin", "/api/v1/audit?format=jsonl", None),
+    (r"/api/v1/audit/verify/?", "GET"): ("admin", "/api/v1/audit/verify", None),
+}
+#: the catch-all: every method, anonymous, always 404
+CATCH_ALL = r"/api/.*"
+WEBSOCKETS = {r"/api/v1/agent", r"/api/kernels/(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)/channels"}
+
+#: 403s that are object-level rules, not role rules: (pattern, method, who) -> why
+OBJECT_LEVEL_403 = {
+    (r"/api/v1/tasks/(?P<task_id>\d+)/review", "POST", "user"): "the author can never review their own task",
+    (r"/api/v1/tasks/(?P<task_id>\d+)/cancel", "POST", "reviewer"): "only the author or an admin cancels",
+}
+
+
+def implemented(cls: type) -> set[str]:
+    """HTTP methods the class serves: get/post/… defined below tornado's RequestHandler (inherited too)."""
+    return {m for m in METHODS if getattr(cls, m.lower()) is not getattr(web.RequestHandler, m.lower())}
+
+
+def own(cls: type) -> set[str]:
+    """HTTP methods the class itself defines (not inherited from another handler)."""
+    return {m for m in METHODS if m.lower() in vars(cls)}
+
+
+def inherited_without_rule() -> list[tuple[str, str]]:
+    """(pattern, method) a handler inherits from another handler but has no rule for: refused (405)."""
+    return [(pattern, m) for pattern, cls in routes() if cls is not NotFoundHandler
+            for m in sorted(implemented(cls) - own(cls) - set(cls.access))]
+
+
+# ----------------------------------------------------------------------- declarations
+
+def test_every_route_declares_a_known_rule_for_exactly_what_it_serves() -> None:
+    problems = []
+    for pattern, cls in routes():
+        access = getattr(cls, "access", None)
+        if not isinstance(access, dict):
+            problems.append(f"{cls.__name__} ({pattern}) declares no access")
+            continue
+        unknown = {m: r for m, r in access.items() if r not in RULES}
+        if unknown:
+            problems.append(f"{cls.__name__} ({pattern}): unknown rules {unknown}")
+        if cls is NotFoundHandler:
+            continue
+        served = implemented(cls)
+        if own(cls) - set(access):
+            problems.append(f"{cls.__name__} ({pattern}) serves {sorted(own(cls) - set(access))} without a rule")
+        if set(access) - served:
+            problems.append(f"{cls.__name__} ({pattern}) declares {sorted(set(access) - served)} it does not serve")
+    assert not problems, "\n".join(problems)
+    # a method inherited from another handler without a rule is refused (test_inherited_methods_without_a_rule_are_refused)
+    assert len(inherited_without_rule()) <= 2, f"more handlers inherit methods they have no rule for: {inherited_without_rule()}"
+
+
+def test_the_declared_rules_are_the_decided_ones() -> None:
+    declared = {(pattern, m): rule for pattern, cls in routes() if cls is not NotFoundHandler
+                for m, rule in cls.access.items()}
+    decided = {key: rule for key, (rule, _, _) in EXPECTED.items()}
+    missing = sorted(set(declared) - set(decided))
+    assert not missing, f"routes without a decided rule in EXPECTED (add them, with their rule): {missing}"
+    assert not sorted(set(decided) - set(declared)), "EXPECTED lists routes the gateway no longer has"
+    changed = {key: (declared[key], decided[key]) for key in declared if declared[key] != decided[key]}
+    assert not changed, f"rules that differ from the decided ones (declared, decided): {changed}"
+
+
+def test_rules_are_checked_where_they_are_declared() -> None:
+    """APIHandlers check in prepare(); websockets check in get() before the upgrade (seen live below);
+    any other handler may only have anonymous rules, since nothing checks them."""
+    last_pattern, last_cls = routes()[-1]
+    assert (last_pattern, last_cls) == (CATCH_ALL, NotFoundHandler), "the catch-all must come last"
+    assert NotFoundHandler.access == {m: "anonymous" for m in METHODS}
+    for pattern, cls in routes():
+        if issubclass(cls, APIHandler):
+            assert cls.prepare is APIHandler.prepare or cls is NotFoundHandler, f"{cls.__name__} overrides prepare()"
+        elif issubclass(cls, websocket.WebSocketHandler):
+            assert pattern in WEBSOCKETS, f"a new websocket route {pattern}: add it to WEBSOCKETS"
+            assert "get" in vars(cls), f"{cls.__name__} must authenticate in its own get()"
+        else:
+            assert set(cls.access.values()) == {"anonymous"}, f"{cls.__name__} is not an APIHandler: nothing checks its rules"
+
+
+def test_openapi_document_carries_the_rules() -> None:
+    from cellgate.gateway.app import openapi
+    doc = openapi(None)
+    rules = {(path, m.upper()): op["x-cellgate-access"] for path, ops in doc["paths"].items() for m, op in ops.items()}
+    assert rules[("/api/v1/users", "POST")] == "admin"
+    assert rules[("/api/v1/agent", "GET")] == "agent"
+    assert len(rules) == len(EXPECTED)
+
+
+# --------------------------------------------------------------------------- live gateway
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Gateway:
+    url: str
+    tokens: dict[str, str | None]
+    ids: dict[str, int]
+    log: Path
+
+    def client(self, who: str) -> httpx.Client:
+        token = self.tokens[who]
+        headers = {"Authorization": f"token {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def _ok(resp: httpx.Response, status: int = 200) -> Any:
+    assert resp.status_code == status, f"{resp.request.method} {resp.request.url} → {resp.status_code} {resp.text}"
+    return resp.json()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("authz")
+    db = f"sqlite:///{tmp}/gw.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLGATE_")}
+    init = subprocess.run([str(BIN / "cellgate"), "init-admin", "admin", "--db-url", db], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=tmp)
+    assert init.returncode == 0, init.stderr
+    admin_token = init.stdout.strip().splitlines()[-1]
+    assert admin_token.startswith("cg_")
+
+    port = _free_port()
+    log = tmp / "gateway.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(BIN / "cellgate"), "gateway", "--port", str(port), "--db-url", db],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the gateway exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/api/v1", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the gateway did not answer within 30 s:\n{log.read_text()}")
+            time.sleep(0.1)
+
+        with httpx.Client(base_url=url, headers={"Authorization": f"token {admin_token}"}, timeout=30) as adm:
+            for name in ("user1", "rev1", "victim"):
+                _ok(adm.post("/api/v1/users", json={"name": name}), 201)
+            for group in ("devs", "dba", "spare"):
+                _ok(adm.post("/api/v1/groups", json={"name": group}), 201)
+            # the admin reviews for dba too, so that no user route answers it 403 (being admin is not being a reviewer)
+            for group, member in (("devs", "user1"), ("dba", "rev1"), ("dba", "admin")):
+                _ok(adm.put(f"/api/v1/groups/{group}/members/{member}"))
+            user_token = _ok(adm.post("/api/v1/users/user1/tokens", json={"note": "authz"}), 201)["token"]
+            rev_token = _ok(adm.post("/api/v1/users/rev1/tokens", json={"note": "authz"}), 201)["token"]
+            agent_token = _ok(adm.post("/api/v1/agent-tokens", json={"name": "agent1"}), 201)["token"]
+            _ok(adm.put("/api/v1/targets/t1", json={"description": "authz", "submit_groups": [], "review_groups": ["dba"]}))
+        ids = {}
+        with httpx.Client(base_url=url, headers={"Authorization": f"token {user_token}"}, timeout=30) as usr:
+            for key in ("task", "review_task", "cancel_task"):
+                task = _ok(usr.post("/api/v1/tasks", json={"target": "t1", "code": f"select '{key}'", "why": "authz"}), 201)
+                assert task["status"] == "pending_review", task
+                ids[key] = task["id"]
+        yield Gateway(url=url, tokens={"anonymous": None, "agent": agent_token, "user": user_token,
+                                       "reviewer": rev_token, "admin": admin_token}, ids=ids, log=log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+WHO = ("anonymous", "agent", "user", "reviewer", "admin")
+
+
+def expected_class(rule: str, who: str) -> str:
+    """'401', '403' or 'allowed' (anything but 401/403, and never a 500)."""
+    if rule == "anonymous":
+        return "allowed"
+    if who == "anonymous":
+        return "401"
+    if rule == "agent":
+        return "allowed" if who == "agent" else "403"
+    if who == "agent":
+        return "403"
+    if rule == "admin" and who != "admin":
+        return "403"
+    return "allowed"
+
+
+def assert_error_shape(resp: httpx.Response) -> None:
+    """``{"status": N, "message": str}`` (an error may add fields, e.g. ``field`` from /api/v1/apply)."""
+    assert resp.headers.get("content-type", "").startswith("application/json"), \
+        f"{resp.status_code} with content-type {resp.headers.get('content-type')!r}: {resp.text[:200]!r}"
+    body = resp.json()
+    assert isinstance(body, dict) and {"status", "message"} <= set(body), body
+    assert body["status"] == resp.status_code and isinstance(body["message"], str) and body["message"], body
+    assert "Traceback" not in body["message"]
+
+
+CASES = [(pattern, method, who) for (pattern, method) in EXPECTED for who in WHO]
+
+
+def _case_id(case: tuple[str, str, str]) -> str:
+    pattern, method, who = case
+    return f"{method} {EXPECTED[(pattern, method)][1]} as {who}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_matrix(gateway: Gateway, case: tuple[str, str, str]) -> None:
+    pattern, method, who = case
+    rule, path, body = EXPECTED[(pattern, method)]
+    path = path.format(u=uuid.uuid4().hex[:8], **gateway.ids)
+    if body is not None:
+        body = json.loads(json.dumps(body).replace("{u}", uuid.uuid4().hex[:8]))
+    with gateway.client(who) as client:
+        resp = client.request(method, path, json=body)
+    status = resp.status_code
+    want = expected_class(rule, who)
+    where = f"{method} {path} as {who} (rule {rule}) → {status} {resp.text[:300]}"
+    if want == "allowed":
+        if status == 403 and (pattern, method, who) in OBJECT_LEVEL_403:
+            pass
+        else:
+            assert status not in (401, 403), where
+        assert status < 500 or status == 503, where  # 503: no agent serves t1, which is fine here
+    else:
+        assert status == int(want), where
+    if 400 <= status < 600:
+        assert_error_shape(resp)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("who", WHO)
+def test_unknown_api_path_is_a_json_404_for_everyone(gateway: Gateway, method: str, who: str) -> None:
+    with gateway.client(who) as client:
+        resp = client.request(method, "/api/v1/no-such-thing", json={} if method in ("POST", "PUT", "PATCH") else None)
+    assert resp.status_code == 404
+    assert_error_shape(resp)
+
+
+@pytest.mark.parametrize("pattern_method", inherited_without_rule(), ids=lambda pm: f"{pm[1]} {pm[0]}")
+@pytest.mark.parametrize("who", WHO)
+def test_inherited_methods_without_a_rule_are_refused(gateway: Gateway, pattern_method: tuple[str, str], who: str) -> None:
+    """e.g. TaskReviewHandler inherits TaskHandler.get: with no rule for GET, check_access answers 405."""
+    pattern, method = pattern_method
+    path = next(p for (pat, _), (_, p, _) in EXPECTED.items() if pat == pattern).split("?")[0].format(u="x", **gateway.ids)
+    with gateway.client(who) as client:
+        resp = client.request(method, path)
+    assert resp.status_code == 405, resp.text
+    assert_error_shape(resp)
+
+
+@pytest.mark.parametrize("who", WHO)
+def test_undeclared_method_is_a_json_405(gateway: Gateway, who: str) -> None:
+    with gateway.client(who) as client:
+        resp = client.request("PATCH", "/api/v1/tasks", json={})
+    assert resp.status_code == 405
+    assert_error_shape(resp)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/agent", f"/api/kernels/{NO_KERNEL}/channels"])
+def test_websocket_routes_refuse_before_the_upgrade(gateway: Gateway, path: str) -> None:
+    """A plain GET: anonymous → 401, the wrong kind of token → 403, both in the JSON shape."""
+    right, wrong = ("agent", ("user", "reviewer", "admin")) if path == "/api/v1/agent" else ("user", ("agent",))
+    with gateway.client("anonymous") as client:
+        resp = client.get(path)
+    assert resp.status_code == 401
+    assert_error_shape(resp)
+    for who in wrong:
+        with gateway.client(who) as client:
+            resp = client.get(path)
+        assert resp.status_code == 403, f"{who}: {resp.status_code} {resp.text}"
+        assert_error_shape(resp)
+    # with an upgrade request and no token, the socket is refused too
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    resp = httpx.get(gateway.url + path, headers=headers, timeout=10)
+    assert resp.status_code == 401
+    assert right  # (the right kind passes the check: see test_matrix)
+
+
+def test_tokens_in_either_scheme_and_bad_tokens(gateway: Gateway) -> None:
+    token = gateway.tokens["user"]
+    for header in (f"token {token}", f"Bearer {token}", f"bearer  {token}"):
+        resp = httpx.get(gateway.url + "/api/v1/me", headers={"Authorization": header}, timeout=10)
+        assert resp.status_code == 200, header
+        assert resp.json()["name"] == "user1"
+    for header in (f"Basic {token}", "token cg_forged", "token", f"{token}"):
+        resp = httpx.get(gateway.url + "/api/v1/me", headers={"Authorization": header}, timeout=10)
+        assert resp.status_code == 401, header
+        assert_error_shape(resp)
+
+
+def test_deactivated_user_is_refused_on_the_next_request(gateway: Gateway) -> None:
+    with gateway.client("admin") as adm:
+        _ok(adm.post("/api/v1/users", json={"name": "leaver"}), 201)
+        token = _ok(adm.post("/api/v1/users/leaver/tokens", json={}), 201)["token"]
+        me = httpx.get(gateway.url + "/api/v1/me", headers={"Authorization": f"token {token}"}, timeout=10)
+        assert me.status_code == 200
+        _ok(adm.delete("/api/v1/users/leaver"))
+    resp = httpx.get(gateway.url + "/api/v1/me", headers={"Authorization": f"token {token}"}, timeout=10)
+    assert resp.status_code == 401
+    assert_error_shape(resp)
+
+
+def test_admin_who_is_a_plain_user_elsewhere(gateway: Gateway) -> None:
+    """The admin's /me and an audit chain that verifies after everything above."""
+    with gateway.client("admin") as adm:
+        me = _ok(adm.get("/api/v1/me"))
+        assert me["is_admin"] is True and "dba" in me["groups"]
+        result = _ok(adm.get("/api/v1/audit/verify"))
+        assert result["ok"] is True, result
