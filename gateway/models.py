@@ -23,11 +23,17 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_users_oidc_issuer_subject"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     email: Mapped[str | None] = mapped_column(String(320), default=None)
+    #: the email was verified by the identity provider (``email_verified`` claim)
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    oidc_issuer: Mapped[str | None] = mapped_column(String(500), default=None)
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), default=None)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     memberships: Mapped[list[Membership]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -181,3 +187,48 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     last_id: Mapped[int] = mapped_column(Integer, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class LoginRequest(Base):
+    """One sign-in in progress (browser or CLI): OIDC state, nonce and PKCE verifier, then a
+    one-time code the CLI exchanges (with its own PKCE verifier) for a gateway token."""
+
+    __tablename__ = "login_requests"
+    state: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))  # browser | cli
+    nonce: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    #: CLI: where to send the browser back (a loopback URL) and the CLI's PKCE challenge
+    return_to: Mapped[str | None] = mapped_column(Text, default=None)
+    client_challenge: Mapped[str | None] = mapped_column(String(128), default=None)
+    #: after the IdP answered: who signed in, and the hash of the one-time code
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
+    code_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class SlackLink(Base):
+    """A Slack user mapped to a cellgate user (by verified email, or `cellgate slack link`)."""
+
+    __tablename__ = "slack_links"
+    __table_args__ = (UniqueConstraint("team_id", "slack_user_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    team_id: Mapped[str] = mapped_column(String(64), default="")
+    slack_user_id: Mapped[str] = mapped_column(String(64))
+    how: Mapped[str] = mapped_column(String(20))  # email | manual
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SlackMessage(Base):
+    """The review notice of a task: where it was posted, to update it in place and thread under it."""
+
+    __tablename__ = "slack_messages"
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[str] = mapped_column(String(32))
+    #: the last status the message showed, so each transition is posted once
+    shown_status: Mapped[str] = mapped_column(String(20), default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
