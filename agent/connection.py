@@ -107,8 +107,10 @@ class GatewayConnection:
                               connect_timeout=self._connect_timeout,
                               request_timeout=self._connect_timeout)
         try:
-            return await websocket_connect(request, ping_interval=self._ws_ping_interval,
-                                           ping_timeout=self._ws_ping_interval)
+            ws = await websocket_connect(request, ping_interval=self._ws_ping_interval,
+                                         ping_timeout=self._ws_ping_interval)
+            ws.protocol.stream.set_nodelay(True)  # small frames both ways: no Nagle/delayed-ACK stalls
+            return ws
         except HTTPClientError as exc:
             if exc.code in (401, 403):
                 log.error("the gateway refused the agent token (HTTP %d): check --token or "

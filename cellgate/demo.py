@@ -3,7 +3,7 @@
 It prepares (idempotently) a state folder, by default ``.cellgate-demo``::
 
     gateway.db        the gateway's store (SQLite): users dev, reviewer, admin; group dba;
-                      target payments, reviewed by dba
+                      target payments (policy: cellgate/demo_policy.toml)
     payments.db       the demo target: a SQLite payments database (accounts, cards, transactions)
     agent.toml        the agent's config: target payments → payments.db
     notebooks/        JupyterLab's root, with payments.ipynb
@@ -366,7 +366,8 @@ cellgate demo is running.
   state and logs:       {opts.state_dir}  (logs/gateway.log, logs/agent.log, logs/jupyterlab.log)
   URLs and tokens:      {demo_json}
 
-Open payments.ipynb and run its cells: each one waits for a review by the dba group.
+Open payments.ipynb and run its cells: reads run at once, writes wait for a review by dba,
+DROP and TRUNCATE are denied.
 Review from another terminal, as reviewer:
 
   {as_reviewer} cellgate reviews

@@ -135,20 +135,20 @@ This notebook runs on the **payments** kernel: a SQL kernel hosted by the cellga
 the (demo) payments database. Your Jupyter server talks to the cellgate *gateway*; the gateway
 decides whether each cell may run.
 
-Every cell you run on `payments` becomes a **task**. The target requires a review by the `dba`
-group, so a cell waits ("awaiting review") until a member of `dba` approves it; then the agent
-runs it and the output appears in the cell. A rejected cell ends with an error naming who
-rejected it and why.
+Every cell you run on `payments` becomes a **task**, checked by policy: read-only SQL runs at
+once; a write waits ("awaits review by dba") until a member of `dba` approves it, then the agent
+runs it and the output appears in the cell; `DROP`/`TRUNCATE` are denied outright. A rejected cell
+ends with an error naming who rejected it and why.
 
 Try it:
 
-1. Run the `SELECT` cell below. It waits for review.
-2. In a terminal, as the reviewer, list and approve it (the commands were printed by
-   `cellgate demo` and are in `demo.json`):
+1. Run the `SELECT` cell below: it runs at once (and is still recorded in the audit log).
+2. Run the `UPDATE` cell. Its first line, `-- why: …`, is the justification reviewers see and
+   the audit log keeps. It waits for review, with its risk level and reasons.
+3. In a terminal, as the reviewer, list and approve (or reject) it (the commands were printed
+   by `cellgate demo` and are in `demo.json`):
    `CELLGATE_URL=… CELLGATE_TOKEN=<reviewer token> cellgate reviews` then
-   `… cellgate review approve <task id>`.
-3. Run the `UPDATE` cell. Its first line, `-- why: …`, is the justification reviewers see and
-   the audit log keeps. Approve it (or reject it with `--comment`) and watch the cell.
+   `… cellgate review approve <task id>` or `… cellgate review reject <task id> --comment "why"`.
 """
 
 

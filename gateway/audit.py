@@ -57,8 +57,15 @@ def append(
     kernel_id: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event in ``session``'s transaction."""
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    """Append one event in ``session``'s transaction.
+
+    The chain head is locked once per transaction (kept in ``session.info``); the events and the
+    head's new value are written when the transaction flushes, together.
+    """
+    head = session.info.get("audit_head")
+    if head is None or head not in session:
+        head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+        session.info["audit_head"] = head
     ev = AuditEvent(
         id=head.last_id + 1,
         ts=utcnow(),
@@ -74,7 +81,6 @@ def append(
     session.add(ev)
     head.last_id = ev.id
     head.last_hash = ev.hash
-    session.flush()
     return ev
 
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import jmsg, tasks, views
+from . import auth, jmsg, tasks, views
 from .auth import Identity
 
 if TYPE_CHECKING:
@@ -33,6 +33,9 @@ class NotRun(Exception):
         self.task = task
 
 log = logging.getLogger("cellgate.gateway.gate")
+
+#: why a cell whose sender's token was revoked (or whose user was deactivated) does not run
+REVOKED_WHY = "the token that sent this cell was revoked or expired, or its user was deactivated"
 
 WHY_RE = re.compile(r"^\s*(?:--|#|//)\s*why\s*:\s*(?P<why>.+?)\s*$", re.IGNORECASE)
 
@@ -126,6 +129,9 @@ class Gate:
         refused = None
         if content.get("user_expressions"):
             refused = "user_expressions run code outside the reviewed cell and are not allowed by cellgate"
+        if self.service.sockets.refused(held.ident):  # sent, then its token was revoked: not even a task
+            self._refuse(held, "TokenRevoked", f"{REVOKED_WHY}; this cell was not submitted")
+            return self.arrivals + 1
         task = await self.service.submit(
             held.ident,
             self.kernel.target,
@@ -137,10 +143,13 @@ class Gate:
             cell_id=metadata.get("cellId") or metadata.get("cell_id"),
             why=justification(code),
             refuse=refused,
+            dispatch_to=self.kernel.agent_id if self.service.agents.get(self.kernel.agent_id) else None,
         )
         if task.status == tasks.PENDING_REVIEW:
             task = await self._hold(held, task)
-        if task.status == tasks.APPROVED:
+            if task.status == tasks.APPROVED and not await self.service.store.run(auth.still_valid, held.ident):
+                task = await self._cancel_revoked(task)
+        if task.status in (tasks.APPROVED, tasks.DISPATCHED):
             try:
                 reply = await self.service.dispatch_cell(self.kernel, task, msg)
             except NotRun as exc:
@@ -149,6 +158,18 @@ class Gate:
                 return None if reply.get("status") == "ok" else reply.get("_arrivals", self.arrivals + 1)
         self._refuse(held, *self.service.refusal(task))
         return self.arrivals + 1
+
+    async def _cancel_revoked(self, task: Task) -> Task:
+        """Approved while held, but the token that sent it no longer works: it never runs."""
+        def _tx(session: Any) -> None:
+            tasks.transition(session, task.id, tasks.APPROVED, tasks.CANCELLED, "gateway", {"reason": REVOKED_WHY},
+                             decided_by="gateway", decision_comment=REVOKED_WHY)
+        try:
+            await self.service.store.run(_tx)
+        except tasks.TransitionError as exc:
+            log.info("task %s: %s", task.id, exc)
+        self.service.events.notify(task.id)
+        return await self.service.get_task(task.id)
 
     async def _hold(self, held: Held, task: Task) -> Task:
         """Show the status display and wait for a decision (or an interrupt)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import audit, auth, jmsg, policy, reviews, risk, tasks
 from .agents import AgentConnection, AgentRegistry
@@ -24,6 +25,7 @@ from .events import TaskEvents
 from .gate import Gate, NotRun
 from .kernels import OUTPUT_TYPES, Execution, KernelRegistry, LiveKernel, Recorder
 from .models import Kernel, Target, Task, TaskOutput, User, utcnow
+from .sockets import SocketRegistry
 from .store import Store
 
 log = logging.getLogger("cellgate.gateway")
@@ -48,6 +50,7 @@ class Service:
         self.agents = AgentRegistry()
         self.kernels = KernelRegistry()
         self.events = TaskEvents()
+        self.sockets = SocketRegistry()  # open WebSockets, closed when their token is revoked
         self.recorders: dict[str, Recorder] = {}
         self.background: set[asyncio.Task[Any]] = set()
 
@@ -85,10 +88,12 @@ class Service:
 
     # ------------------------------------------------------------------- tasks
     async def submit(self, ident: Identity, target_name: str, code: str, *, kind: str,
-                     refuse: str | None = None, **context: Any) -> Task:
+                     refuse: str | None = None, dispatch_to: str | None = None, **context: Any) -> Task:
         """Create the task, analyse its risk and let policy move it on, in one transaction.
 
-        A task that waits for review and contains UPDATE/DELETE statements then gets the agent's
+        With ``dispatch_to`` (an agent id), a task that policy approves is also marked dispatched
+        to that agent in the same transaction: an auto-approved cell costs one commit before it
+        runs. A task that waits for review and contains UPDATE/DELETE statements gets the agent's
         EXPLAIN estimate of affected rows attached before anyone is asked to review it.
         """
         def _submit(session: Session) -> Task:
@@ -114,7 +119,11 @@ class Service:
                 fields.update(reviews.approval_fields(task))
             task = tasks.transition(session, task.id, tasks.SUBMITTED, dest, "policy",
                                     {"reason": decision.reason, "risk": found.level, "flags": list(found.flags)}, **fields)
-            _ = task.user, task.reviews
+            if dest == tasks.APPROVED and dispatch_to:
+                task = tasks.transition(session, task.id, tasks.APPROVED, tasks.DISPATCHED, "gateway",
+                                        {"agent": dispatch_to}, agent_id=dispatch_to)
+            set_committed_value(task, "reviews", [])  # a new task has none: no query
+            _ = task.user
             return reviews.annotate(session, task)
 
         task = await self.store.run(_submit)
@@ -225,7 +234,7 @@ class Service:
     def _attach(self, kernel: LiveKernel, agent: AgentConnection) -> None:
         kernel.gate = Gate(self, kernel)
         self.kernels.add(kernel)
-        self.recorders[kernel.id] = Recorder()
+        self.recorders[kernel.id] = Recorder(self.store.run, self.events.notify)
         agent.kernels.add(kernel.id)
 
     def owned_kernel(self, ident: Identity, kernel_id: str) -> LiveKernel:
@@ -245,11 +254,11 @@ class Service:
             agent.kernels.discard(kernel.id)
         self.kernels.remove(kernel.id)
         kernel.gate.close()
-        await self._end_executions(kernel, tasks.KILLED, "KernelStopped", "the kernel was shut down")
         recorder = self.recorders.pop(kernel.id, None)
-        if recorder is not None:
+        if recorder is not None:  # what the kernel did is written before what its stop ends
             await recorder.drain()
             recorder.close()
+        await self._end_executions(kernel, tasks.KILLED, "KernelStopped", "the kernel was shut down")
 
         def _record(session: Session) -> None:
             session.execute(update(Kernel).where(Kernel.id == kernel.id).values(stopped_at=utcnow()))
@@ -301,7 +310,7 @@ class Service:
         target's time limit is interrupted and ends ``killed``.
         """
         task = await self.ensure_fresh(task)
-        if task.status != tasks.APPROVED:
+        if task.status not in (tasks.APPROVED, tasks.DISPATCHED):
             raise NotRun(task)
         agent = self.agents.get(kernel.agent_id)
         if agent is None:
@@ -309,8 +318,9 @@ class Service:
                                  f"agent {kernel.agent_id} is not connected")
             self.events.notify(task.id)
             raise Unavailable(f"the agent hosting this kernel ({kernel.agent_id}) is not connected; task #{task.id} did not run")
-        await self.store.run(lambda s: tasks.transition(s, task.id, tasks.APPROVED, tasks.DISPATCHED, "gateway",
-                                                          {"agent": agent.agent_id}, agent_id=agent.agent_id))
+        if task.status == tasks.APPROVED:  # (submit may have dispatched it already)
+            await self.store.run(lambda s: tasks.transition(s, task.id, tasks.APPROVED, tasks.DISPATCHED, "gateway",
+                                                              {"agent": agent.agent_id}, agent_id=agent.agent_id))
         rule = task.review_rule or {}
         msg_id = msg["header"]["msg_id"]
         ex = Execution(task_id=task.id, msg_id=msg_id, done=asyncio.get_running_loop().create_future(),
@@ -412,7 +422,7 @@ class Service:
         content = msg.get("content", {})
         if channel == "iopub" and msg_type == "status" and content.get("execution_state") == "busy" and not ex.started:
             ex.started = True
-            recorder.put(lambda: self._record_running(ex.task_id))
+            recorder.put(ex.task_id, lambda s: self._running_tx(s, ex.task_id))
         elif channel == "iopub" and msg_type in OUTPUT_TYPES:
             size = len(json.dumps(content))
             if ex.truncated or ex.bytes + size > ex.max_bytes:
@@ -424,7 +434,7 @@ class Service:
             ex.bytes += size
             ex.seq += 1
             seq = ex.seq
-            recorder.put(lambda: self._record_output(ex.task_id, seq, msg_type, content, size))
+            recorder.put(ex.task_id, lambda s: self._output_tx(s, ex.task_id, seq, msg_type, content, size))
         elif channel == "shell" and msg_type == "execute_reply":
             # what the client sends from now on is not aborted by a failure of this one
             ex.reply = {**content, "_arrivals": kernel.gate.arrivals + 1}
@@ -440,7 +450,7 @@ class Service:
         kernel.to_clients(jmsg.make("stream", content, {"header": parent_header}, "iopub"))
         ex.seq += 1
         seq = ex.seq
-        self.recorders[kernel.id].put(lambda: self._record_output(ex.task_id, seq, "stream", content, len(text)))
+        self.recorders[kernel.id].put(ex.task_id, lambda s: self._output_tx(s, ex.task_id, seq, "stream", content, len(text)))
 
     def _maybe_finish(self, kernel: LiveKernel, ex: Execution) -> None:
         """Finish once both the reply and the idle status were relayed (an aborted request may lack idle)."""
@@ -455,30 +465,20 @@ class Service:
             dest, ename, evalue = tasks.KILLED, "TimeLimit", ex.killed
         if not ex.done.done():
             ex.done.set_result(ex.reply)
+        self.recorders[kernel.id].put(ex.task_id, lambda s: self._finish_tx(s, ex.task_id, dest, ename, evalue))
 
-        async def _finish() -> None:
-            await self.store.run(self._finish_tx, ex.task_id, dest, ename, evalue)
-            self.events.notify(ex.task_id)
-        self.recorders[kernel.id].put(_finish)
+    @staticmethod
+    def _running_tx(session: Session, task_id: int) -> None:
+        try:
+            tasks.transition(session, task_id, tasks.DISPATCHED, tasks.RUNNING, "agent")
+        except tasks.TransitionError as exc:
+            log.info("task %s: %s", task_id, exc)
 
-    async def _record_running(self, task_id: int) -> None:
-        def _tx(session: Session) -> None:
-            try:
-                tasks.transition(session, task_id, tasks.DISPATCHED, tasks.RUNNING, "agent")
-            except tasks.TransitionError as exc:
-                log.info("task %s: %s", task_id, exc)
-        await self.store.run(_tx)
-        self.events.notify(task_id)
-
-    async def _record_output(self, task_id: int, seq: int, msg_type: str, content: dict[str, Any], size: int) -> None:
-        output = {"output_type": msg_type, **content}
-
-        def _tx(session: Session) -> None:
-            if session.get(TaskOutput, (task_id, seq)) is None:  # stored once per (task, seq)
-                session.add(TaskOutput(task_id=task_id, seq=seq, output=output))
-                session.execute(update(Task).where(Task.id == task_id).values(output_bytes=Task.output_bytes + size))
-        await self.store.run(_tx)
-        self.events.notify(task_id)
+    @staticmethod
+    def _output_tx(session: Session, task_id: int, seq: int, msg_type: str, content: dict[str, Any], size: int) -> None:
+        if session.get(TaskOutput, (task_id, seq)) is None:  # stored once per (task, seq)
+            session.add(TaskOutput(task_id=task_id, seq=seq, output={"output_type": msg_type, **content}))
+            session.execute(update(Task).where(Task.id == task_id).values(output_bytes=Task.output_bytes + size))
 
     async def agent_hello(self, agent: AgentConnection, hello: dict[str, Any]) -> tuple[list[str], list[str]]:
         """Register an agent; update what its targets announce; re-adopt kernels it still hosts.

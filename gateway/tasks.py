@@ -19,7 +19,7 @@ import hashlib
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from . import audit
 from .models import Task, utcnow
@@ -121,13 +121,15 @@ def transition(
         values.setdefault("started_at", now)
     if dest in FINAL:
         values.setdefault("finished_at", now)
-    result = session.execute(
-        update(Task).where(Task.id == task_id, Task.status == source).values(**values).execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    with session.no_autoflush:  # audit events queued so far are written together at commit
+        task = session.execute(
+            update(Task).where(Task.id == task_id, Task.status == source).values(**values).returning(Task)
+            .options(lazyload(Task.reviews), lazyload(Task.user))
+            .execution_options(synchronize_session=False, populate_existing=True)
+        ).scalar_one_or_none()
+    if task is None:
         actual = session.execute(select(Task.status).where(Task.id == task_id)).scalar_one_or_none()
         raise TransitionConflict(task_id, source, dest, actual)
-    task = session.execute(select(Task).where(Task.id == task_id).execution_options(populate_existing=True)).unique().scalar_one()
     audit.append(
         session,
         actor,

@@ -141,7 +141,11 @@ class CellgateExtension(ExtensionApp):
             names.append(SESSION_ENV)
         settings = {"url": self.normalized_url, "auth_token": self.token, "auth_scheme": "token",
                     "allowed_envs": ",".join(names)}
-        serverapp.update_config(Config({"GatewayClient": settings}))
+        serverapp.update_config(Config({
+            "GatewayClient": settings,
+            "ServerApp": {"kernel_websocket_connection_class":
+                          "cellgate.notebook_ext.connection.CellgateWebSocketConnection"},
+        }))
         if GatewayClient.initialized():  # someone created it early: configure it too
             for key, value in settings.items():
                 setattr(GatewayClient.instance(), key, value)

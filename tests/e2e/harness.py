@@ -188,11 +188,13 @@ def start_jupyter(gw: Gateway, user_token: str, workdir: Path, name: str = "jupy
     root = workdir / f"{name}-root"
     root.mkdir(exist_ok=True)
     log = workdir / f"{name}.log"
+    # as users run it: a stock jupyter server with the cellgate extension pointing it at the gateway
     proc = spawn([str(BIN / "jupyter"), "server", "--allow-root", "--no-browser", f"--port={port}",
                   "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-                  f"--GatewayClient.url={gw.url}", f"--GatewayClient.auth_token={user_token}",
-                  "--GatewayClient.allowed_envs=JPY_SESSION_NAME", "--GatewayClient.request_timeout=120"],
-                 log, env={"JUPYTER_CONFIG_DIR": str(workdir / f"{name}-config"), "JUPYTER_RUNTIME_DIR": str(workdir / f"{name}-rt")})
+                  '--ServerApp.jpserver_extensions={"cellgate.notebook_ext": True}',
+                  "--GatewayClient.request_timeout=120"],
+                 log, env={"JUPYTER_CONFIG_DIR": str(workdir / f"{name}-config"), "JUPYTER_RUNTIME_DIR": str(workdir / f"{name}-rt"),
+                           "CELLGATE_URL": gw.url, "CELLGATE_TOKEN": user_token, "CELLGATE_CONFIG_DIR": str(workdir / "no-credentials")})
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{url}/api/status", params={"token": token}).status_code == 200, 60, "jupyter server", log)
     return Jupyter(url=url, token=token, proc=proc, root=root)
@@ -235,6 +237,7 @@ class KernelConnection:
         from tornado.websocket import websocket_connect
 
         self.ws = await websocket_connect(HTTPRequest(self.ws_url, headers=self.headers))
+        self.ws.protocol.stream.set_nodelay(True)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
