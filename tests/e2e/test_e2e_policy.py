@@ -159,3 +159,37 @@ def test_time_and_output_limits(gateway: Gateway, agent, users: dict, tmp_path: 
         assert len(out.stdout) < 3000 and "output truncated" in out.stderr
     finally:
         assert apply(gateway, tmp_path, '[targets.py]\n').returncode == 0
+
+
+@pytest.mark.mariadb
+def test_mariadb_row_estimate_before_review(gateway: Gateway, agent, users: dict, tmp_path: Path) -> None:
+    import pymysql
+
+    conn = pymysql.connect(host="127.0.0.1", user="root", database="test", autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS policy_cards")
+        cur.execute("CREATE TABLE policy_cards (id INT PRIMARY KEY, status VARCHAR(10))")
+        cur.executemany("INSERT INTO policy_cards VALUES (%s, 'active')", [(i,) for i in range(1, 301)])
+    assert apply(gateway, tmp_path, '[targets.maria]\nauto_approve = "read-only"\n[targets.maria.review]\ngroups = ["dba"]\n').returncode == 0
+    env = {**os.environ, "CELLGATE_URL": gateway.url, "CELLGATE_TOKEN": users["dev"], "CELLGATE_CONFIG_DIR": "/nonexistent"}
+    proc = subprocess.Popen([CELLGATE, "run", "--target", "maria", "-e", "DELETE FROM policy_cards WHERE id <= 50"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        task = wait_until(lambda: json.loads(cli(gateway, users["reviewer"], "reviews", "--json").stdout)["tasks"], 30, "inbox")[0]
+        assert task["row_estimate"] is not None and 40 <= task["row_estimate"] <= 60, task["row_estimate"]
+        with conn.cursor() as cur:  # EXPLAIN never ran the DELETE
+            cur.execute("SELECT count(*) FROM policy_cards")
+            assert cur.fetchone()[0] == 300
+        assert cli(gateway, users["reviewer"], "review", "approve", str(task["id"])).returncode == 0
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM policy_cards")
+            assert cur.fetchone()[0] == 250
+    finally:
+        proc.kill()
+        proc.communicate()
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS policy_cards")
+        conn.close()
+        assert apply(gateway, tmp_path, "[targets.maria]\n").returncode == 0

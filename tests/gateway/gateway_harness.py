@@ -76,14 +76,14 @@ class Seed:
         self.store.call(_tx)
 
     def task(self, user_id: int, *, target: str = "prod", code: str = "select 1", status: str = tasks.SUBMITTED,
-             review_groups: list[str] | None = None) -> int:
-        """A script task walked along legal edges to ``status``."""
+             review_groups: list[str] | None = None, review_rule: dict | None = None) -> int:
+        """A script task walked along legal edges to ``status`` (``review_rule``: mode, approvals, window)."""
         def _tx(session: Session) -> int:
             if session.get(Target, target) is None:
                 session.add(Target(name=target, description="", submit_groups=[], review_groups=review_groups or []))
                 session.flush()
             task = tasks.create(session, "tester", kind="script", target=target, user_id=user_id, code=code,
-                                review_groups=review_groups or [])
+                                review_groups=review_groups or [], review_rule=review_rule or {})
             steps = path_to(status)
             for src, dest in zip(steps, steps[1:]):
                 tasks.transition(session, task.id, src, dest, "tester")

@@ -71,3 +71,87 @@ def test_decision_is_immutable() -> None:
     decision = policy.evaluate(user(), target([], ["dba"]), "select 1")
     with pytest.raises(AttributeError):
         decision.action = policy.APPROVE  # type: ignore[misc]
+
+
+# ------------------------------------------------------------- risk-aware rules (with analysis)
+from cellgate.gateway.risk import analyze  # noqa: E402
+
+DEMO = {"auto_approve": "read-only", "review": {"groups": ["dba"], "mode": "any"},
+        "deny": {"statements": ["DROP", "TRUNCATE"], "tables": ["secrets"], "patterns": ["(?i)pg_terminate_backend"]}}
+
+
+def rules_target(doc: dict, kind: str = "sql", dialect: str = "postgresql") -> Target:
+    t = Target(name="prod", description="", submit_groups=[], review_groups=[], policy={}, kind=kind, dialect=dialect)
+    policy.store(t, policy.parse(doc))
+    return t
+
+
+# (name, policy document, kind, code) -> (action, a word the reason must contain)
+RISK_CASES = [
+    ("read-only SELECT is auto-approved", DEMO, "sql", "SELECT * FROM accounts", policy.APPROVE, "read-only"),
+    ("read-only CTE is auto-approved", DEMO, "sql", "WITH a AS (SELECT 1) SELECT * FROM a", policy.APPROVE, "read-only"),
+    ("UPDATE waits for review", DEMO, "sql", "UPDATE accounts SET x = 1 WHERE id = 2", policy.REVIEW, "dba"),
+    ("DELETE without WHERE waits for review", DEMO, "sql", "DELETE FROM accounts", policy.REVIEW, "dba"),
+    ("DROP is denied", DEMO, "sql", "DROP TABLE accounts", policy.DENY, "DROP"),
+    ("TRUNCATE is denied", DEMO, "sql", "TRUNCATE accounts", policy.DENY, "TRUNCATE"),
+    ("a denied table, even read", DEMO, "sql", "SELECT * FROM secrets", policy.DENY, "secrets"),
+    ("a denied schema-qualified table", DEMO, "sql", "SELECT * FROM public.secrets", policy.DENY, "secrets"),
+    ("a denied pattern", DEMO, "sql", "SELECT pg_terminate_backend(42)", policy.DENY, "pattern"),
+    ("a read and a DROP in one cell", DEMO, "sql", "SELECT 1; DROP TABLE x", policy.DENY, "DROP"),
+    ("unparseable SQL is never auto-approved", DEMO, "sql", "SELEC oops FROM", policy.REVIEW, "dba"),
+    ("SELECT INTO is not read-only", DEMO, "sql", "SELECT * INTO copy FROM accounts", policy.REVIEW, "dba"),
+    ("a write hidden in a CTE", DEMO, "sql", "WITH d AS (DELETE FROM accounts RETURNING *) SELECT * FROM d", policy.REVIEW, "dba"),
+    ("a write hidden in a CTE, DELETE denied", {**DEMO, "deny": {"statements": ["DELETE"]}}, "sql",
+     "WITH d AS (DELETE FROM accounts RETURNING *) SELECT * FROM d", policy.DENY, "WITH"),
+    ("never auto-approve", {**DEMO, "auto_approve": "never"}, "sql", "SELECT 1", policy.REVIEW, "dba"),
+    ("no review groups: everything approved", {"auto_approve": "never"}, "sql", "DELETE FROM accounts", policy.APPROVE, "does not require"),
+    ("deny by risk level", {**DEMO, "deny": {"risk": "critical"}}, "sql", "DELETE FROM accounts", policy.DENY, "critical"),
+    ("below the denied risk level", {**DEMO, "deny": {"risk": "critical"}}, "sql", "DELETE FROM accounts WHERE id = 1", policy.REVIEW, "dba"),
+    ("Python is not auto-approved by default", DEMO, "python", "print(1)", policy.REVIEW, "dba"),
+    ("unflagged Python, target allows it", {**DEMO, "python_auto_approve": "unflagged"}, "python", "print(1)", policy.APPROVE, "Python"),
+    ("flagged Python, target allows unflagged", {**DEMO, "python_auto_approve": "unflagged"}, "python",
+     "import subprocess; subprocess.run(['ls'])", policy.REVIEW, "dba"),
+    ("Python reading the environment", {**DEMO, "python_auto_approve": "unflagged"}, "python",
+     "import os; print(os.environ['CELLGATE_TARGET_URL'])", policy.REVIEW, "dba"),
+    ("Python syntax error", {**DEMO, "python_auto_approve": "unflagged"}, "python", "def (:", policy.REVIEW, "dba"),
+    ("MySQL read", DEMO, "sql", "SELECT `id` FROM accounts LIMIT 3", policy.APPROVE, "read-only"),
+]
+
+
+@pytest.mark.parametrize(("doc", "kind", "code", "action", "word"), [c[1:] for c in RISK_CASES], ids=[c[0] for c in RISK_CASES])
+def test_evaluate_with_risk(doc: dict, kind: str, code: str, action: str, word: str) -> None:
+    t = rules_target(doc, kind)
+    decision = policy.evaluate(user(), t, code, analyze(code, kind, "mysql" if "`" in code else "postgresql"))
+    assert decision.action == action, decision.reason
+    assert word.lower() in decision.reason.lower()
+
+
+# policy documents that must be refused, with the field named
+BAD = [
+    ({"review": {"mode": "most"}}, "review.mode"),
+    ({"review": {"mode": "count"}}, "review.mode"),
+    ({"review": {"approvals": 0, "groups": ["dba"]}}, "review.approvals"),
+    ({"review": {"groups": "dba"}}, "review.groups"),
+    ({"auto_approve": "always"}, "auto_approve"),
+    ({"python_auto_approve": True}, "python_auto_approve"),
+    ({"deny": {"patterns": ["("]}}, "deny.patterns[0]"),
+    ({"deny": {"risk": "severe"}}, "deny.risk"),
+    ({"deny": {"nope": []}}, "deny.nope"),
+    ({"limits": {"timeout": -1}}, "limits.timeout"),
+    ({"limits": {"max_rows": True}}, "limits.max_rows"),
+    ({"colour": "red"}, "colour"),
+]
+
+
+@pytest.mark.parametrize(("doc", "field"), BAD, ids=[b[1] for b in BAD])
+def test_bad_policies_name_the_field(doc: dict, field: str) -> None:
+    with pytest.raises(policy.PolicyError) as err:
+        policy.parse(doc)
+    assert err.value.field == field
+
+
+def test_policy_round_trips_through_the_target_row() -> None:
+    t = rules_target(DEMO)
+    assert t.review_groups == ["dba"] and t.submit_groups == []
+    assert policy.of(t) == policy.parse(DEMO)
+    assert policy.of(t).limits == policy.Limits()

@@ -133,6 +133,38 @@ def test_every_review_group_must_approve(store: Store, seed: Seed, people: Peopl
     assert seed.verify().ok
 
 
+def test_mode_any_one_approval_from_any_group_approves(store: Store, seed: Seed, people: People) -> None:
+    task_id = seed.task(people.alice, status=tasks.PENDING_REVIEW, review_groups=["dba", "sec"],
+                        review_rule={"mode": "any"})
+    missing = store.call(lambda s: reviews.missing_approvals(s, s.get(Task, task_id)))
+    assert missing == ["an approval from any of dba, sec"]
+    task = decide(store, task_id, people.carol, "approve", "sec is enough")
+    assert (task.status, task.decided_by) == (tasks.APPROVED, "carol")
+
+
+@pytest.mark.parametrize("needed", [2, 3])
+def test_mode_count_needs_n_approvals_from_members(store: Store, seed: Seed, people: People, needed: int) -> None:
+    task_id = seed.task(people.eve, status=tasks.PENDING_REVIEW, review_groups=["dba"],
+                        review_rule={"mode": "count", "approvals": needed})
+    reviewers = [people.bob, people.bert, people.dave][:needed]
+    for i, who in enumerate(reviewers[:-1]):
+        assert decide(store, task_id, who, "approve").status == tasks.PENDING_REVIEW
+        missing = store.call(lambda s: reviews.missing_approvals(s, s.get(Task, task_id)))
+        left = needed - i - 1
+        assert missing == [f"{left} more approval{'s' if left > 1 else ''} from dba"]
+    # an approval from someone outside the groups is refused, so it cannot count
+    refused(store, task_id, people.carol, "approve", Forbidden)
+    assert decide(store, task_id, reviewers[-1], "approve").status == tasks.APPROVED
+
+
+def test_approval_sets_its_expiry_from_the_window(store: Store, seed: Seed, people: People) -> None:
+    task_id = seed.task(people.alice, status=tasks.PENDING_REVIEW, review_groups=["dba"],
+                        review_rule={"approval_window": 90})
+    task = decide(store, task_id, people.bob, "approve")
+    assert task.approved_at is not None and task.expires_at is not None
+    assert round((task.expires_at - task.approved_at).total_seconds()) == 90
+
+
 def test_one_person_in_both_groups_approves_for_both(store: Store, seed: Seed, people: People) -> None:
     """What the code does: coverage is by the approver's memberships, so dave (dba and sec) alone
     satisfies a task that needs dba and sec."""
