@@ -137,6 +137,32 @@ def test_default_state_dir_is_under_the_cwd() -> None:
     assert args.dir == ".cellgate-demo" and args.port == 8765 and args.lab_port is None and args.no_browser
 
 
+def run_cell(ws: websocket.WebSocket, code: str, timeout: float = 30) -> tuple[dict, list]:
+    """Send one execute_request; return its execute_reply content and its outputs, once idle."""
+    msg_id = uuid.uuid4().hex
+    ws.send(json.dumps({
+        "channel": "shell", "buffers": [], "metadata": {}, "parent_header": {},
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "dev", "session": uuid.uuid4().hex,
+                   "date": "2024-01-01T00:00:00.000000Z", "version": "5.3"},
+        "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True}}))
+    reply, idle, outputs = None, False, []
+    deadline = time.monotonic() + timeout
+    while (reply is None or not idle) and time.monotonic() < deadline:
+        msg = json.loads(ws.recv())
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind = msg["header"]["msg_type"]
+        if kind == "execute_reply":
+            reply = msg["content"]
+        elif kind == "status" and msg["content"]["execution_state"] == "idle":
+            idle = True
+        elif kind in ("stream", "display_data", "execute_result", "update_display_data", "error"):
+            outputs.append(msg)
+    assert reply is not None and idle, f"no reply/idle for {code!r}"
+    return reply, outputs
+
+
 def test_a_notebook_cell_waits_for_review_then_runs(demo: DemoRun) -> None:
     """The demo's story: dev runs the UPDATE cell in JupyterLab, reviewer approves, the output appears."""
     demo.start()
@@ -185,6 +211,14 @@ def test_a_notebook_cell_waits_for_review_then_runs(demo: DemoRun) -> None:
         assert reply is not None and reply["status"] == "ok", (reply, outputs)
         text = json.dumps([o["content"] for o in outputs])
         assert "UPDATE 1" in text, text  # the SQL kernel's status line: one row updated
+
+        # the demo policy: a read runs at once, a DROP is denied without reaching a reviewer
+        reply, outputs = run_cell(ws, "SELECT count(*) AS n FROM cards WHERE status = 'blocked'")
+        assert reply["status"] == "ok" and "awaits review" not in json.dumps(outputs)
+        reply, _ = run_cell(ws, "DROP TABLE cards")
+        assert reply["status"] == "error" and reply["ename"] == "TaskDenied"
+        assert "DROP statements are denied" in reply["evalue"]
+        assert get(f"{gw}/api/v1/reviews", tokens["reviewer"])[1]["tasks"] == []
     finally:
         ws.close()
     demo.terminate()
