@@ -16,16 +16,20 @@ import signal
 from typing import Any
 
 from tornado import httpserver, web
-from traitlets import Integer, TraitError, Unicode, default, validate
+from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
-from .handlers import admin, agent_ws, audit, kernels, kernelspecs, targets, tasks
+from .handlers import admin, agent_ws, audit, kernels, kernelspecs, login, targets, tasks, tokens
 from .handlers.base import APIHandler, NotFoundHandler
+from .oidc import CALLBACK_PATH, OIDC, OIDCProvider
 from .service import Service
+from .slack import handlers as slack_handlers
+from .slack.config import Slack
+from .slack.integration import SlackIntegration
 from .store import Store
 
-HANDLER_MODULES = [kernelspecs, kernels, agent_ws, tasks, targets, admin, audit]
+HANDLER_MODULES = [kernelspecs, kernels, agent_ws, tasks, targets, admin, audit, slack_handlers, login, tokens]
 
 
 class TaskPageHandler(web.RequestHandler):
@@ -77,20 +81,24 @@ def openapi(rules: Any) -> dict[str, Any]:
     return {"openapi": "3.0.3", "info": {"title": "cellgate gateway", "version": __version__}, "paths": paths}
 
 
-def make_app(service: Service) -> web.Application:
-    return web.Application(routes(), service=service, websocket_ping_interval=20, xsrf_cookies=False)
+def make_app(service: Service, **settings: Any) -> web.Application:
+    """``settings``: e.g. ``slack=`` (a SlackIntegration; without it, requests from Slack are refused)."""
+    return web.Application(routes(), service=service, websocket_ping_interval=20, xsrf_cookies=False, **settings)
 
 
 class Gateway(Application):
     name = "cellgate-gateway"
     description = "The cellgate gateway: the control plane where the gate is enforced."
     version = __version__
+    classes = [Slack, OIDC]
 
     ip = Unicode("127.0.0.1", config=True, help="Interface to listen on.")
     port = Integer(8765, config=True, help="Port to listen on (env CELLGATE_PORT).")
     db_url = Unicode(config=True, help="Store URL: sqlite:///cellgate.db (default) or postgresql+psycopg://… (env CELLGATE_DB_URL).")
     public_url = Unicode(config=True, help="URL users reach the gateway at, for links (default http://IP:PORT).")
     config_file = Unicode("cellgate_config.py", config=True, help="Config file to load, if it exists.")
+    socket_recheck_interval = Float(10.0, config=True, help=(
+        "Seconds between re-checks of the tokens behind open WebSockets (revoked elsewhere, expired)."))
 
     aliases = {"ip": "Gateway.ip", "port": "Gateway.port", "db-url": "Gateway.db_url",
                "public-url": "Gateway.public_url", "config": "Gateway.config_file", "log-level": "Application.log_level"}
@@ -109,11 +117,18 @@ class Gateway(Application):
             raise TraitError(f"Gateway.port must be 0-65535, not {proposal['value']}")
         return proposal["value"]
 
+    @validate("socket_recheck_interval")
+    def _valid_recheck(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError(f"Gateway.socket_recheck_interval must be positive, not {proposal['value']}")
+        return proposal["value"]
+
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
         if os.path.exists(self.config_file):
             self.load_config_file(self.config_file)
         logging.basicConfig(level=self.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        OIDC(parent=self).check()
 
     def start(self) -> None:
         asyncio.run(self.serve())
@@ -123,7 +138,13 @@ class Gateway(Application):
         url = self.public_url or f"http://{self.ip}:{self.port}"
         service = Service(store, url)
         await service.recover()
-        server = httpserver.HTTPServer(make_app(service), xheaders=True)
+        slack = SlackIntegration(service, Slack(parent=self))
+        slack.start()
+        oidc_config = OIDC(parent=self)
+        oidc = OIDCProvider(oidc_config, url.rstrip("/") + CALLBACK_PATH) if oidc_config.enabled else None
+        self.log.info("OIDC sign-in: %s", f"issuer {oidc_config.issuer}" if oidc else "off (OIDC.issuer is not set)")
+        service.spawn(service.sockets.watch(store, self.socket_recheck_interval))
+        server = httpserver.HTTPServer(make_app(service, slack=slack, oidc=oidc), xheaders=True)
         server.listen(self.port, self.ip)
         self.log.info("cellgate gateway %s listening on %s (store: %s)", __version__, url, store.engine.url.render_as_string(hide_password=True))
         stop = asyncio.Event()
@@ -135,6 +156,7 @@ class Gateway(Application):
         await stop.wait()
         self.log.info("stopping")
         server.stop()
+        await slack.close()
         for task in list(service.background):
             task.cancel()
         await asyncio.sleep(0)

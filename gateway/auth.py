@@ -123,3 +123,24 @@ def remove_member(session: Session, group: Group, user: User, *, actor: str = "s
     session.flush()
     audit.append(session, actor, "group.member_removed", detail={"group": group.name, "user": user.name})
     return True
+
+
+def valid_tokens(session: Session, token_ids: set[int] | list[int]) -> set[int]:
+    """Which of ``token_ids`` still work: not revoked, not expired, and (user tokens) their user active."""
+    if not token_ids:
+        return set()
+    rows = session.execute(select(Token.id, Token.kind, Token.revoked_at, Token.expires_at, User.active)
+                           .outerjoin(User, User.id == Token.user_id).where(Token.id.in_(list(token_ids))))
+    now = utcnow()
+    return {tid for tid, kind, revoked, expires, active in rows
+            if revoked is None and (expires is None or _aware(expires) > now) and (kind == "agent" or active)}
+
+
+def still_valid(session: Session, ident: Identity) -> bool:
+    """Whether ``ident`` would still be let in: its token works (or, without one, its user is active)."""
+    if ident.token_id is not None:
+        return ident.token_id in valid_tokens(session, [ident.token_id])
+    if ident.user_id is not None:
+        user = session.get(User, ident.user_id)
+        return bool(user and user.active)
+    return True

@@ -145,8 +145,10 @@ class Gate:
             refuse=refused,
             dispatch_to=self.kernel.agent_id if self.service.agents.get(self.kernel.agent_id) else None,
         )
+        held_display = None
         if task.status == tasks.PENDING_REVIEW:
             task = await self._hold(held, task)
+            held_display = f"cellgate-task-{task.id}"
             if task.status == tasks.APPROVED and not await self.service.store.run(auth.still_valid, held.ident):
                 task = await self._cancel_revoked(task)
         if task.status in (tasks.APPROVED, tasks.DISPATCHED):
@@ -155,7 +157,12 @@ class Gate:
             except NotRun as exc:
                 task = exc.task
             else:
-                return None if reply.get("status") == "ok" else reply.get("_arrivals", self.arrivals + 1)
+                ok = reply.get("status") == "ok"
+                if held_display:  # the display said "running": say how it ended
+                    outcome = tasks.SUCCEEDED if ok else tasks.FAILED
+                    self.kernel.to_clients(jmsg.display(msg, held_display, *views.status_display(
+                        task, self.service.task_url(task.id), outcome), update=True))
+                return None if ok else reply.get("_arrivals", self.arrivals + 1)
         self._refuse(held, *self.service.refusal(task))
         return self.arrivals + 1
 

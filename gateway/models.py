@@ -201,9 +201,11 @@ class LoginRequest(Base):
     #: CLI: where to send the browser back (a loopback URL) and the CLI's PKCE challenge
     return_to: Mapped[str | None] = mapped_column(Text, default=None)
     client_challenge: Mapped[str | None] = mapped_column(String(128), default=None)
+    #: CLI: its own ``state``, sent back with the one-time code so the CLI knows the answer is for it
+    client_state: Mapped[str | None] = mapped_column(String(128), default=None)
     #: after the IdP answered: who signed in, and the hash of the one-time code
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
-    code_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    code_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     used_at: Mapped[dt.datetime | None] = mapped_column(default=None)

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -34,6 +35,8 @@ log = logging.getLogger("cellgate.gateway")
 AGENT_GRACE = 30.0
 #: seconds an agent has to answer an EXPLAIN request
 EXPLAIN_TIMEOUT = 10.0
+#: cells that may hold UPDATE/DELETE statements (cheap filter before the EXPLAIN round trip)
+DML_WORDS = re.compile(r"\b(update|delete)\b", re.IGNORECASE)
 
 REFUSALS = {
     tasks.REJECTED: "TaskRejected",
@@ -94,8 +97,12 @@ class Service:
         With ``dispatch_to`` (an agent id), a task that policy approves is also marked dispatched
         to that agent in the same transaction: an auto-approved cell costs one commit before it
         runs. A task that waits for review and contains UPDATE/DELETE statements gets the agent's
-        EXPLAIN estimate of affected rows attached before anyone is asked to review it.
+        EXPLAIN estimate of affected rows, asked before and attached in that same transaction.
         """
+        estimate: tuple[int | None, dict[str, Any]] | None = None
+        if not refuse and DML_WORDS.search(code):  # maybe UPDATE/DELETE: estimate before anyone can see the task
+            estimate = await self._pre_estimate(target_name, code)
+
         def _submit(session: Session) -> Task:
             target = session.get(Target, target_name)
             if target is None:
@@ -115,6 +122,9 @@ class Service:
             fields: dict[str, Any] = {}
             if dest != tasks.PENDING_REVIEW:
                 fields = {"decided_by": "policy", "decision_comment": decision.reason}
+            elif estimate is not None:  # attached in the same transaction: reviewers never see it missing
+                fields = {"row_estimate": estimate[0]}
+                audit.append(session, "agent", "task.estimated", task_id=task.id, target=task.target, detail=estimate[1])
             if dest == tasks.APPROVED:
                 fields.update(reviews.approval_fields(task))
             task = tasks.transition(session, task.id, tasks.SUBMITTED, dest, "policy",
@@ -127,33 +137,25 @@ class Service:
             return reviews.annotate(session, task)
 
         task = await self.store.run(_submit)
-        explain = (task.risk or {}).get("explain") or []
-        if task.status == tasks.PENDING_REVIEW and explain:
-            task = await self.estimate_rows(task, explain)
         self.events.notify(task.id)
         return task
 
-    async def estimate_rows(self, task: Task, statements: list[str]) -> Task:
-        """Ask an agent serving the target to EXPLAIN (never run) the statements; attach the total."""
-        agents = self.agents.serving(task.target)
-        if not agents:
-            return task
+    async def _pre_estimate(self, target_name: str, code: str) -> tuple[int | None, dict[str, Any]] | None:
+        """For a target with reviewers, the agent's EXPLAIN estimate of the code's UPDATE/DELETE rows."""
+        target = await self.store.run(lambda s: s.get(Target, target_name))
+        if target is None or not target.review_groups:
+            return None
+        statements = list(risk.analyze(code, target.kind or "sql", target.dialect or None).explain)
+        agents = self.agents.serving(target_name)
+        if not statements or not agents:
+            return None
         try:
-            reply = await agents[0].request({"type": "explain", "target": task.target, "statements": statements[:10]},
+            reply = await agents[0].request({"type": "explain", "target": target_name, "statements": statements[:10]},
                                             timeout=EXPLAIN_TIMEOUT)
-            estimate: int | None = int(sum(int(n) for n in reply.get("rows", [])))
-            detail: dict[str, Any] = {"row_estimate": estimate, "statements": len(statements[:10])}
+            estimate = int(sum(int(n) for n in reply.get("rows", [])))
+            return estimate, {"row_estimate": estimate, "statements": len(statements[:10])}
         except (Unavailable, TypeError, ValueError) as exc:
-            estimate, detail = None, {"error": str(getattr(exc, "message", exc))}
-
-        def _attach(session: Session) -> Task:
-            session.execute(update(Task).where(Task.id == task.id).values(row_estimate=estimate))
-            audit.append(session, "agent", "task.estimated", task_id=task.id, target=task.target, detail=detail)
-            fresh = session.get(Task, task.id, populate_existing=True)
-            assert fresh is not None
-            _ = fresh.user, fresh.reviews
-            return reviews.annotate(session, fresh)
-        return await self.store.run(_attach)
+            return None, {"error": str(getattr(exc, "message", exc))}
 
     async def ensure_fresh(self, task: Task) -> Task:
         """An approved task past its approval window expires instead of starting."""

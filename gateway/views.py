@@ -95,10 +95,14 @@ def risk_lines(task: Task) -> list[str]:
     return lines
 
 
-def status_display(task: Task, url: str) -> tuple[str, str]:
-    """The text/plain and text/html of a held cell's status display."""
+def status_display(task: Task, url: str, status: str | None = None) -> tuple[str, str]:
+    """The text/plain and text/html of a held cell's status display (``status`` overrides the task's)."""
     groups = ", ".join(task.review_groups)
-    if task.status == "pending_review":
+    status = status or task.status
+    if status in ("succeeded", "failed", "killed", "lost") and task.decided_by:
+        head = f"cellgate task #{task.id} approved by {task.decided_by}; {status}"
+        details: list[str] = []
+    elif status == "pending_review":
         approvals = [r.user.name for r in task.reviews if r.decision == "approve"]
         head = f"⏳ cellgate task #{task.id} on {task.target} awaits review by {groups}"
         if approvals:
@@ -106,16 +110,16 @@ def status_display(task: Task, url: str) -> tuple[str, str]:
         details = risk_lines(task)
         if task.missing_approvals:
             details.append("still needed: " + "; ".join(task.missing_approvals))
-    elif task.status == "approved":
+    elif status == "approved":
         head = f"✅ cellgate task #{task.id} approved by {task.decided_by}; running on {task.target}"
         details = []
     else:
-        head = f"cellgate task #{task.id} is {task.status}"
+        head = f"cellgate task #{task.id} is {status}"
         details = []
     text = "\n".join([head, *details, url])
     mark = LEVEL_MARK.get((task.risk or {}).get("level", ""), "")
     items = "".join(f"<li>{html.escape(d)}</li>" for d in details)
     link = f'<a href="{html.escape(url)}" target="_blank">task #{task.id}</a>'
     body = html.escape(head).replace(html.escape(f"task #{task.id}"), link, 1)
-    return text, (f'<div class="cellgate-status" data-task="{task.id}" data-status="{task.status}">'
+    return text, (f'<div class="cellgate-status" data-task="{task.id}" data-status="{status}">'
                   f"{mark} {body}{'<ul>' + items + '</ul>' if items else ''}</div>")

@@ -228,6 +228,12 @@ class GatewayClient:
         return self.request("POST", f"/api/v1/users/{_seg(user)}/tokens",
                             json={"note": note or "", "expires_in_days": expires_in_days})
 
+    def list_tokens(self, *, user: str | None = None, kind: str | None = None) -> dict[str, Any]:
+        return self.request("GET", "/api/v1/tokens", params={"user": user, "kind": kind})
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        return self.request("DELETE", f"/api/v1/tokens/{int(token_id)}")
+
     def create_agent_token(self, name: str) -> dict[str, Any]:
         return self.request("POST", "/api/v1/agent-tokens", json={"name": name})
 

@@ -37,16 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_gateway(args: argparse.Namespace) -> int:
+    from traitlets import TraitError
+
     from ..gateway.app import Gateway
     from ..gateway.store import StoreError
 
     app = Gateway()
     argv = [f"--{flag}={getattr(args, flag.replace('-', '_'))}" for flag in GATEWAY_FLAGS
             if getattr(args, flag.replace("-", "_")) is not None]
-    app.initialize(argv)
     try:
+        app.initialize(argv)
         app.start()
-    except StoreError as exc:
+    except (StoreError, TraitError) as exc:
         print(f"cellgate gateway: {exc}", file=sys.stderr)
         return exitcodes.ERROR
     return exitcodes.OK

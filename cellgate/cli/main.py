@@ -18,6 +18,9 @@ COMMAND_MODULES = [
     "cellgate.cli.cmd_admin",     # users, groups, tokens, agent tokens, audit export
     "cellgate.cli.cmd_policy",    # apply, policy show
     "cellgate.cli.cmd_demo",      # demo
+    "cellgate.cli.cmd_login",     # login (browser sign-in, saves a token)
+    "cellgate.cli.cmd_token",     # token list, token revoke (your own tokens)
+    "cellgate.cli.cmd_slack",     # slack link, unlink, links
 ]
 
 

@@ -67,12 +67,14 @@ class UserHandler(APIHandler):
     async def delete(self, name: str) -> None:
         actor = self.user.actor
 
-        def _deactivate(session: Session) -> dict[str, Any]:
+        def _deactivate(session: Session) -> tuple[int, dict[str, Any]]:
             user = _user(session, name)
             user.active = False
             audit.append(session, actor, "user.deactivated", detail={"user": name})
-            return user_json(user, auth.user_groups(session, user.id))
-        self.send(await self.service.store.run(_deactivate))
+            return user.id, user_json(user, auth.user_groups(session, user.id))
+        user_id, body = await self.service.store.run(_deactivate)
+        self.service.sockets.close_user(user_id)  # their open WebSockets too, now
+        self.send(body)
 
 
 class GroupsHandler(APIHandler):

@@ -12,6 +12,7 @@ from tornado import web, websocket
 from ..agents import AgentConnection
 from ..auth import Identity
 from ..service import Service
+from ..sockets import CLOSE_REVOKED
 from .base import authenticate, check_access, require_upgrade
 
 log = logging.getLogger("cellgate.gateway.agent_ws")
@@ -22,6 +23,7 @@ class AgentSocketHandler(websocket.WebSocketHandler):
     access = {"GET": "agent"}
     ident: Identity | None = None
     conn: AgentConnection | None = None
+    revoked: str | None = None  # why the socket was closed under the agent (sockets.py)
     _pinger: asyncio.Task[None] | None = None
 
     @property
@@ -45,8 +47,17 @@ class AgentSocketHandler(websocket.WebSocketHandler):
 
     def open(self, *args: Any) -> None:  # type: ignore[override]
         self.set_nodelay(True)
+        self.service.sockets.add(self)
+
+    def revoke(self, reason: str) -> None:
+        """The agent token was revoked: refuse what follows and close (sockets.py)."""
+        self.revoked = reason
+        log.warning("closing the socket of agent %s: %s", self.conn.agent_id if self.conn else "?", reason)
+        self.close(CLOSE_REVOKED, reason)
 
     async def on_message(self, message: str | bytes) -> None:
+        if self.revoked:
+            return
         try:
             msg = json.loads(message)
         except ValueError:
@@ -77,6 +88,7 @@ class AgentSocketHandler(websocket.WebSocketHandler):
                 return
 
     def on_close(self) -> None:
+        self.service.sockets.discard(self)
         if self._pinger is not None:
             self._pinger.cancel()
         if self.conn is not None:

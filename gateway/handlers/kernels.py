@@ -16,6 +16,7 @@ from .. import jmsg
 from ..auth import Identity
 from ..kernels import LiveKernel
 from ..service import Service
+from ..sockets import CLOSE_REVOKED
 from .base import APIHandler, authenticate, check_access, require_upgrade
 
 log = logging.getLogger("cellgate.gateway.channels")
@@ -79,6 +80,7 @@ class ChannelsHandler(websocket.WebSocketHandler):
     access = {"GET": "user"}
     ident: Identity | None = None
     kernel: LiveKernel | None = None
+    revoked: str | None = None  # why the socket was closed under its user (sockets.py)
 
     @property
     def service(self) -> Service:
@@ -109,12 +111,22 @@ class ChannelsHandler(websocket.WebSocketHandler):
     def open(self, kernel_id: str) -> None:  # type: ignore[override]
         assert self.kernel is not None
         self.kernel.clients.add(self)
+        self.service.sockets.add(self)
         self.set_nodelay(True)
 
     def send_text(self, text: str) -> None:
         self.write_message(text)
 
+    def revoke(self, reason: str) -> None:
+        """The token was revoked or the user deactivated: refuse what follows, close (sockets.py)."""
+        self.revoked = reason
+        if self.kernel is not None:
+            self.kernel.clients.discard(self)
+        self.close(CLOSE_REVOKED, reason)
+
     def on_message(self, message: str | bytes) -> None:
+        if self.revoked:
+            return
         assert self.kernel is not None and self.ident is not None
         try:
             msg = json.loads(message)
@@ -139,6 +151,7 @@ class ChannelsHandler(websocket.WebSocketHandler):
             self.write_message(json.dumps(reply))
 
     def on_close(self) -> None:
+        self.service.sockets.discard(self)
         if self.kernel is not None:
             self.kernel.clients.discard(self)
 

@@ -1,0 +1,95 @@
+"""``/api/v1/tokens``: a user's own tokens (admins: anyone's), and revoking one.
+
+A token is never shown again after it was issued: listings carry its id, note, first
+characters, times and state. Revoking takes effect on the next request, and open WebSockets
+authenticated by the token are closed at once (``sockets.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import audit, auth
+from ..errors import BadRequest, Forbidden, NotFound
+from ..models import Token, utcnow
+from ..sockets import REVOKED
+from ..views import iso
+from .base import APIHandler
+
+
+def token_state(tok: Token) -> str:
+    if tok.revoked_at is not None:
+        return "revoked"
+    expires = tok.expires_at
+    if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=dt.timezone.utc)) <= utcnow():
+        return "expired"
+    return "active"
+
+
+def token_json(tok: Token, current: int | None = None) -> dict[str, Any]:
+    return {"id": tok.id, "kind": tok.kind, "user": tok.user.name if tok.user else None,
+            "note": tok.name, "prefix": tok.prefix, "state": token_state(tok),
+            "created_at": iso(tok.created_at), "expires_at": iso(tok.expires_at),
+            "last_used_at": iso(tok.last_used_at), "revoked_at": iso(tok.revoked_at),
+            "current": tok.id == current}
+
+
+class TokensHandler(APIHandler):
+    """``GET /api/v1/tokens``: the caller's tokens; admins: ``?user=NAME`` or ``?kind=agent``."""
+
+    access = {"GET": "user"}
+
+    async def get(self) -> None:
+        name = self.get_query_argument("user", None) or None
+        kind = self.get_query_argument("kind", None) or None
+        if kind not in (None, "user", "agent"):
+            raise BadRequest("kind must be user or agent")
+        others = kind == "agent" or (name is not None and name != self.user.name)
+        if others and not self.user.is_admin:
+            raise Forbidden("only admins list other users' or agents' tokens")
+        current = self.user.token_id
+
+        def _list(session: Session) -> list[dict[str, Any]]:
+            query = select(Token).order_by(Token.id)
+            if kind == "agent":
+                query = query.where(Token.kind == "agent")
+            else:
+                user = auth.get_user(session, name or self.user.name)
+                if user is None:
+                    raise NotFound(f"user {name!r} not found")
+                query = query.where(Token.user_id == user.id, Token.kind == "user")
+            return [token_json(t, current) for t in session.execute(query).scalars()]
+        self.send({"tokens": await self.service.store.run(_list)})
+
+
+class TokenHandler(APIHandler):
+    """``DELETE /api/v1/tokens/{id}``: revoke one of your tokens (admins: any token, agents' too)."""
+
+    access = {"DELETE": "user"}
+
+    async def delete(self, token_id: str) -> None:
+        ident = self.user
+
+        def _revoke(session: Session) -> dict[str, Any]:
+            tok = session.get(Token, int(token_id))
+            if tok is None or (tok.user_id != ident.user_id and not ident.is_admin):
+                raise NotFound(f"token {token_id} not found")  # another user's token is not disclosed
+            if tok.revoked_at is None:
+                tok.revoked_at = utcnow()
+                audit.append(session, ident.actor, "token.revoked",
+                             detail={"token_id": tok.id, "kind": tok.kind, "prefix": tok.prefix,
+                                     "user": tok.user.name if tok.user else None, "name": tok.name})
+            return token_json(tok, ident.token_id)
+        body = await self.service.store.run(_revoke)
+        body["closed_sockets"] = self.service.sockets.close_token(int(token_id), REVOKED)
+        self.send(body)
+
+
+default_handlers = [
+    (r"/api/v1/tokens/?", TokensHandler),
+    (r"/api/v1/tokens/(?P<token_id>\d+)/?", TokenHandler),
+]

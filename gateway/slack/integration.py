@@ -1,0 +1,49 @@
+"""The Slack integration of one gateway process: configuration, Web API client, request verifier, notifier."""
+
+from __future__ import annotations
+
+import logging
+
+from ..service import Service
+from .client import SlackCallFailed, SlackClient
+from .config import Slack
+from .notices import Notifier
+from .verify import RequestVerifier
+
+log = logging.getLogger("cellgate.gateway.slack")
+
+
+class SlackIntegration:
+    def __init__(self, service: Service, config: Slack) -> None:
+        self.service = service
+        self.config = config
+        self.client = SlackClient(config)
+        self.verifier = RequestVerifier(config.signing_secret)
+        self.notifier = Notifier(service, config, self.client)
+
+    def start(self) -> None:
+        """Subscribe the notifier (with a bot token); say once what is on and off."""
+        if self.client.enabled:
+            self.notifier.start()
+            where = ", ".join(f"{t} → {c}" for t, c in sorted(self.config.channels.items())) or "none per target"
+            log.info("Slack review notices on (API %s; channels: %s; default: %s)", self.config.api_url, where,
+                     self.config.default_channel or "none")
+        else:
+            log.info("Slack review notices are off: no bot token (set Slack.bot_token or CELLGATE_SLACK_BOT_TOKEN)")
+        if not self.verifier.configured:
+            log.info("Slack buttons and /cellgate are refused: no signing secret "
+                     "(set Slack.signing_secret or CELLGATE_SLACK_SIGNING_SECRET)")
+
+    async def tell(self, channel: str | None, slack_user_id: str, text: str) -> None:
+        """An ephemeral message only ``slack_user_id`` sees in ``channel`` (errors of their clicks); logged if it fails."""
+        if not channel:
+            log.info("no channel to tell Slack user %s: %s", slack_user_id, text)
+            return
+        try:
+            await self.client.call("chat.postEphemeral", channel=channel, user=slack_user_id, text=text)
+        except SlackCallFailed as exc:
+            log.warning("could not tell Slack user %s (%s): %s", slack_user_id, text, exc)
+
+    async def close(self) -> None:
+        """Stop calling Slack (the notifier's workers are the service's background tasks: cancelled with them)."""
+        self.client.close()

@@ -1,0 +1,155 @@
+"""The pieces that need no gateway: request verification, configuration, message rendering."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from slack_standin import sign
+from traitlets import TraitError
+
+from cellgate.gateway.errors import Unauthorized
+from cellgate.gateway.models import Review, Task, User
+from cellgate.gateway.slack import messages
+from cellgate.gateway.slack.config import Slack
+from cellgate.gateway.slack.notices import shown_key
+from cellgate.gateway.slack.verify import RequestVerifier
+
+SECRET = "unit-test-secret"
+NOW = 1_800_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = float(NOW)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_verifier_accepts_a_fresh_signed_request_once() -> None:
+    clock = Clock()
+    verifier = RequestVerifier(SECRET, clock)
+    body = "payload=%7B%7D"
+    headers = sign(SECRET, body, NOW)
+    verifier.check(body.encode(), headers)
+    with pytest.raises(Unauthorized, match="replay"):
+        verifier.check(body.encode(), headers)
+    clock.now += 301  # past the window the replay is refused as stale, and forgotten
+    with pytest.raises(Unauthorized, match="5 minutes"):
+        verifier.check(body.encode(), headers)
+    verifier.check(body.encode(), sign(SECRET, body, int(clock.now)))
+    assert headers["X-Slack-Signature"] not in verifier._seen  # forgotten once it is stale anyway
+
+
+@pytest.mark.parametrize("skew", [-301, 301, 3600])
+def test_verifier_refuses_timestamps_outside_five_minutes(skew: int) -> None:
+    body = "text=help"
+    with pytest.raises(Unauthorized, match="5 minutes"):
+        RequestVerifier(SECRET, Clock()).check(body.encode(), sign(SECRET, body, NOW - skew))
+
+
+def test_verifier_refuses_forged_tampered_and_unsigned_requests() -> None:
+    verifier = RequestVerifier(SECRET, Clock())
+    body = "text=help"
+    with pytest.raises(Unauthorized, match="signature is invalid"):
+        verifier.check(body.encode(), sign("another secret", body, NOW))
+    with pytest.raises(Unauthorized, match="signature is invalid"):
+        verifier.check(b"text=tasks", sign(SECRET, body, NOW))
+    with pytest.raises(Unauthorized, match="required"):
+        verifier.check(body.encode(), {})
+    with pytest.raises(Unauthorized, match="Unix time"):
+        verifier.check(body.encode(), {**sign(SECRET, body, NOW), "X-Slack-Request-Timestamp": "yesterday"})
+
+
+def test_without_a_secret_the_verifier_refuses_everything() -> None:
+    body = "text=help"
+    for secret in ("", "   "):
+        with pytest.raises(Unauthorized, match="no signing secret is configured"):
+            RequestVerifier(secret, Clock()).check(body.encode(), sign(secret or "x", body, NOW))
+
+
+def test_config_reads_secrets_from_env_then_a_private_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CELLGATE_SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("CELLGATE_SLACK_SIGNING_SECRET", raising=False)
+    secret = tmp_path / "signing"
+    secret.write_text("from-file\n")
+    secret.chmod(0o644)
+    with pytest.raises(TraitError, match="chmod 600"):
+        _ = Slack(signing_secret_file=str(secret)).signing_secret
+    secret.chmod(0o600)
+    assert Slack(signing_secret_file=str(secret)).signing_secret == "from-file"
+    monkeypatch.setenv("CELLGATE_SLACK_SIGNING_SECRET", "from-env")
+    assert Slack(signing_secret_file=str(secret)).signing_secret == "from-env"
+    assert Slack(signing_secret="from-config").signing_secret == "from-config"
+    monkeypatch.setenv("CELLGATE_SLACK_BOT_TOKEN", "xoxb-secret-value")
+    shown = repr(Slack())
+    assert "xoxb-secret-value" not in shown and "from-env" not in shown and "bot_token=set" in shown
+
+
+def test_config_validates_and_routes_channels() -> None:
+    assert Slack(api_url="http://127.0.0.1:9/api").api_url == "http://127.0.0.1:9/api/"
+    with pytest.raises(TraitError, match="Slack.api_url"):
+        Slack(api_url="ftp://slack.example")
+    with pytest.raises(TraitError, match="Slack.retries"):
+        Slack(retries=0)
+    slack = Slack(channels={"payments": "CPAY"}, default_channel="CALL")
+    assert slack.channel_for("payments") == "CPAY" and slack.channel_for("other") == "CALL"
+    assert Slack().channel_for("payments") == ""
+
+
+def _task(code: str = "UPDATE t SET a = 1 WHERE id = 2", status: str = "pending_review", **kw) -> Task:
+    task = Task(id=7, kind="script", status=status, target="payments", user_id=1, code=code, code_sha256="0" * 64,
+                why=kw.pop("why", "SUP-1"), review_groups=["dba"], risk={"level": "medium", "reasons": ["UPDATE with WHERE"]},
+                row_estimate=kw.pop("row_estimate", 12), created_at=dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.timezone.utc), **kw)
+    task.user = User(id=1, name="dev")
+    task.missing_approvals = ("an approval from dba",) if status == "pending_review" else ()
+    return task
+
+
+def test_notice_shows_who_what_where_when_why_risk_and_buttons() -> None:
+    text, blocks = messages.notice(_task(), "http://gw/tasks/7", messages.Facts(author_slack_id="UDEV"))
+    shown = json.dumps(blocks)
+    for part in ("dev (<@UDEV>)", "payments", "UPDATE t SET a = 1", "SUP-1", "risk medium: UPDATE with WHERE",
+                 "estimated rows affected: 12", "an approval from dba", "<!date^1767323040^"):
+        assert part in shown, part
+    actions = [b for b in blocks if b["type"] == "actions"][0]["elements"]
+    assert [(a["action_id"], a["value"]) for a in actions] == [("cellgate_approve", "7"), ("cellgate_reject", "7")]
+    assert text.startswith("cellgate task #7 on payments")
+
+
+def test_code_is_cut_escaped_and_fits_a_section() -> None:
+    code = "<&>" * 1000 + "```"
+    block = messages.code_block(code, "http://gw/tasks/7")
+    assert len(block) < 3000 and "<&>" not in block.split("\n_")[0]
+    assert "more characters. <http://gw/tasks/7|See the whole task.>" in block
+    short = messages.code_block("a ``` b", "http://gw/tasks/7")
+    assert short.count("```") == 2 and "cut" not in short
+
+
+def test_decided_and_finished_tasks_keep_who_decided() -> None:
+    task = _task(status="succeeded", decided_by="rev", approved_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+                 started_at=dt.datetime(2026, 1, 1, 0, 0, 1, tzinfo=dt.timezone.utc),
+                 finished_at=dt.datetime(2026, 1, 1, 0, 0, 3, 500000, tzinfo=dt.timezone.utc))
+    review = Review(decision="approve", user_id=2)
+    review.user = User(id=2, name="rev")
+    task.reviews = [review]
+    facts = messages.Facts(outputs=2, rows=3)
+    _, blocks = messages.notice(task, "http://gw/tasks/7", facts)
+    shown = json.dumps(blocks, ensure_ascii=False)
+    assert "Approved by rev" in shown and "Succeeded in 2.5 s · 3 rows · 2 outputs" in shown
+    assert not [b for b in blocks if b["type"] == "actions"]
+    assert shown_key(task) == "succeeded"
+    dm = messages.author_dm(task, "http://gw/tasks/7", facts, finished=False)
+    assert "was approved by rev." in dm
+
+
+def test_summarize_counts_rows_and_renders_outputs() -> None:
+    rows, text = messages.summarize([
+        {"output_type": "stream", "name": "stdout", "text": "hello\n"},
+        {"output_type": "execute_result", "data": {"text/plain": "id\n1\n2"}, "metadata": {"cellgate": {"rows": 2}}},
+        {"output_type": "error", "ename": "ValueError", "evalue": "bad"},
+    ])
+    assert rows == 2 and text == "hello\nid\n1\n2\nValueError: bad\n"
+    assert messages.summarize([{"output_type": "stream", "text": "x"}])[0] is None
