@@ -88,8 +88,3 @@ class AgentRegistry:
         if not candidates:
             raise Unavailable(f"no agent serving {target!r} is connected; start one with `cellgate agent --config …`")
         return min(candidates, key=lambda a: len(a.kernels))
-
-    def announced(self, target: str) -> dict[str, Any] | None:
-        for agent in self.serving(target):
-            return agent.targets[target]
-        return None

@@ -145,10 +145,9 @@ class Gate:
             refuse=refused,
             dispatch_to=self.kernel.agent_id if self.service.agents.get(self.kernel.agent_id) else None,
         )
-        held_display = None
-        if task.status == tasks.PENDING_REVIEW:
+        was_held = task.status == tasks.PENDING_REVIEW
+        if was_held:
             task = await self._hold(held, task)
-            held_display = f"cellgate-task-{task.id}"
             if task.status == tasks.APPROVED and not await self.service.store.run(auth.still_valid, held.ident):
                 task = await self._cancel_revoked(task)
         if task.status in (tasks.APPROVED, tasks.DISPATCHED):
@@ -158,10 +157,8 @@ class Gate:
                 task = exc.task
             else:
                 ok = reply.get("status") == "ok"
-                if held_display:  # the display said "running": say how it ended
-                    outcome = tasks.SUCCEEDED if ok else tasks.FAILED
-                    self.kernel.to_clients(jmsg.display(msg, held_display, *views.status_display(
-                        task, self.service.task_url(task.id), outcome), update=True))
+                if was_held:  # the display said "running": say how it ended
+                    self._show(held, task, update=True, status=tasks.SUCCEEDED if ok else tasks.FAILED)
                 return None if ok else reply.get("_arrivals", self.arrivals + 1)
         self._refuse(held, *self.service.refusal(task))
         return self.arrivals + 1
@@ -181,9 +178,8 @@ class Gate:
     async def _hold(self, held: Held, task: Task) -> Task:
         """Show the status display and wait for a decision (or an interrupt)."""
         self.current_task_id = task.id
-        display_id = f"cellgate-task-{task.id}"
         self.kernel.to_clients(jmsg.status("busy", held.msg))
-        self.kernel.to_clients(jmsg.display(held.msg, display_id, *self._status_text(task), update=False))
+        self._show(held, task, update=False)
         last_seen = (task.status, len(task.reviews))
         while task.status == tasks.PENDING_REVIEW:
             interrupted = asyncio.ensure_future(self._interrupted.wait())
@@ -197,8 +193,10 @@ class Gate:
             task = await self.service.get_task(task.id)
             if (task.status, len(task.reviews)) != last_seen:
                 last_seen = (task.status, len(task.reviews))
-                self.kernel.to_clients(jmsg.display(held.msg, display_id, *self._status_text(task), update=True))
+                self._show(held, task, update=True)
         return task
 
-    def _status_text(self, task: Task) -> tuple[str, str]:
-        return views.status_display(task, self.service.task_url(task.id))
+    def _show(self, held: Held, task: Task, *, update: bool, status: str | None = None) -> None:
+        """The held cell's status display (one ``display_id`` per task, updated in place)."""
+        text, html = views.status_display(task, self.service.task_url(task.id), status)
+        self.kernel.to_clients(jmsg.display(held.msg, f"cellgate-task-{task.id}", text, html, update=update))

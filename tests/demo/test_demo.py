@@ -137,15 +137,20 @@ def test_default_state_dir_is_under_the_cwd() -> None:
     assert args.dir == ".cellgate-demo" and args.port == 8765 and args.lab_port is None and args.no_browser
 
 
-def run_cell(ws: websocket.WebSocket, code: str, timeout: float = 30) -> tuple[dict, list]:
-    """Send one execute_request; return its execute_reply content and its outputs, once idle."""
+def send_cell(ws: websocket.WebSocket, code: str, metadata: dict | None = None) -> str:
+    """Send one execute_request as JupyterLab does; return its msg_id."""
     msg_id = uuid.uuid4().hex
     ws.send(json.dumps({
-        "channel": "shell", "buffers": [], "metadata": {}, "parent_header": {},
+        "channel": "shell", "buffers": [], "metadata": metadata or {}, "parent_header": {},
         "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "dev", "session": uuid.uuid4().hex,
                    "date": "2024-01-01T00:00:00.000000Z", "version": "5.3"},
         "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
                     "allow_stdin": False, "stop_on_error": True}}))
+    return msg_id
+
+
+def collect(ws: websocket.WebSocket, msg_id: str, timeout: float = 30) -> tuple[dict, list]:
+    """The request's execute_reply content and its outputs, once both reply and idle arrived."""
     reply, idle, outputs = None, False, []
     deadline = time.monotonic() + timeout
     while (reply is None or not idle) and time.monotonic() < deadline:
@@ -159,8 +164,12 @@ def run_cell(ws: websocket.WebSocket, code: str, timeout: float = 30) -> tuple[d
             idle = True
         elif kind in ("stream", "display_data", "execute_result", "update_display_data", "error"):
             outputs.append(msg)
-    assert reply is not None and idle, f"no reply/idle for {code!r}"
+    assert reply is not None and idle, f"no reply/idle for {msg_id} within {timeout} s: {outputs}"
     return reply, outputs
+
+
+def run_cell(ws: websocket.WebSocket, code: str, timeout: float = 30) -> tuple[dict, list]:
+    return collect(ws, send_cell(ws, code), timeout)
 
 
 def test_a_notebook_cell_waits_for_review_then_runs(demo: DemoRun) -> None:
@@ -176,13 +185,7 @@ def test_a_notebook_cell_waits_for_review_then_runs(demo: DemoRun) -> None:
     ws = websocket.create_connection(
         f"ws://{lab}/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4()}&token={jt}", timeout=30)
     try:
-        msg_id = uuid.uuid4().hex
-        ws.send(json.dumps({
-            "channel": "shell", "buffers": [], "metadata": {"cellId": "block-stolen-card"}, "parent_header": {},
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "dev", "session": uuid.uuid4().hex,
-                       "date": "2024-01-01T00:00:00.000000Z", "version": "5.3"},
-            "content": {"code": UPDATE_CELL, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True}}))
+        msg_id = send_cell(ws, UPDATE_CELL, {"cellId": "block-stolen-card"})
 
         deadline = time.monotonic() + 30
         pending: list = []
@@ -196,18 +199,7 @@ def test_a_notebook_cell_waits_for_review_then_runs(demo: DemoRun) -> None:
                          tokens["reviewer"])
         assert status == 200
 
-        reply, idle, outputs = None, False, []
-        while (reply is None or not idle) and time.monotonic() < deadline + 30:
-            msg = json.loads(ws.recv())
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind = msg["header"]["msg_type"]
-            if kind == "execute_reply":
-                reply = msg["content"]
-            elif kind == "status" and msg["content"]["execution_state"] == "idle":
-                idle = True
-            elif kind in ("stream", "display_data", "execute_result", "update_display_data", "error"):
-                outputs.append(msg)
+        reply, outputs = collect(ws, msg_id, 60)
         assert reply is not None and reply["status"] == "ok", (reply, outputs)
         text = json.dumps([o["content"] for o in outputs])
         assert "UPDATE 1" in text, text  # the SQL kernel's status line: one row updated
