@@ -68,6 +68,10 @@ class Token(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    #: agent tokens: the one agent name (hello ``agent_id``) this token may speak as
+    agent_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    #: agent tokens: the targets an admin lets this agent serve
+    agent_targets: Mapped[list[str] | None] = mapped_column(default=None)
     user: Mapped[User | None] = relationship()
 
 
@@ -234,3 +238,13 @@ class SlackMessage(Base):
     #: the last status the message showed, so each transition is posted once
     shown_status: Mapped[str] = mapped_column(String(20), default="")
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SlackSeenRequest(Base):
+    """A Slack request signature already accepted, kept until its timestamp is stale anyway:
+    a replay is refused by every replica and after a restart."""
+
+    __tablename__ = "slack_seen_requests"
+    #: SHA-256 of the ``X-Slack-Signature`` header
+    signature: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
