@@ -30,7 +30,10 @@ class Agent:
         self.config = config
         self.connection = GatewayConnection(gateway_url, token, self.hello, self.dispatch,
                                             on_welcome=self.welcomed)
-        self.host = host or KernelHost(config.targets, self.connection.send)
+        self.host = host or KernelHost(config.targets, self.connection.send,
+                                       kernel_isolation=config.kernel_isolation,
+                                       kernel_uids=config.kernel_uids,
+                                       runtime_dir=config.runtime_dir)
         self._tasks: set[asyncio.Task[None]] = set()
         self._requests: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "kernel_start": lambda f: self.host.start(f["kernel_id"], f["target"],
@@ -73,6 +76,7 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.host.stop_all()
+        self.host.close()
 
     def dispatch(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]

@@ -5,20 +5,30 @@ The file is TOML::
     [agent]
     id = "agent-eu-1"            # default: the host name
     tags = ["prod"]
+    kernel_isolation = "uid"     # uid (default): each kernel runs as its own uid | off (development)
+    kernel_uids = "61000-61999"  # the uids kernels run as (default); used by nothing else
+    runtime_dir = "/srv/cellgate-agent"  # default: /run/cellgate-agent/<pid>-XXXX (made and removed)
 
     [targets.payments]
     kind = "sql"                 # sql | python
     display_name = "Payments (prod)"
     url_env = "PAYMENTS_URL"     # or url_file = "/etc/cellgate/payments.url", or url = "..."
+    readonly_url_env = "PAYMENTS_RO_URL"  # the read-only credential (or readonly_url_file, readonly_url)
     row_limit = 1000
     statement_timeout = 300
     env = { EXTRA = "x" }
+    kernel_gid = 61000           # optional: the kernels' group (default: the kernel's uid)
 
 A target's connection URL is looked up in this order of preference, exactly one source per
 target: ``url_env`` (an environment variable of the agent), ``url_file`` (a file readable by
 the agent's user only: refused when ``mode & 0o077``), ``url`` (inline; a warning is logged when
-it carries a password). The URL lives in ``Target.url`` and is never sent to the gateway nor
+it carries a password, and refused when it carries one and the config file is readable by group
+or others). The URL lives in ``Target.url`` and is never sent to the gateway nor
 logged: ``repr(target)`` leaves it out.
+
+A SQL target's read-only credential comes the same way from ``readonly_url_env``,
+``readonly_url_file`` or ``readonly_url`` (same rules; same database family as the URL) and lives
+in ``Target.readonly_url``, as secret as ``url``.
 
 Every problem raises ``ConfigError`` naming the file and the field, e.g.
 ``agent.toml: targets.payments.kind: must be one of 'python', 'sql', got 'mongo'``.
@@ -40,9 +50,15 @@ KINDS = {"sql": ("sql", "cellgate-sql"), "python": ("python", "python3")}  # kin
 DIALECTS = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql",
             "mariadb": "mariadb", "sqlite": "sqlite"}
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-AGENT_KEYS = {"id", "tags"}
-TARGET_KEYS = {"kind", "display_name", "url_env", "url_file", "url", "row_limit",
-               "statement_timeout", "env"}
+AGENT_KEYS = {"id", "tags", "kernel_isolation", "kernel_uids", "runtime_dir"}
+READONLY_URL_KEYS = ("readonly_url_env", "readonly_url_file", "readonly_url")
+_FAMILY = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
+TARGET_KEYS = {"kind", "display_name", "url_env", "url_file", "url", *READONLY_URL_KEYS, "row_limit",
+               "statement_timeout", "env", "kernel_gid"}
+ISOLATION_MODES = ("uid", "off")
+DEFAULT_KERNEL_UIDS = (61000, 61999)
+KERNEL_UIDS = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+MIN_KERNEL_ID = 1000  # below: system users; never run a kernel as one
 
 
 class ConfigError(Exception):
@@ -69,6 +85,10 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     url: str | None = field(default=None, repr=False)
     url_env: str | None = None  # the variable named here is kept out of every kernel's env
+    #: the read-only credential (readonly_url_env | readonly_url_file | readonly_url): the kernel
+    #: runs auto-approved read-only cells and EXPLAIN with it; a secret like ``url``
+    readonly_url: str | None = field(default=None, repr=False)
+    kernel_gid: int | None = None  # the kernels' gid (e.g. to share a SQLite file); default: the uid
 
     @property
     def language(self) -> str:
@@ -90,6 +110,9 @@ class AgentConfig:
     tags: list[str]
     targets: dict[str, Target]
     warnings: list[str] = field(default_factory=list)
+    kernel_isolation: str = "uid"  # uid | off
+    kernel_uids: tuple[int, int] = DEFAULT_KERNEL_UIDS  # first, last (inclusive)
+    runtime_dir: str | None = None  # None: /run/cellgate-agent/<pid>-XXXX, made and removed
 
 
 def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> AgentConfig:
@@ -117,7 +140,35 @@ def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
     warnings: list[str] = []
     targets = {name: _target(path, name, raw, environ, warnings)
                for name, raw in targets_table.items()}
-    return AgentConfig(agent_id=agent_id, tags=list(tags), targets=targets, warnings=warnings)
+    isolation = agent.get("kernel_isolation", "uid")
+    if isolation not in ISOLATION_MODES:
+        raise ConfigError(path, "agent.kernel_isolation",
+                          f"must be one of {', '.join(map(repr, ISOLATION_MODES))}, got {isolation!r}")
+    runtime_dir = agent.get("runtime_dir")
+    if runtime_dir is not None and (not isinstance(runtime_dir, str) or not os.path.isabs(runtime_dir)):
+        raise ConfigError(path, "agent.runtime_dir", f"must be an absolute path, got {runtime_dir!r}")
+    kernel_uids = _kernel_uids(path, agent.get("kernel_uids"))
+    for target in targets.values():
+        if target.kernel_gid is not None and kernel_uids[0] <= target.kernel_gid <= kernel_uids[1]:
+            raise ConfigError(path, f"targets.{target.name}.kernel_gid",
+                              f"{target.kernel_gid} is inside agent.kernel_uids "
+                              f"({kernel_uids[0]}-{kernel_uids[1]}), so the kernel running as "
+                              "that uid would share the group: pick a gid outside the range")
+    return AgentConfig(agent_id=agent_id, tags=list(tags), targets=targets, warnings=warnings,
+                       kernel_isolation=isolation, kernel_uids=kernel_uids,
+                       runtime_dir=runtime_dir)
+
+
+def _kernel_uids(path: Any, value: Any) -> tuple[int, int]:
+    if value is None:
+        return DEFAULT_KERNEL_UIDS
+    match = KERNEL_UIDS.match(value) if isinstance(value, str) else None
+    first, last = (int(match[1]), int(match[2])) if match else (-1, -1)
+    if not match or not MIN_KERNEL_ID <= first <= last < 2**31 - 1:
+        raise ConfigError(path, "agent.kernel_uids",
+                          f"must be a range \"FIRST-LAST\" of unused uids >= {MIN_KERNEL_ID}, "
+                          f"e.g. \"61000-61999\", got {value!r}")
+    return first, last
 
 
 def _target(path: Any, name: str, raw: Any, environ: dict[str, str], warnings: list[str]) -> Target:
@@ -144,35 +195,67 @@ def _target(path: Any, name: str, raw: Any, environ: dict[str, str], warnings: l
                           "no connection URL: set one of url_env, url_file or url")
     source = next((k for k in ("url_env", "url_file", "url") if k in raw), "url")
     dialect = _dialect(path, f"{where}.{source}", url, required=kind == "sql")
+    readonly_url = _readonly_url(path, where, raw, environ, warnings, kind, dialect)
+    kernel_gid = raw.get("kernel_gid")
+    if kernel_gid is not None:
+        kernel_gid = _int(path, f"{where}.kernel_gid", kernel_gid, minimum=MIN_KERNEL_ID)
     return Target(name=name, kind=kind, display_name=display_name, dialect=dialect,
                   row_limit=row_limit, statement_timeout=timeout, env=dict(env), url=url,
-                  url_env=raw.get("url_env"))
+                  url_env=raw.get("url_env"), kernel_gid=kernel_gid, readonly_url=readonly_url)
 
 
 def _resolve_url(path: Any, where: str, raw: dict[str, Any], environ: dict[str, str],
-                 warnings: list[str]) -> str | None:
-    sources = [k for k in ("url_env", "url_file", "url") if k in raw]
+                 warnings: list[str], prefix: str = "") -> str | None:
+    """The URL of ``{prefix}url_env | {prefix}url_file | {prefix}url`` (prefix "" or "readonly_")."""
+    env_key, file_key, url_key = f"{prefix}url_env", f"{prefix}url_file", f"{prefix}url"
+    sources = [k for k in (env_key, file_key, url_key) if k in raw]
     if len(sources) > 1:
         raise ConfigError(path, f"{where}.{sources[1]}",
-                          f"set only one of url_env, url_file or url (found {', '.join(sources)})")
+                          f"set only one of {env_key}, {file_key} or {url_key} (found {', '.join(sources)})")
     if not sources:
         return None
     key = sources[0]
     value = raw[key]
     if not isinstance(value, str) or not value:
         raise ConfigError(path, f"{where}.{key}", "must be a non-empty string")
-    if key == "url_env":
+    if key == env_key:
         url = environ.get(value, "").strip()
         if not url:
-            raise ConfigError(path, f"{where}.url_env",
+            raise ConfigError(path, f"{where}.{env_key}",
                               f"environment variable {value} is not set or empty")
         return url
-    if key == "url_file":
-        return _read_url_file(path, f"{where}.url_file", Path(value))
+    if key == file_key:
+        return _read_url_file(path, f"{where}.{file_key}", Path(value))
     if _has_password(value):
-        warnings.append(f"{where}.url: the inline URL carries a password; "
-                        "prefer url_env or url_file")
+        _check_inline_secret(path, f"{where}.{key}")
+        warnings.append(f"{where}.{key}: the inline URL carries a password; "
+                        f"prefer {env_key} or {file_key}")
     return value
+
+
+def _readonly_url(path: Any, where: str, raw: dict[str, Any], environ: dict[str, str],
+                  warnings: list[str], kind: str, dialect: str | None) -> str | None:
+    """The target's read-only credential: SQL targets only, same database family as ``url``."""
+    url = _resolve_url(path, where, raw, environ, warnings, prefix="readonly_")
+    if url is None:
+        return None
+    source = next(k for k in READONLY_URL_KEYS if k in raw)
+    if kind != "sql":
+        raise ConfigError(path, f"{where}.{source}", "a read-only credential is for sql targets only")
+    found = _dialect(path, f"{where}.{source}", url, required=True)
+    if _FAMILY.get(found or "") != _FAMILY.get(dialect or ""):
+        raise ConfigError(path, f"{where}.{source}",
+                          f"is a {found} URL but the target's URL is {dialect}: both must name the same database")
+    return url
+
+
+def _check_inline_secret(path: Any, where: str) -> None:
+    """A config file that holds a password must be readable by its owner only."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        raise ConfigError(path, where, f"the inline URL carries a password but {path} is "
+                          f"readable by group or others (mode {mode:o}): run `chmod 600 {path}` "
+                          "or move the URL to url_env or url_file")
 
 
 def _read_url_file(path: Any, where: str, file: Path) -> str:

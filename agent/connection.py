@@ -142,8 +142,12 @@ class GatewayConnection:
                 self._attempt = 0
                 log.info("welcomed by the gateway as %s; targets accepted: %s",
                          frame.get("agent_id"), ", ".join(frame.get("targets") or []) or "none")
+                for refused in frame.get("refused") or []:  # binding: the gateway says why (docs/agent-protocol.md)
+                    log.error("the gateway refused target %s: %s", refused.get("target"), refused.get("reason"))
                 if self._on_welcome is not None:
                     self._on_welcome(frame)
+            elif kind == "error":  # sent before the gateway closes a refused hello (4003, 4009)
+                log.error("the gateway refused this agent: %s", frame.get("message"))
             else:
                 try:
                     self._dispatch(frame)

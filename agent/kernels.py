@@ -7,6 +7,12 @@ that died by itself (``kernel_status`` ``dead``). Messages from the gateway go t
 unchanged (signed with the kernel's key), so their ``msg_id`` is kept and replies are parented
 to it.
 
+Isolation (``[agent] kernel_isolation = "uid"``, the default): every kernel runs as its own uid
+from the pool ``[agent] kernel_uids``, in its own directory ``<runtime>/<kernel_id>/``, with an
+environment built from scratch (``kernel_env``): nothing of the agent's own environment reaches
+it except the harmless ``PASSED_ENV``. When a kernel stops or dies, every process of its uid is
+killed before the uid goes back to the pool (see ``isolation``).
+
 A kernel is *ready* once a ``kernel_info_request`` of our own has been answered on iopub: that
 proves the kernel runs and that our iopub subscription is live, so no early output is lost. Those
 probe requests and everything parented to them stay on the agent.
@@ -15,10 +21,14 @@ probe requests and everything parented to them stay on the agent.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -26,13 +36,20 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
-from .config import Target
+from . import isolation
+from .config import DEFAULT_KERNEL_UIDS, Target
+from .isolation import IsolatedProvisioner, IsolationError, KernelDir, UidPool
 
 log = logging.getLogger(__name__)
 
 CHANNELS_OUT = ("iopub", "shell", "control", "stdin")
 CHANNELS_IN = ("shell", "control", "stdin")
-AGENT_SECRETS = ("CELLGATE_AGENT_TOKEN",)  # never handed to a kernel
+#: the only variables of the agent's own environment a kernel gets (plus ``LC_*``)
+PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ")
+#: ipykernel: no history file (it would be shared, and it would keep what cells ran)
+PYTHON_KERNEL_ARGS = ["--HistoryManager.hist_file=:memory:"]
+#: a kernel id names the kernel's directory (the gateway's are UUIDs)
+KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 Emit = Callable[[dict[str, Any]], object]
 
@@ -53,15 +70,21 @@ def default_spec_manager() -> KernelSpecManager:
 
 
 def kernel_env(target: Target, gateway_env: Mapping[str, Any], base_env: Mapping[str, str],
-               hidden: set[str], limits: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """The environment of a kernel for ``target``.
+               private: Mapping[str, str] | None = None,
+               limits: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The environment of a kernel for ``target``, built from scratch.
 
-    The agent's own environment minus ``hidden`` (the agent token, every target's ``url_env``),
-    then the target's ``env``, the ``KERNEL_*`` variables from the gateway, and last the target's
-    connection settings, which nothing else can override. The gateway's policy ``limits``
-    (``max_rows``, ``timeout``) can only tighten the agent's own row cap and statement timeout.
+    From the agent's environment ``base_env`` only ``PASSED_ENV`` and ``LC_*``; then what Python
+    needs (``PYTHONNOUSERSITE``, and ``private``: HOME, IPYTHONDIR, TMPDIR, JUPYTER_RUNTIME_DIR
+    in the kernel's own directory), the target's ``env``, the ``KERNEL_*`` variables from the
+    gateway, and last the target's own connection settings, which nothing else can override.
+    The gateway's policy ``limits`` (``max_rows``, ``timeout``) can only tighten the agent's
+    own row cap and statement timeout.
     """
-    env = {k: v for k, v in base_env.items() if k not in hidden}
+    env = {k: v for k, v in base_env.items() if k in PASSED_ENV or k.startswith("LC_")}
+    env.setdefault("PATH", os.defpath)
+    env.update(PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
+    env.update(private or {})
     env.update(target.env)
     env.update({k: v for k, v in gateway_env.items()
                 if k.startswith("KERNEL_") and isinstance(v, str)})
@@ -69,8 +92,14 @@ def kernel_env(target: Target, gateway_env: Mapping[str, Any], base_env: Mapping
     if target.url is not None:
         env["CELLGATE_TARGET_URL"] = target.url
     if target.kind == "sql":
+        readonly_url = getattr(target, "readonly_url", None)
+        if readonly_url:
+            env["CELLGATE_TARGET_READONLY_URL"] = readonly_url
+        else:
+            env.pop("CELLGATE_TARGET_READONLY_URL", None)
         env["CELLGATE_ROW_LIMIT"] = str(_tighter(target.row_limit, (limits or {}).get("max_rows")))
         env["CELLGATE_STATEMENT_TIMEOUT"] = str(_tighter(target.statement_timeout, (limits or {}).get("timeout")))
+        env["CELLGATE_GATED"] = "1"
     elif target.url is not None:
         env["DATABASE_URL"] = target.url
     return env
@@ -85,6 +114,7 @@ class HostedKernel:
     kernel_id: str
     target: Target
     manager: AsyncKernelManager
+    kdir: KernelDir
     client: AsyncKernelClient | None = None
     state: str = "starting"  # starting | running | restarting | dead | stopping
     probes: dict[str, asyncio.Future[None]] = field(default_factory=dict)
@@ -93,17 +123,36 @@ class HostedKernel:
 
 
 class KernelHost:
-    """Starts, relays, interrupts, restarts and stops the kernels of one agent."""
+    """Starts, relays, interrupts, restarts and stops the kernels of one agent.
+
+    ``kernel_isolation`` "uid" (default) needs root or the capabilities of
+    ``isolation.NEEDED_CAPS`` (else ``IsolationError``); "off" runs kernels as the agent's own
+    user and logs a warning at start and at every kernel start.
+    """
 
     def __init__(self, targets: Mapping[str, Target], emit: Emit, *,
                  spec_manager: KernelSpecManager | None = None,
                  base_env: Mapping[str, str] | None = None,
+                 kernel_isolation: str = "uid",
+                 kernel_uids: tuple[int, int] = DEFAULT_KERNEL_UIDS,
+                 runtime_dir: str | None = None,
                  ready_timeout: float = 60.0, poll_interval: float = 1.0) -> None:
+        if kernel_isolation not in ("uid", "off"):
+            raise IsolationError(f"kernel_isolation must be 'uid' or 'off', got {kernel_isolation!r}")
+        self.isolated = kernel_isolation == "uid"
+        if self.isolated:
+            isolation.require_privileges()
+            self.uids: UidPool | None = UidPool(*kernel_uids)
+        else:
+            self.uids = None
+            log.warning("%s", isolation.OFF_WARNING)
+        self.runtime_dir, self._own_runtime_dir = isolation.runtime_root(runtime_dir)
+        if self._own_runtime_dir:  # also when the agent fails before ``close``
+            atexit.register(shutil.rmtree, self.runtime_dir, True)
         self.targets = dict(targets)
         self.emit = emit
         self.spec_manager = spec_manager or default_spec_manager()
         self.base_env = dict(os.environ if base_env is None else base_env)
-        self.hidden_env = set(AGENT_SECRETS) | {t.url_env for t in targets.values() if t.url_env}
         self.ready_timeout = ready_timeout
         self.poll_interval = poll_interval
         self.kernels: dict[str, HostedKernel] = {}
@@ -120,18 +169,34 @@ class KernelHost:
         target = self.targets.get(target_name)
         if target is None:
             raise KernelError(f"unknown target {target_name!r}")
+        if not isinstance(kernel_id, str) or not KERNEL_ID.match(kernel_id):
+            raise KernelError(f"invalid kernel id {kernel_id!r}")
+        path = Path(self.runtime_dir) / kernel_id
         manager = AsyncKernelManager(kernel_name=target.kernel_name,
                                      kernel_spec_manager=self.spec_manager,
-                                     transport_encryption=self.transport_encryption)
-        kernel = HostedKernel(kernel_id, target, manager)
+                                     transport_encryption=self.transport_encryption,
+                                     connection_file=str(path / "connection.json"))
+        kdir = self._kernel_dir(path, target)
+        assert str(kdir.connection_file) == manager.connection_file
+        kernel = HostedKernel(kernel_id, target, manager, kdir)
         self.kernels[kernel_id] = kernel
-        log.info("kernel %s: starting for target %s (%s, %s)", kernel_id, target.name,
-                 target.kind, target.dialect or "no dialect")
+        if self.isolated:
+            log.info("kernel %s: starting for target %s (%s, %s) as uid %s gid %s", kernel_id,
+                     target.name, target.kind, target.dialect or "no dialect", kdir.uid, kdir.gid)
+        else:
+            log.warning("kernel %s: starting for target %s WITHOUT ISOLATION, as the agent's "
+                        "own user (kernel_isolation = \"off\")", kernel_id, target.name)
         try:
             async with kernel.lock:
+                provisioner = IsolatedProvisioner(kernel_id=kernel_id, kernel_spec=manager.kernel_spec,
+                                                  parent=manager)
+                provisioner.kdir = kdir
+                manager.provisioner = provisioner
+                kdir.create()
                 await manager.start_kernel(
                     kernel_id=kernel_id,
-                    env=kernel_env(target, env, self.base_env, self.hidden_env, limits))
+                    extra_arguments=PYTHON_KERNEL_ARGS if target.kind == "python" else [],
+                    env=kernel_env(target, env, self.base_env, kdir.env(), limits))
                 kernel.client = manager.client()
                 kernel.client.start_channels()
                 kernel.tasks = [asyncio.create_task(self._relay(kernel, ch)) for ch in CHANNELS_OUT]
@@ -141,9 +206,16 @@ class KernelHost:
         except BaseException as exc:
             self.kernels.pop(kernel_id, None)
             await self._dispose(kernel)
+            if isinstance(exc, IsolationError):
+                raise KernelError(str(exc)) from exc
             if isinstance(exc, Exception) and not isinstance(exc, KernelError):
-                log.error("kernel %s: failed to start: %s", kernel_id, exc)
-                raise KernelError(f"kernel failed to start: {exc}") from exc
+                hint = ""
+                if isinstance(exc, PermissionError) and kdir.uid is not None:
+                    hint = (f" (the kernel runs as uid {kdir.uid}: the Python of the agent's "
+                            "venv, its base installation and the directories above them must be "
+                            "readable and searchable by others; see docs/agent.md)")
+                log.error("kernel %s: failed to start: %s%s", kernel_id, exc, hint)
+                raise KernelError(f"kernel failed to start: {exc}{hint}") from exc
             raise
         log.info("kernel %s: ready", kernel_id)
 
@@ -177,6 +249,20 @@ class KernelHost:
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(k) for k in list(self.kernels)), return_exceptions=True)
 
+    def close(self) -> None:
+        """Remove the runtime directory when the host made it (call after ``stop_all``)."""
+        if self._own_runtime_dir:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    def _kernel_dir(self, path: Path, target: Target) -> KernelDir:
+        if self.uids is None:
+            return KernelDir(path, None, None)
+        try:
+            uid = self.uids.allocate()
+        except IsolationError as exc:
+            raise KernelError(str(exc)) from None
+        return KernelDir(path, uid, target.kernel_gid if target.kernel_gid is not None else uid)
+
     async def _dispose(self, kernel: HostedKernel) -> None:
         try:
             if kernel.manager.has_kernel:
@@ -190,6 +276,17 @@ class KernelHost:
             await asyncio.gather(*kernel.tasks, return_exceptions=True)
             if kernel.client is not None:
                 kernel.client.stop_channels()
+            await self._reclaim(kernel)
+
+    async def _reclaim(self, kernel: HostedKernel) -> None:
+        """Kill what the kernel's uid left running, remove its files, give the uid back."""
+        uid = kernel.kdir.uid
+        if uid is not None:
+            await asyncio.to_thread(isolation.kill_uid, uid)
+            await asyncio.to_thread(isolation.remove_uid_files, uid)
+        await asyncio.to_thread(kernel.kdir.remove)
+        if uid is not None and self.uids is not None:
+            self.uids.release(uid)
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -280,6 +377,8 @@ class KernelHost:
             kernel.state = "dead"
             reason = f"the kernel process exited (code {code})"
             log.warning("kernel %s: %s", kernel.kernel_id, reason)
+            if kernel.kdir.uid is not None:  # what it left behind must not outlive it
+                await asyncio.to_thread(isolation.kill_uid, kernel.kdir.uid)
             self.emit({"type": "kernel_status", "kernel_id": kernel.kernel_id,
                        "state": "dead", "reason": reason})
 

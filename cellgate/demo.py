@@ -4,8 +4,8 @@ It prepares (idempotently) a state folder, by default ``.cellgate-demo``::
 
     gateway.db        the gateway's store (SQLite): users dev, reviewer, admin; group dba;
                       target payments (policy: cellgate/demo_policy.toml)
-    payments.db       the demo target: a SQLite payments database (accounts, cards, transactions)
-    agent.toml        the agent's config: target payments → payments.db
+    target/payments.db  the demo target: a SQLite payments database (accounts, cards, transactions)
+    agent.toml        the agent's config: target payments → target/payments.db
     notebooks/        JupyterLab's root, with payments.ipynb
     logs/             gateway.log, agent.log, jupyterlab.log
 
@@ -47,6 +47,10 @@ LAB_TIMEOUT = 60.0
 #: seconds each child gets to stop after SIGTERM, in stop order
 GRACE = {"jupyterlab": 8.0, "agent": 4.0, "gateway": 3.0}
 DEMO_JSON = "demo.json"
+#: run as root, the agent runs each kernel as its own uid of this range (docs/agent.md), with
+#: this group on target/ and target/payments.db so that the kernels can write the database
+KERNEL_UIDS = "61000-61999"
+KERNEL_GID = 62000
 
 
 class DemoError(Exception):
@@ -110,7 +114,7 @@ def prepare_store(db_url: str) -> Tokens:
         apply.apply(session, tomllib.loads(DEMO_POLICY.read_text()), actor)
         raw = {user.name: auth.new_token(session, "user", user=user, name="demo", actor=actor)[0]
                for user in (dev, reviewer, admin)}
-        agent, _ = auth.new_token(session, "agent", name="demo-agent", actor=actor)
+        agent, _ = auth.new_token(session, "agent", name="demo-agent", agent_targets=[TARGET], actor=actor)
         return Tokens(dev=raw["dev"], reviewer=raw["reviewer"], admin=raw["admin"], agent=agent)
 
     store = Store(db_url)
@@ -128,29 +132,72 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def write_agent_config(path: Path, db_path: Path) -> None:
+def write_agent_config(path: Path, db_path: Path, isolated: bool) -> None:
     url = f"sqlite:///{db_path.resolve()}"
+    if isolated:
+        agent = f'kernel_isolation = "uid"\nkernel_uids = "{KERNEL_UIDS}"\n'
+        target = f"kernel_gid = {KERNEL_GID}\n"
+    else:  # not root: the agent cannot start kernels as other uids
+        agent = 'kernel_isolation = "off"  # development only: kernels run as you\n'
+        target = ""
     write_private(path, f"""# written by `cellgate demo`; rewritten on each run
 [agent]
 id = "demo-agent"
 tags = ["demo"]
-
+{agent}
 [targets.{TARGET}]
 kind = "sql"
 display_name = "Payments (demo)"
 url = {json.dumps(url)}
 row_limit = 1000
-""")
+{target}""")
+
+
+def target_db(state: Path) -> Path:
+    return state / "target" / "payments.db"
+
+
+def can_isolate(state: Path) -> bool:
+    """Root, and the state folder reachable by other users (the kernels' uids)."""
+    if os.geteuid() != 0:
+        return False
+    return all(os.stat(parent).st_mode & 0o001 for parent in state.resolve().parents)
+
+
+def share_with_kernels(db: Path, gid: int) -> None:
+    """target/ (setgid, group-writable: SQLite writes its journal there) and its files."""
+    os.chown(db.parent, 0, gid)
+    os.chmod(db.parent, 0o2770)
+    for path in db.parent.iterdir():
+        os.chown(path, 0, gid, follow_symlinks=False)
+        os.chmod(path, 0o660, follow_symlinks=False)
 
 
 def prepare(opts: Options) -> Tokens:
     state = opts.state_dir
     for sub in ("logs", "notebooks"):
         (state / sub).mkdir(parents=True, exist_ok=True)
-    demo_data.create_payments_db(state / "payments.db")
+    db = target_db(state)
+    if (state / "payments.db").exists() and not db.exists():  # the layout before target/
+        db.parent.mkdir(exist_ok=True)
+        (state / "payments.db").rename(db)
+    demo_data.create_payments_db(db)
     demo_data.write_sample_notebook(state / "notebooks" / "payments.ipynb")
-    write_agent_config(state / "agent.toml", state / "payments.db")
-    return prepare_store(opts.db_url)
+    isolated = can_isolate(state)
+    if isolated:
+        share_with_kernels(db, KERNEL_GID)
+        os.chmod(state, 0o711)  # kernels reach target/, and list nothing
+        os.chmod(state / "logs", 0o700)
+    elif os.geteuid() == 0:
+        print(f"cellgate demo: {state} is not reachable by other users, so the agent runs "
+              "kernels WITHOUT isolation (as root); use --dir under a folder others can "
+              "traverse to run them as unprivileged uids", file=sys.stderr, flush=True)
+    write_agent_config(state / "agent.toml", db, isolated)
+    tokens = prepare_store(opts.db_url)
+    gateway_db = state / "gateway.db"
+    if gateway_db.exists():
+        gateway_db.chmod(0o600)  # the gateway's store: users, token hashes, audit
+    return tokens
 
 
 # ---------------------------------------------------------------- the children

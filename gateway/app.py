@@ -20,6 +20,7 @@ from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
+from . import analysis
 from .handlers import admin, agent_ws, audit, kernels, kernelspecs, login, targets, tasks, tokens
 from .handlers.base import APIHandler, NotFoundHandler
 from .oidc import CALLBACK_PATH, OIDC, OIDCProvider
@@ -81,8 +82,16 @@ def openapi(rules: Any) -> dict[str, Any]:
     return {"openapi": "3.0.3", "info": {"title": "cellgate gateway", "version": __version__}, "paths": paths}
 
 
+def message_limit(max_code_bytes: int) -> int:
+    """Bytes of one HTTP body or WebSocket message: room for the largest accepted code JSON-escaped
+    (``\\uXXXX``: 6 bytes a character at worst) plus the envelope, at least 8 MiB. Bigger is refused
+    before it is read: parsing a huge body on the event loop would stall every other request."""
+    return max(8 * 1024 * 1024, 6 * max_code_bytes + 64 * 1024)
+
+
 def make_app(service: Service, **settings: Any) -> web.Application:
     """``settings``: e.g. ``slack=`` (a SlackIntegration; without it, requests from Slack are refused)."""
+    settings.setdefault("websocket_max_message_size", message_limit(service.max_code_bytes))
     return web.Application(routes(), service=service, websocket_ping_interval=20, xsrf_cookies=False, **settings)
 
 
@@ -99,8 +108,18 @@ class Gateway(Application):
     config_file = Unicode("cellgate_config.py", config=True, help="Config file to load, if it exists.")
     socket_recheck_interval = Float(10.0, config=True, help=(
         "Seconds between re-checks of the tokens behind open WebSockets (revoked elsewhere, expired)."))
+    max_code_bytes = Integer(1 << 20, config=True, help=(
+        "Largest cell or script accepted, in bytes of UTF-8 (default 1 MiB). A larger cell is refused "
+        "in the notebook (it does not become a task); a larger script gets HTTP 413."))
+    analysis_budget = Float(2.0, config=True, help=(
+        "Seconds the risk analysis of one cell may take. Over it, the cell is treated as not analysed: "
+        "reviewed, never auto-approved."))
+    analysis_workers = Integer(analysis.WORKERS, config=True, help=(
+        "Worker processes that analyse large cells' risk (off the event loop, at lower priority; a cell's "
+        "analysis holds a worker for at most Gateway.analysis_budget). Default: CPU cores - 1 (1-4)."))
 
     aliases = {"ip": "Gateway.ip", "port": "Gateway.port", "db-url": "Gateway.db_url",
+               "max-code-bytes": "Gateway.max_code_bytes", "analysis-budget": "Gateway.analysis_budget",
                "public-url": "Gateway.public_url", "config": "Gateway.config_file", "log-level": "Application.log_level"}
 
     @default("port")
@@ -115,6 +134,24 @@ class Gateway(Application):
     def _valid_port(self, proposal: Any) -> int:
         if not 0 <= proposal["value"] <= 65535:
             raise TraitError(f"Gateway.port must be 0-65535, not {proposal['value']}")
+        return proposal["value"]
+
+    @validate("max_code_bytes")
+    def _valid_max_code(self, proposal: Any) -> int:
+        if proposal["value"] < 1024:
+            raise TraitError(f"Gateway.max_code_bytes must be at least 1024, not {proposal['value']}")
+        return proposal["value"]
+
+    @validate("analysis_workers")
+    def _valid_workers(self, proposal: Any) -> int:
+        if not 1 <= proposal["value"] <= 64:
+            raise TraitError(f"Gateway.analysis_workers must be 1-64, not {proposal['value']}")
+        return proposal["value"]
+
+    @validate("analysis_budget")
+    def _valid_budget(self, proposal: Any) -> float:
+        if not 0 < proposal["value"] <= 60:
+            raise TraitError(f"Gateway.analysis_budget must be more than 0 and at most 60 seconds, not {proposal['value']}")
         return proposal["value"]
 
     @validate("socket_recheck_interval")
@@ -137,6 +174,10 @@ class Gateway(Application):
         store = Store(self.db_url)
         url = self.public_url or f"http://{self.ip}:{self.port}"
         service = Service(store, url)
+        service.max_code_bytes = self.max_code_bytes
+        service.analysis_budget = self.analysis_budget
+        service.analyser = analysis.Analyser(self.analysis_workers)
+        service.analyser.start()
         await service.recover()
         slack = SlackIntegration(service, Slack(parent=self))
         slack.start()
@@ -144,7 +185,8 @@ class Gateway(Application):
         oidc = OIDCProvider(oidc_config, url.rstrip("/") + CALLBACK_PATH) if oidc_config.enabled else None
         self.log.info("OIDC sign-in: %s", f"issuer {oidc_config.issuer}" if oidc else "off (OIDC.issuer is not set)")
         service.spawn(service.sockets.watch(store, self.socket_recheck_interval))
-        server = httpserver.HTTPServer(make_app(service, slack=slack, oidc=oidc), xheaders=True)
+        server = httpserver.HTTPServer(make_app(service, slack=slack, oidc=oidc), xheaders=True,
+                                       max_body_size=message_limit(self.max_code_bytes))
         server.listen(self.port, self.ip)
         self.log.info("cellgate gateway %s listening on %s (store: %s)", __version__, url, store.engine.url.render_as_string(hide_password=True))
         stop = asyncio.Event()
@@ -160,4 +202,5 @@ class Gateway(Application):
         for task in list(service.background):
             task.cancel()
         await asyncio.sleep(0)
+        service.analyser.close()
         store.close()

@@ -3,15 +3,18 @@
 The document (``cellgate apply -f policy.toml`` parses TOML into it)::
 
     {"groups": {"dba": {"members": ["reviewer"]}},
-     "targets": {"payments": {"description": "…", "submit_groups": [], "auto_approve": "read-only",
+     "targets": {"payments": {"description": "…", "kind": "sql", "dialect": "postgresql",
+                              "submit_groups": [], "auto_approve": "read-only",
                               "review": {"groups": ["dba"], "mode": "any"},
                               "deny": {"statements": ["DROP"]}, "limits": {"approval_window": 3600}}}}
 
 Everything is validated before anything changes; a bad document is refused whole with the
 dotted path of the first bad field. Applying is idempotent: groups listed get exactly the
 members listed (users are created when missing), targets listed get exactly the policy given
-(omitted fields take their defaults); groups and targets not listed are left alone. The
-result lists what changed, in words.
+(omitted fields take their defaults); groups and targets not listed are left alone. A target's
+``kind``, ``dialect`` and ``display_name`` (what it is, not its policy; agents must announce the
+same kind and dialect to serve it, see binding.py) are changed only when given. The result lists
+what changed, in words.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import audit, auth, policy
+from . import audit, auth, binding, policy
 from .models import Group, Target
 from .names import NAME_RE
 
@@ -42,8 +45,30 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def validate(doc: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, tuple[str, policy.Policy]]]:
-    """Check the whole document; return (group → members, target → (description, policy))."""
+#: target fields that say what the target is; changed only when given
+META = ("kind", "dialect", "display_name")
+
+
+def _meta(body: dict[str, Any], where: str) -> dict[str, str]:
+    """Pop and check ``kind``/``dialect``/``display_name``; return those given (language follows kind)."""
+    given = {key: body.pop(key) for key in META if key in body}
+    meta: dict[str, str] = {}
+    if "display_name" in given:
+        if not isinstance(given["display_name"], str):
+            raise ApplyError(f"{where}.display_name", "must be a string")
+        meta["display_name"] = given["display_name"]
+    if "kind" in given or "dialect" in given:
+        if "kind" not in given:
+            raise ApplyError(f"{where}.kind", "set kind together with dialect: kind = \"sql\" or \"python\"")
+        try:
+            meta["kind"], meta["language"], meta["dialect"] = binding.check_kind(given["kind"], given.get("dialect"))
+        except binding.KindError as exc:
+            raise ApplyError(f"{where}.{exc.field}", exc.message) from None
+    return meta
+
+
+def validate(doc: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, tuple[str, policy.Policy, dict[str, str]]]]:
+    """Check the whole document; return (group → members, target → (description, policy, kind/dialect/display_name given))."""
     unknown = set(_mapping(doc, "document")) - {"groups", "targets"}
     if unknown:
         raise ApplyError(sorted(unknown)[0], "unknown section (known: groups, targets)")
@@ -60,7 +85,7 @@ def validate(doc: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, tuple
         if not isinstance(members, list) or not all(isinstance(m, str) and NAME_RE.match(m) for m in members):
             raise ApplyError(f"{where}.members", "must be a list of user names")
         groups[name] = sorted(set(members))
-    targets: dict[str, tuple[str, policy.Policy]] = {}
+    targets: dict[str, tuple[str, policy.Policy, dict[str, str]]] = {}
     for name, body in _mapping(doc.get("targets", {}), "targets").items():
         where = f"targets.{name}"
         if not NAME_RE.match(name):
@@ -69,8 +94,9 @@ def validate(doc: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, tuple
         description = body.pop("description", "")
         if not isinstance(description, str):
             raise ApplyError(f"{where}.description", "must be a string")
+        meta = _meta(body, where)
         try:
-            targets[name] = (description, policy.parse(body))
+            targets[name] = (description, policy.parse(body), meta)
         except policy.PolicyError as exc:
             raise ApplyError(f"{where}.{exc.field}", exc.message) from None
     return groups, targets
@@ -109,7 +135,7 @@ def apply(session: Session, doc: dict[str, Any], actor: str, *, dry_run: bool = 
             if member not in members:
                 auth.remove_member(session, group, user, actor=actor)
                 changes.append(f"group {name}: removed {member}")
-    for name, (description, wanted) in targets.items():
+    for name, (description, wanted, meta) in targets.items():
         target = session.get(Target, name)
         if target is None:
             target = Target(name=name, description="", submit_groups=[], review_groups=[], policy={})
@@ -117,13 +143,16 @@ def apply(session: Session, doc: dict[str, Any], actor: str, *, dry_run: bool = 
             old: dict[str, Any] = {}
             changes.append(f"target {name}: created")
         else:
-            old = {"description": target.description, **policy.of(target).as_dict()}
-        new = {"description": description, **wanted.as_dict()}
+            old = {"description": target.description, **{k: getattr(target, k) for k in META if k in meta},
+                   **policy.of(target).as_dict()}
+        new = {"description": description, **{k: meta[k] for k in META if k in meta}, **wanted.as_dict()}
         diff = _diff(f"target {name}: ", old, new) if old else []
         if old and not diff:
             continue
         changes += diff
         target.description = description
+        for key, value in meta.items():
+            setattr(target, key, value)
         policy.store(target, wanted)
         session.flush()
         audit.append(session, actor, "target.policy_applied", target=name, detail={"policy": new, "changes": diff})

@@ -43,15 +43,22 @@ class Identity:
 
 
 def new_token(session: Session, kind: str, *, user: User | None = None, name: str = "",
-              expires_in_days: float | None = None, actor: str = "system") -> tuple[str, Token]:
+              expires_in_days: float | None = None, actor: str = "system",
+              agent_targets: list[str] | None = None) -> tuple[str, Token]:
+    """A new token. An agent token with ``agent_targets`` is bound to the agent named ``name`` (its
+    hello ``agent_id``) and may serve only those targets; one without is refused on hello (binding.py)."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = utcnow() + dt.timedelta(days=expires_in_days) if expires_in_days else None
     tok = Token(kind=kind, user_id=user.id if user else None, name=name, hash=hash_token(raw),
                 prefix=raw[:8], expires_at=expires)
+    if kind == "agent" and agent_targets is not None:
+        tok.agent_name, tok.agent_targets = name, sorted(set(agent_targets))
     session.add(tok)
     session.flush()
-    audit.append(session, actor, "token.created", detail={"token_id": tok.id, "kind": kind,
-                 "user": user.name if user else None, "name": name, "prefix": tok.prefix})
+    detail = {"token_id": tok.id, "kind": kind, "user": user.name if user else None, "name": name, "prefix": tok.prefix}
+    if kind == "agent":
+        detail.update(agent=tok.agent_name, targets=tok.agent_targets)
+    audit.append(session, actor, "token.created", detail=detail)
     return raw, tok
 
 

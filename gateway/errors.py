@@ -8,6 +8,7 @@
     ├── Forbidden (403)
     ├── NotFound (404)
     ├── Conflict (409)   also raised for tasks.TransitionConflict
+    ├── TooLarge (413)   code over Gateway.max_code_bytes
     └── Unavailable (503) e.g. no agent serves the target
 """
 
@@ -40,6 +41,10 @@ class NotFound(CellgateError):
 
 class Conflict(CellgateError):
     status = 409
+
+
+class TooLarge(CellgateError):
+    status = 413
 
 
 class Unavailable(CellgateError):

@@ -6,6 +6,9 @@ wait. Approved, it is dispatched to the agent and the gate waits for its ``execu
 before taking the next one, so a failure stops "run all" the way a kernel does. Rejected,
 denied or cancelled, the cell ends with an error naming who and why, and the requests queued
 behind it are aborted (when the request asked ``stop_on_error``, the default).
+
+A cell over ``Gateway.max_code_bytes`` is refused here with a visible ``CellTooLarge`` error and
+does not become a task (the refusal is audited as ``cell.too_large``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import auth, jmsg, tasks, views
+from . import audit, auth, jmsg, tasks, views
 from .auth import Identity
+from .errors import TooLarge
 
 if TYPE_CHECKING:
     from .kernels import LiveKernel
@@ -132,6 +136,11 @@ class Gate:
         if self.service.sockets.refused(held.ident):  # sent, then its token was revoked: not even a task
             self._refuse(held, "TokenRevoked", f"{REVOKED_WHY}; this cell was not submitted")
             return self.arrivals + 1
+        try:
+            self.service.check_size(code)
+        except TooLarge as exc:  # not a task: nothing to review, nothing analysed
+            await self._refuse_too_large(held, len(code.encode("utf-8", "surrogatepass")), exc.message)
+            return self.arrivals + 1
         task = await self.service.submit(
             held.ident,
             self.kernel.target,
@@ -162,6 +171,13 @@ class Gate:
                 return None if ok else reply.get("_arrivals", self.arrivals + 1)
         self._refuse(held, *self.service.refusal(task))
         return self.arrivals + 1
+
+    async def _refuse_too_large(self, held: Held, size: int, message: str) -> None:
+        """Audited first, then refused: what the client sends once it sees the error is not aborted."""
+        detail = {"bytes": size, "limit": self.service.max_code_bytes, "msg_id": held.msg["header"]["msg_id"]}
+        await self.service.store.run(lambda s: audit.append(s, held.ident.actor, "cell.too_large", target=self.kernel.target,
+                                                            kernel_id=self.kernel.id, detail=detail))
+        self._refuse(held, "CellTooLarge", f"{message}; the cell was not submitted (split it, or load the data another way)")
 
     async def _cancel_revoked(self, task: Task) -> Task:
         """Approved while held, but the token that sent it no longer works: it never runs."""

@@ -143,6 +143,8 @@ class Task(Base):
     reviews: Mapped[list[Review]] = relationship(order_by="Review.id", lazy="selectin")
     #: not stored: what a pending task still needs, filled by reviews.annotate() for views
     missing_approvals: tuple[str, ...] = ()  # type: ignore[misc]
+    #: not stored: ((kind, dialect), statement texts) when this process analysed the task at submission
+    analysed: tuple[tuple[str, str | None], tuple[str, ...]] | None = None  # type: ignore[misc]
 
 
 class Review(Base):

@@ -7,7 +7,10 @@ turns (who, target, code, risk) into a decision; handlers never decide.
 
 Order of evaluation: may this user submit at all → is the code denied outright (statement
 types, tables, patterns, risk level) → is review configured → is it auto-approvable
-(read-only SQL that parsed; Python only when the target allows unflagged cells) → review.
+(read-only SQL that parsed, nothing else: Python cells are always reviewed) → review.
+
+A :class:`Decision` to approve read-only SQL carries ``read_only=True``: the task then runs on the
+target's read-only credential (``review_rule["run_as"] = "read-only"``, set in ``service.submit``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ DENY = "deny"
 
 REVIEW_MODES = ("all", "any", "count")
 AUTO_APPROVE = ("never", "read-only")
-PYTHON_AUTO_APPROVE = ("never", "unflagged")
+PYTHON_AUTO_APPROVE = ("never",)
+INTROSPECTION = ("refuse", "allow")
+
+#: why ``python_auto_approve = "unflagged"`` is refused (it was removed)
+PYTHON_AUTO_APPROVE_REMOVED = (
+    "'unflagged' was removed: a per-cell scan of Python can be bypassed by simple spellings "
+    "(posix.system, sys.modules lookups, getattr with a computed name, builtins lookups, "
+    "keyword arguments to execute), so Python cells are always reviewed; use 'never' (the default) "
+    "or drop the field")
 
 
 class PolicyError(ValueError):
@@ -67,6 +78,8 @@ class Policy:
     review: ReviewRule = field(default_factory=ReviewRule)
     auto_approve: str = "never"
     python_auto_approve: str = "never"
+    #: inspect_request / complete_request on Python targets (they evaluate code in ipykernel): refuse | allow
+    introspection: str = "refuse"
     deny: DenyRule = field(default_factory=DenyRule)
     limits: Limits = field(default_factory=Limits)
 
@@ -120,7 +133,8 @@ def _table(value: Any, where: str, known: set[str]) -> dict[str, Any]:
 
 def parse(data: dict[str, Any]) -> Policy:
     """Validate a policy document (the API's and the policy file's shape); raise :class:`PolicyError`."""
-    _table(data, "", {"submit_groups", "review", "auto_approve", "python_auto_approve", "deny", "limits", "description"})
+    _table(data, "", {"submit_groups", "review", "auto_approve", "python_auto_approve", "introspection",
+                   "deny", "limits", "description"})
     review = _table(data.get("review", {}), "review", {"groups", "mode", "approvals"})
     deny = _table(data.get("deny", {}), "deny", {"statements", "tables", "patterns", "risk"})
     limits = _table(data.get("limits", {}), "limits", {"approval_window", "max_rows", "max_bytes", "timeout"})
@@ -142,7 +156,8 @@ def parse(data: dict[str, Any]) -> Policy:
         submit_groups=_strings(data.get("submit_groups", []), "submit_groups"),
         review=rule,
         auto_approve=_choice(data.get("auto_approve", "never"), "auto_approve", AUTO_APPROVE),
-        python_auto_approve=_choice(data.get("python_auto_approve", "never"), "python_auto_approve", PYTHON_AUTO_APPROVE),
+        python_auto_approve=_python_auto_approve(data.get("python_auto_approve", "never")),
+        introspection=_choice(data.get("introspection", "refuse"), "introspection", INTROSPECTION),
         deny=DenyRule(
             statements=tuple(s.upper() for s in _strings(deny.get("statements", []), "deny.statements")),
             tables=tuple(t.lower() for t in _strings(deny.get("tables", []), "deny.tables")),
@@ -156,6 +171,12 @@ def parse(data: dict[str, Any]) -> Policy:
             timeout=_int(limits.get("timeout", defaults.timeout), "limits.timeout", 1),
         ),
     )
+
+
+def _python_auto_approve(value: Any) -> str:
+    if value == "unflagged":
+        raise PolicyError("python_auto_approve", PYTHON_AUTO_APPROVE_REMOVED)
+    return _choice(value, "python_auto_approve", PYTHON_AUTO_APPROVE)
 
 
 def of(target: Target) -> Policy:
@@ -179,6 +200,13 @@ class Decision:
     action: str  # approve | review | deny
     reason: str
     review_groups: tuple[str, ...] = ()
+    #: approved because it is read-only SQL: it must run on the read-only credential
+    read_only: bool = False
+
+    @property
+    def run_as(self) -> str:
+        """``read-only`` or ``read-write``: how an approved task must run (``review_rule["run_as"]``)."""
+        return "read-only" if self.action == APPROVE and self.read_only else "read-write"
 
 
 def may_submit(ident: Identity, target: Target) -> bool:
@@ -218,9 +246,7 @@ def auto_approvable(policy: Policy, kind: str, risk: Risk | None) -> str | None:
         return None
     if kind == "sql" and policy.auto_approve == "read-only" and risk.read_only:
         return "read-only SQL is auto-approved on this target"
-    if kind == "python" and policy.python_auto_approve == "unflagged" and not risk.flags:
-        return "Python without risk flags is auto-approved on this target"
-    return None
+    return None  # Python is never auto-approved (PYTHON_AUTO_APPROVE_REMOVED says why)
 
 
 def evaluate(ident: Identity, target: Target, code: str, risk: Risk | None = None) -> Decision:
@@ -234,6 +260,6 @@ def evaluate(ident: Identity, target: Target, code: str, risk: Risk | None = Non
         return Decision(APPROVE, f"{target.name} does not require review")
     why_auto = auto_approvable(policy, target.kind or "sql", risk)
     if why_auto:
-        return Decision(APPROVE, why_auto)
+        return Decision(APPROVE, why_auto, read_only=True)
     groups = policy.review.groups
     return Decision(REVIEW, f"{target.name} requires review by {', '.join(groups)}", groups)

@@ -633,7 +633,16 @@ def _sql_risk(text: str) -> Risk:
         other = analyze_sql(text, dialect)
         if other.parsed:
             return other
+    bound = _PLACEHOLDERS.sub("NULL", text)  # the driver sends values where %s, %(name)s, :name stand
+    if bound != text:
+        for dialect in ("postgresql", "mysql", "sqlite"):
+            other = analyze_sql(bound, dialect)
+            if other.parsed:
+                return other
     return risk
+
+
+_PLACEHOLDERS = re.compile(r"%\(\w+\)s|%s|(?<![:\w]):[A-Za-z_]\w*")
 
 
 def _snippet(text: str, limit: int = 60) -> str:

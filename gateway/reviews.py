@@ -3,8 +3,9 @@
 Checked here, at decision time, against the store (never against a cached identity):
 the reviewer is not the author (admins included), is a member of one of the task's review groups
 now, and approves the exact code (its SHA-256). One rejection rejects. The task is approved once
-the task's review rule is met (all groups, any group, or N approvals). Two reviewers deciding at the same instant give
-exactly one outcome: the transition is a compare-and-set.
+the task's review rule is met (a distinct person for each group, one from any group, or N distinct
+people): approvals count people, so one person in two groups never stands in for two reviewers.
+Two reviewers deciding at the same instant give exactly one outcome: the transition is a compare-and-set.
 """
 
 from __future__ import annotations
@@ -26,21 +27,67 @@ DECISIONS = ("approve", "reject")
 def missing_approvals(session: Session, task: Task) -> list[str]:
     """What the task still needs, in words (empty: approved). Membership is read now.
 
-    The rule is the one recorded on the task at submission (``review_rule``): ``all`` needs an
-    approval from a member of each review group, ``any`` one from a member of any of them,
-    ``count`` N approvals from their members.
+    The rule is the one recorded on the task at submission (``review_rule``); approvals count
+    people, never memberships:
+
+    - ``all``: a *distinct* approver for each review group (one person in two groups covers one
+      of them; which one is a bipartite matching of approvers to groups);
+    - ``any``: one approval from a member of any of the groups;
+    - ``count``: N distinct approvers who are members of any of the groups (each person once,
+      whatever groups they are in).
     """
     rule = task.review_rule or {}
     mode = rule.get("mode", "all")
     groups = list(task.review_groups)
-    approvals = [set(user_groups(session, r.user_id)) & set(groups) for r in task.reviews if r.decision == "approve"]
+    names = {r.user_id: r.user.name for r in task.reviews}
+    approvers: dict[int, set[str]] = {}
+    for r in task.reviews:
+        if r.decision == "approve":
+            member_of = set(user_groups(session, r.user_id)) & set(groups)
+            if member_of:
+                approvers[r.user_id] = member_of
     if mode == "any":
-        return [] if any(approvals) else [f"an approval from any of {', '.join(groups)}"]
+        return [] if approvers else [f"an approval from any of {', '.join(groups)}"]
     if mode == "count":
-        needed = int(rule.get("approvals", 1)) - sum(1 for a in approvals if a)
-        return [] if needed <= 0 else [f"{needed} more approval{'s' if needed > 1 else ''} from {' or '.join(groups)}"]
-    covered = set().union(*approvals) if approvals else set()
-    return [f"an approval from {g}" for g in groups if g not in covered]
+        needed = int(rule.get("approvals", 1)) - len(approvers)
+        if needed <= 0:
+            return []
+        several = [names.get(u, "?") for u, member_of in approvers.items() if len(member_of) > 1]
+        already = f" ({', '.join(several)} already counted: each person counts once)" if several else ""
+        return [f"{needed} more approval{'s' if needed > 1 else ''} from {' or '.join(groups)}{already}"]
+    assigned = match_approvers(approvers, groups)
+    missing = []
+    for g in groups:
+        if g in assigned:
+            continue
+        # members of g who approved but are needed for another group
+        taken = [f"{names.get(u, '?')}'s approval already counts for {assigned_group}"
+                 for assigned_group, u in assigned.items() if g in approvers[u]]
+        missing.append(f"an approval from {g}" + (f" ({'; '.join(taken)})" if taken else ""))
+    return missing
+
+
+def match_approvers(approvers: dict[int, set[str]], groups: list[str]) -> dict[str, int]:
+    """A maximum matching of groups to distinct approvers (group → user id); augmenting paths.
+
+    ``approvers`` maps each approver to the review groups they are a member of now. Groups are
+    tried in the task's order, approvers in the order they approved, so the result is stable.
+    """
+    owner: dict[str, int] = {}  # group → approver
+    for user in approvers:
+        _augment(user, approvers, owner, set())
+    return {g: owner[g] for g in groups if g in owner}
+
+
+def _augment(user: int, approvers: dict[int, set[str]], owner: dict[str, int], seen: set[str]) -> bool:
+    for g in sorted(approvers[user]):
+        if g in seen:
+            continue
+        seen.add(g)
+        if g not in owner or _augment(owner[g], approvers, owner, seen):
+            owner[g] = user
+            return True
+    return False
 
 
 def annotate(session: Session, task: Task) -> Task:

@@ -5,10 +5,18 @@ Pure logic, no I/O: :func:`analyze` takes the code of a cell, the target's kind 
 (``read_only`` and ``parsed`` for auto-approval, ``statements``/``tables``/``level`` for deny
 rules) and reviewers read (``reasons``, most serious first).
 
-SQL is tokenized and parsed with sqlglot in the target's dialect, one statement at a time, so
-that one statement sqlglot cannot read does not hide what the others do. The analysis fails
-closed: whatever it cannot read is ``unparseable`` (level high, never auto-approved), and the
-fallbacks used for such statements (keywords, function names in the tokens) can only add risk.
+SQL is split with kernels/sql/split.py, the splitter the kernel runs the cell with, so the
+analysis reads exactly the statements that run (``Risk.texts``). PostgreSQL statements are read
+by PostgreSQL's own parser (pglast): its tree gives the decoded names of functions, operators,
+casts and tables, and classifies queries; sqlglot classifies the other statements, one at a
+time, so that one statement it cannot read does not hide what the others do. MySQL/MariaDB and
+SQLite are read by sqlglot, checked against the servers' own lexical rules. Every function call
+must be on the dialect's allow-list of pure built-ins (gateway/sqlfuncs.py).
+
+The analysis fails closed: whatever it cannot read, or the server might read differently, is
+``unparseable`` (level high, never auto-approved); an unknown function is ``unknown_function``
+(not read-only); the fallbacks used for unreadable statements (keywords, function names in the
+tokens) can only add risk.
 
 Every rule and its level is in :data:`RULES`, the one table docs/risk.md describes.
 """
@@ -16,8 +24,11 @@ Every rule and its level is in :data:`RULES`, the one table docs/risk.md describ
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import re
+import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +36,9 @@ from typing import Any
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.tokens import Token, TokenType
+
+from cellgate.kernels.sql.split import split_postgres, split_statements, split_tokens
+from .sqlfuncs import known_function, known_operator, known_type
 
 _Node = getattr(exp, "Expr", None) or exp.Expression  # sqlglot ≥ 30 names the base class Expr
 
@@ -34,7 +48,7 @@ FLAGS = (
     "unparseable", "multiple_statements", "write", "ddl", "dcl", "update_without_where",
     "delete_without_where", "tautological_where", "drop", "truncate", "alter", "write_in_cte",
     "select_into", "side_effect_function", "file_write", "transaction_control", "session_change",
-    "copy", "call", "lock",
+    "copy", "call", "lock", "unknown_function", "analysis_timeout",
 )
 PYTHON_FLAGS = (
     "subprocess", "network", "file_write", "eval_exec", "env_access", "dynamic_code",
@@ -58,6 +72,8 @@ RULES: dict[str, tuple[str, str]] = {
     "sql.maintenance": ("medium", "ANALYZE, plain VACUUM, CHECKPOINT, REINDEX/REFRESH … CONCURRENTLY, CHECK TABLE"),
     "sql.function_state": ("medium", "functions that change session or server state a little: nextval, setval, "
                                      "set_config, pg_notify, advisory locks, get_lock, pg_sleep, sleep, benchmark"),
+    "sql.unknown_function": ("medium", "a function, operator or cast the dialect's allow-list of pure built-ins does "
+                                       "not hold (user-defined, or a built-in with effects): reviewed"),
     # --- SQL, high
     "sql.ddl": ("high", "CREATE (table, index, view, function, trigger, schema…), COMMENT ON, CREATE TABLE … AS"),
     "sql.alter": ("high", "ALTER TABLE and other ALTER statements, RENAME TABLE"),
@@ -65,7 +81,8 @@ RULES: dict[str, tuple[str, str]] = {
     "sql.select_into": ("high", "SELECT … INTO table: creates a table"),
     "sql.unparseable": ("high", "SQL that could not be parsed in the target's dialect, a statement type the "
                                 "analysis does not know, or text whose statements cannot be told apart reliably "
-                                "(MySQL executable comments, a backslash before a quote)"),
+                                "(MySQL executable comments, a backslash before a quote, a character the server "
+                                "may read differently)"),
     "sql.call": ("high", "CALL, DO, EXECUTE: procedures and prepared statements whose effects are not visible"),
     "sql.copy": ("high", "COPY to/from the client, LOAD DATA LOCAL INFILE"),
     "sql.multiple_statements_with_write": ("high", "several statements in one cell, at least one of them a write"),
@@ -76,6 +93,7 @@ RULES: dict[str, tuple[str, str]] = {
     "sql.function_high": ("high", "functions that reach other servers or control the server: dblink*, "
                                   "pg_cancel_backend, pg_reload_conf, query_to_xml, replication slots, lo_unlink…"),
     "sql.unknown_dialect": ("high", "a SQL dialect the analysis does not support"),
+    "sql.analysis_timeout": ("high", "the analysis ran out of time before it finished: reviewed, never auto-approved"),
     # --- SQL, critical
     "sql.drop": ("critical", "DROP (database, schema, table, index, anything), ALTER TABLE … DROP COLUMN/PARTITION"),
     "sql.truncate": ("critical", "TRUNCATE"),
@@ -128,6 +146,9 @@ class Risk:
     read_only: bool                # True only when parsed and every statement is a pure read
     parsed: bool                   # False when any statement could not be parsed
     explain: tuple[str, ...] = ()  # UPDATE/DELETE statements (original text) an agent may EXPLAIN
+    texts: tuple[str, ...] = ()    # the statement texts, exactly as kernels/sql/split.py splits the cell
+    functions: tuple[str, ...] = ()   # functions called, decoded, lower-case, "schema.name" when qualified
+    normalized: tuple[str, ...] = ()  # each statement's tokens without comments, joined by one space
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -172,10 +193,14 @@ class Findings:
 
 # ============================================================================ dispatcher
 
-def analyze(code: str, kind: str, dialect: str | None) -> Risk:
-    """The risk of one cell: SQL in ``dialect``, Python, or a kind nobody analyses (high)."""
+def analyze(code: str, kind: str, dialect: str | None, *, deadline: float | None = None) -> Risk:
+    """The risk of one cell: SQL in ``dialect``, Python, or a kind nobody analyses (high).
+
+    ``deadline`` is a :func:`time.monotonic` value: a SQL analysis still running then stops and
+    returns a high, not-parsed Risk flagged ``analysis_timeout``.
+    """
     if kind == "sql":
-        return analyze_sql(code, dialect or "")
+        return analyze_sql(code, dialect or "", deadline=deadline)
     if kind == "python":
         from .pyscan import analyze_python  # pyscan imports this module
         return analyze_python(code)
@@ -351,6 +376,11 @@ class _Stmt:
         self.tables: set[str] = set()
         self.read_only = False
         self.explain: list[str] = []
+        self.no_explain = False  # MariaDB's EXPLAIN evaluates constant subqueries: not for the agent to run
+
+    def understood(self) -> bool:
+        """Parsed, no function the allow-list does not hold, no function with effects."""
+        return self.parsed and not self.no_explain and not (self.flags & {"unknown_function", "side_effect_function"})
 
     def add(self, rule: str, sentence: str, *flags: str) -> None:
         self.found.add(rule, sentence, *flags)
@@ -382,7 +412,7 @@ class _Ctx:
         return trees[0] if trees else None
 
 
-def analyze_sql(code: str, dialect: str) -> Risk:
+def analyze_sql(code: str, dialect: str, *, deadline: float | None = None) -> Risk:
     """The risk of a cell of SQL in ``dialect`` (postgresql, mysql, mariadb or sqlite)."""
     sg = SQLGLOT_DIALECTS.get((dialect or "").lower())
     if sg is None:
@@ -392,23 +422,151 @@ def analyze_sql(code: str, dialect: str) -> Risk:
         return _risk(found, [])
     token = _QUIET.set(True)
     try:
-        return _analyze_sql(code, _Ctx(code, sg))
+        return _ANALYSERS[sg](code, _Ctx(code, sg), deadline)
+    except _OutOfTime as late:
+        return _timed_out(code, sg, late.texts)
     finally:
         _QUIET.reset(token)
 
 
-def _analyze_sql(code: str, ctx: _Ctx) -> Risk:
+class _OutOfTime(Exception):
+    """The deadline passed while the analysis was running (``texts``: the cell's split, if done)."""
+
+    def __init__(self, texts: list[str] | None) -> None:
+        super().__init__("the risk analysis ran out of time")
+        self.texts = texts
+
+
+def _check_time(deadline: float | None, texts: list[str]) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise _OutOfTime(texts)
+
+
+def _timed_out(code: str, sg: str, texts: list[str] | None) -> Risk:
+    found = Findings()
+    found.add("sql.analysis_timeout", f"the analysis ran out of time on this {len(code.encode('utf-8'))}-byte cell; "
+              "it is reviewed, never auto-approved", "analysis_timeout")
+    if texts is None:
+        try:
+            texts = split_statements(code, _SPLIT_NAMES[sg])
+        except Exception:  # the split is what the kernel runs: without it the kernel refuses the cell
+            texts = []
+    return Risk(level="high", reasons=found.reasons(), flags=("analysis_timeout",), statements=(), tables=(),
+                read_only=False, parsed=False, texts=tuple(texts))
+
+
+_SPLIT_NAMES = {"postgres": "postgresql", "mysql": "mysql", "sqlite": "sqlite"}
+
+
+def _analyze_postgres(code: str, ctx: _Ctx, deadline: float | None) -> Risk:
+    """PostgreSQL: PostgreSQL's own parser for the statements and names, sqlglot for the rest."""
     cell = Findings()
+    pg = split_postgres(code)
+    _check_time(deadline, pg.texts)
+    if pg.error is not None:
+        cell.add("sql.unparseable", f"PostgreSQL's parser rejects the cell: {_snippet(pg.error, 100)}", "unparseable")
+    if not pg.scanned:
+        st = _Stmt(_first_word_type(code))
+        _tokens_or_text(ctx, st, code)
+        return _risk(cell, [st], texts=pg.texts)
+    _pg_version_doubts(code, cell)
+    statements: list[_Stmt] = []
+    functions: set[str] = set()
+    normalized: list[str] = []
+    for i, text in enumerate(pg.texts):
+        _check_time(deadline, pg.texts)
+        tree = pg.trees[i] if pg.trees is not None else _pg_parse_alone(text)
+        sub = _Ctx(text, "postgres")
+        facts = _pg_facts(tree) if tree is not None else None
+        if facts is not None and facts.pure_query():
+            # a query without INTO, FOR UPDATE or a write inside: PostgreSQL's own reading says all there is
+            found = [_Stmt("VALUES" if _pg_is_values(tree) else "SELECT")]
+            found[0].read_only = True
+        else:
+            found = _sqlglot_statements(sub, text)
+        if facts is not None:
+            functions.update(facts.function_names())
+            for st in found:
+                _pg_apply(st, facts, tree)
+            _pg_agree(found, facts, sub)
+        elif pg.trees is None:
+            for st in found:
+                st.add("sql.unparseable", f"PostgreSQL's parser rejects this statement: {_snippet(text)}", "unparseable")
+        statements.extend(found)
+        normalized.append(_pg_normalized(text))
+        _pg_doubts(text, cell)
+    _multiple(cell, statements)
+    return _risk(cell, statements, texts=pg.texts, functions=functions, normalized=normalized)
+
+
+def _pg_parse_alone(text: str) -> dict[str, Any] | None:
+    """The parser's tree of one statement of a cell the parser rejected, or None when it rejects it too."""
+    from pglast import parser
+
+    try:
+        stmts = json.loads(parser.parse_sql_json(text)).get("stmts", [])
+    except Exception:  # the statement the parser rejects
+        return None
+    return stmts[0].get("stmt", {}) if len(stmts) == 1 else None
+
+
+def _sqlglot_statements(ctx: _Ctx, text: str) -> list[_Stmt]:
+    """sqlglot's reading of one statement text: one _Stmt, or several when sqlglot splits it (then unparseable)."""
     try:
         tokens = ctx.tokenize()
+    except Exception as exc:  # TokenError, or anything sqlglot raises: fail closed
+        st = _Stmt(_first_word_type(text))
+        st.add("sql.unparseable", f"the statement could not be read as {ctx.name}: {_error_line(exc)}", "unparseable")
+        _scan_text(st, text)
+        return [st]
+    chunks = list(_chunks(tokens))
+    found = [_analyze_guarded(ctx, chunk) for chunk in chunks]
+    if len(found) != 1:
+        st = found[0] if found else _Stmt("OTHER")
+        st.add("sql.unparseable", f"sqlglot reads {len(found)} statements where {ctx.name} reads one: "
+               f"{_snippet(text)}", "unparseable")
+        if not found:
+            found = [st]
+    return found
+
+
+def _analyze_tokens(code: str, ctx: _Ctx, deadline: float | None) -> Risk:
+    """MySQL/MariaDB and SQLite: sqlglot's tokenizer and parser, checked against the server's reading."""
+    cell = Findings()
+    try:
+        texts, chunks, empty_at = split_tokens(code, ctx.sg)
     except Exception as exc:  # TokenError, or anything sqlglot raises: fail closed
         st = _Stmt(_first_word_type(code))
         st.add("sql.unparseable", f"the SQL could not be read as {ctx.name}: {_error_line(exc)}", "unparseable")
         _scan_text(st, code)
-        return _risk(cell, [st])
+        kernel = split_statements(code, _SPLIT_NAMES[ctx.sg])
+        return _risk(cell, [st], texts=kernel)
+    if ctx.sg == "sqlite":
+        kernel = split_statements(code, "sqlite")
+        if kernel != texts:
+            cell.add("sql.unparseable", f"SQLite reads {len(kernel)} statements where the analysis reads {len(texts)} "
+                     "(a trigger body, or text the two read differently): the statements cannot be told apart "
+                     "reliably", "unparseable")
+        texts = kernel
+    _check_time(deadline, texts)
+    _token_doubts(ctx, [tok for chunk in chunks for tok in chunk], cell)
+    if ctx.sg == "mysql" and empty_at is not None and code[empty_at:].strip(" \t\n\r;"):
+        cell.add("sql.unparseable", "an empty statement (a ; with nothing before it) followed by more text: MariaDB "
+                 "rejects the text there, the split drops it, so the two do not agree (remove the extra ;)",
+                 "unparseable")
+    statements: list[_Stmt] = []
+    functions: set[str] = set()
+    for chunk in chunks:
+        _check_time(deadline, texts)
+        st = _analyze_guarded(ctx, chunk)
+        functions.update(_token_functions(ctx, st, chunk))
+        statements.append(st)
+    _multiple(cell, statements)
+    normalized = [" ".join(code[t.start:t.end + 1] for t in chunk) for chunk in chunks]
+    return _risk(cell, statements, texts=texts, functions=functions, normalized=normalized)
 
-    statements = [_analyze_guarded(ctx, chunk) for chunk in _chunks(tokens)]
-    _lexing_doubts(ctx, tokens, cell)
+
+def _multiple(cell: Findings, statements: list[_Stmt]) -> None:
     if len(statements) > 1:
         writes = [st.kind for st in statements if "write" in st.flags]
         if writes:
@@ -417,10 +575,25 @@ def _analyze_sql(code: str, ctx: _Ctx) -> Risk:
                      "another and a failure part-way leaves the earlier ones done", "multiple_statements")
         else:
             cell.add("sql.multiple_statements", f"{len(statements)} statements in one cell", "multiple_statements")
-    return _risk(cell, statements)
 
 
-def _risk(cell: Findings, statements: list[_Stmt]) -> Risk:
+def _tokens_or_text(ctx: _Ctx, st: _Stmt, code: str) -> None:
+    """What a cell nothing can read seems to do: its tokens if sqlglot reads them, else its words."""
+    try:
+        tokens = ctx.tokenize()
+    except Exception:  # fail closed: the words are all there is
+        _scan_text(st, code)
+        return
+    for chunk in _chunks(tokens):
+        _scan_tokens(st, chunk)
+    _scan_text(st, code)
+
+
+_ANALYSERS = {"postgres": _analyze_postgres, "mysql": _analyze_tokens, "sqlite": _analyze_tokens}
+
+
+def _risk(cell: Findings, statements: list[_Stmt], texts: list[str] | tuple[str, ...] = (),
+          functions: set[str] | None = None, normalized: list[str] | None = None) -> Risk:
     found = Findings()
     for st in statements:
         found.extend(st.found)
@@ -441,7 +614,10 @@ def _risk(cell: Findings, statements: list[_Stmt]) -> Risk:
         tables=tuple(tables),
         read_only=read_only,
         parsed=parsed,
-        explain=tuple(text for st in statements for text in st.explain),
+        explain=tuple(text for st in statements if parsed and st.understood() for text in st.explain),
+        texts=tuple(texts),
+        functions=tuple(sorted(functions or ())),
+        normalized=tuple(normalized or ()),
     )
 
 
@@ -456,6 +632,223 @@ def _chunks(tokens: list[Token]) -> Iterator[list[Token]]:
             chunk.append(tok)
     if chunk:
         yield chunk
+
+
+# ---------------------------------------------------------------------------- PostgreSQL's reading
+
+_PG_WRITES = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"}
+_PG_READ_STATEMENTS = {"SelectStmt", "ExplainStmt", "VariableShowStmt"}
+_PG_TABLE_OBJECTS = {"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE", "OBJECT_SEQUENCE"}
+
+
+class _PgFacts:
+    """What PostgreSQL's parser says one statement contains (names decoded as the server decodes them)."""
+
+    def __init__(self) -> None:
+        self.kind = ""
+        self.funcs: list[tuple[str, ...]] = []
+        self.ops: list[tuple[str, ...]] = []
+        self.types: list[tuple[str, ...]] = []
+        self.tables: set[str] = set()
+        self.ctes: set[str] = set()
+        self.writes: set[str] = set()
+        self.clauses: set[str] = set()     # intoClause, lockingClause
+        self.explain_analyze = False
+        self.ranges: set[str] = set()      # names a FROM item is known by (alias, or the table's own name)
+        self.row_uses: list[tuple[str, str]] = []  # (where, name): a bare name passed to a function, cast, operator
+
+    def pure_query(self) -> bool:
+        """A SELECT (or VALUES) without INTO, FOR UPDATE/SHARE or a write inside: a read, to the parser."""
+        return self.kind == "SelectStmt" and not self.clauses and not self.writes
+
+    def function_names(self) -> set[str]:
+        return {".".join(name).lower() for name in self.funcs}
+
+
+def _pg_is_values(tree: dict[str, Any]) -> bool:
+    return bool(tree.get("SelectStmt", {}).get("valuesLists"))
+
+
+def _pg_names(items: Any) -> tuple[str, ...]:
+    out = []
+    for item in items or ():
+        value = item.get("String", {}).get("sval") if isinstance(item, dict) else None
+        if isinstance(value, str):
+            out.append(value)
+    return tuple(out)
+
+
+def _pg_facts(tree: dict[str, Any]) -> _PgFacts:
+    facts = _PgFacts()
+    facts.kind = next(iter(tree), "")
+    top = tree.get(facts.kind, {})
+    if facts.kind == "ExplainStmt":
+        facts.explain_analyze = any(opt.get("DefElem", {}).get("defname") == "analyze"
+                                    for opt in top.get("options") or [])
+    if facts.kind == "DropStmt" and top.get("removeType") in _PG_TABLE_OBJECTS:
+        for obj in top.get("objects") or []:
+            facts.tables.add(".".join(_pg_names(obj.get("List", {}).get("items"))).lower())
+    relations: list[dict[str, Any]] = []
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if "relname" in node:
+            relations.append(node)
+            facts.ranges.add(str((node.get("alias") or {}).get("aliasname") or node.get("relname")))
+        for key, value in node.items():
+            if key == "FuncCall":
+                name = _pg_names(value.get("funcname"))
+                facts.funcs.append(name)
+                facts.row_uses.extend((f"{'.'.join(name)}()", arg) for arg in map(_bare_name, value.get("args") or ())
+                                      if arg)
+            elif key == "A_Expr":
+                name = _pg_names(value.get("name"))
+                facts.ops.append(name)
+                facts.row_uses.extend((f"operator {'.'.join(name)}", arg) for arg in
+                                      map(_bare_name, (value.get("lexpr"), value.get("rexpr"))) if arg)
+            elif key == "TypeCast":
+                name = _pg_names((value.get("typeName") or {}).get("names"))
+                facts.types.append(name)
+                arg = _bare_name(value.get("arg"))
+                if arg:
+                    facts.row_uses.append((f"a cast to {'.'.join(name)}", arg))
+            elif key in ("RangeSubselect", "RangeFunction") and isinstance(value.get("alias"), dict):
+                facts.ranges.add(str(value["alias"].get("aliasname")))
+            elif key == "CommonTableExpr":
+                facts.ctes.add(str(value.get("ctename", "")).lower())
+            elif key in _PG_WRITES and node is not tree:
+                facts.writes.add(key)
+            elif key in ("intoClause", "lockingClause"):
+                facts.clauses.add(key)
+            if isinstance(value, (dict, list)):
+                stack.append(value)
+    for rel in relations:
+        parts = [rel.get("catalogname"), rel.get("schemaname"), rel.get("relname")]
+        name = ".".join(str(p) for p in parts if p).lower()
+        if name and not ("." not in name and name in facts.ctes):
+            facts.tables.add(name)
+    return facts
+
+
+def _bare_name(node: Any) -> str | None:
+    """The name of a one-part column reference (``a``, ``a.*``), which may be a whole row."""
+    ref = node.get("ColumnRef") if isinstance(node, dict) else None
+    fields = (ref or {}).get("fields") or []
+    if fields and (len(fields) == 1 or (len(fields) == 2 and "A_Star" in fields[1])):
+        value = fields[0].get("String", {}).get("sval") if isinstance(fields[0], dict) else None
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _pg_apply(st: _Stmt, facts: _PgFacts, tree: dict[str, Any]) -> None:
+    """Add what PostgreSQL's parser found: decoded tables and functions, operators and casts not built in."""
+    if facts.tables:  # the parser's names are decoded (U&"\0061", "Quoted"): they replace sqlglot's guesses
+        st.tables = set(facts.tables)
+    for name in facts.funcs:
+        written = ".".join(name)
+        if not name:
+            continue
+        if _function_rule(name[-1]) is not None:
+            _function(st, name[-1])
+            continue
+        schema = name[0] if len(name) == 2 else ("" if len(name) > 2 else None)
+        if not known_function(name[-1], "postgres", schema):
+            _unknown(st, f"{written}() is not on the allow-list of PostgreSQL functions without side effects "
+                     "(a user-defined function, or a built-in that changes or reaches something)")
+    for name in facts.ops:
+        schema = name[0] if len(name) == 2 else ("" if len(name) > 2 else None)
+        if name and not known_operator(name[-1], schema):
+            _unknown(st, f"operator {'.'.join(name)} is not a built-in PostgreSQL operator: it calls a function "
+                     "the analysis cannot see")
+    for where, name in facts.row_uses:
+        if name in facts.ranges:
+            _unknown(st, f"the whole row {name} is passed to {where}: a user-defined function, operator or cast "
+                     "for that row type may be the one that runs")
+    for name in facts.types:
+        schema = name[0] if len(name) == 2 else ("" if len(name) > 2 else None)
+        if name and not known_type(name[-1], schema):
+            _unknown(st, f"a cast to type {'.'.join(name)}, which is not built in: its input function or domain "
+                     "check may be user-defined")
+
+
+def _unknown(st: _Stmt, sentence: str) -> None:
+    st.read_only = False
+    st.add("sql.unknown_function", sentence, "unknown_function")
+
+
+def _pg_agree(found: list[_Stmt], facts: _PgFacts, ctx: _Ctx) -> None:
+    """sqlglot must not call read-only what PostgreSQL's parser reads as anything else."""
+    pure = facts.kind in _PG_READ_STATEMENTS and not facts.clauses and not facts.writes
+    if facts.kind == "ExplainStmt" and not facts.explain_analyze:
+        pure = True  # EXPLAIN plans the statement, it does not run it (functions are checked all the same)
+    for st in found:
+        if st.read_only and not pure:
+            st.read_only = False
+            st.add("sql.unparseable", f"sqlglot reads a pure read where PostgreSQL's parser reads {facts.kind}: "
+                   f"{_snippet(ctx.code)}", "unparseable")
+
+
+def _pg_normalized(text: str) -> str:
+    from pglast import parser
+
+    try:
+        tokens = parser.scan(text)
+    except Exception:  # cannot happen for a text the cell's scan read; keep the text as it is
+        return text
+    return " ".join(text[t.start:t.end + 1] for t in tokens if t.name not in ("SQL_COMMENT", "C_COMMENT"))
+
+
+_PG_LITERALS = {"SCONST", "USCONST", "BCONST", "XCONST"}
+
+
+def _pg_version_doubts(code: str, cell: Findings) -> None:
+    """Text the analysis's parser (libpg_query of PostgreSQL 17+) reads differently from older servers.
+
+    PostgreSQL 16 made the vertical tab a space; PostgreSQL 15 rejects it outside a literal.
+    """
+    if "\x0b" not in code:
+        return
+    from pglast import parser
+
+    try:
+        tokens = parser.scan(code)
+    except Exception:  # the split already reported it
+        return
+    at = code.index("\x0b")
+    literal = [(t.start, t.end) for t in tokens if t.name in _PG_LITERALS]
+    while at >= 0:
+        if not any(a <= at <= b for a, b in literal):
+            cell.add("sql.unparseable", "a vertical tab outside a string literal: PostgreSQL 16 and later read it as "
+                     "a space, older servers reject it", "unparseable")
+            return
+        at = code.find("\x0b", at + 1)
+
+
+_BACKSLASH_QUOTE = re.compile(r"(?<!\\)(?:\\\\)*\\'")
+
+
+def _pg_doubts(text: str, cell: Findings) -> None:
+    """A standard string with a backslash before a quote ends where standard_conforming_strings says."""
+    if "\\" not in text:
+        return
+    from pglast import parser
+
+    try:
+        tokens = parser.scan(text)
+    except Exception:  # the cell's scan read it; nothing to add
+        return
+    for tok in tokens:
+        raw = text[tok.start:tok.end + 1]
+        if tok.name == "SCONST" and raw[:1] in ("'", "N", "n") and _BACKSLASH_QUOTE.search(raw):
+            cell.add("sql.unparseable", f"a string literal has a backslash before a quote ({_snippet(raw, 40)}): "
+                     "where it ends depends on the server's standard_conforming_strings setting, so the statements "
+                     "cannot be told apart reliably (write '' for a quote inside a string, or E'…')", "unparseable")
+            return
 
 
 # ---------------------------------------------------------------------------- one statement
@@ -532,11 +925,29 @@ def _analyze_tree(ctx: _Ctx, st: _Stmt, tree: exp.Expr, toks: list[Token]) -> No
     if isinstance(tree, (exp.Select, exp.Subquery, exp.Values)) or kind == "SELECT":
         st.read_only = True
         _select_effects(st, nodes)
+        if toks[0].text.upper() not in ("SELECT", "WITH", "(", "VALUES", "TABLE", "EXPLAIN", "DESC", "DESCRIBE",
+                                         "ANALYZE", "REPLACE"):  # sqlglot also reads FROM t SELECT …
+            st.read_only = False
+            st.add("sql.unparseable", f"a query that does not start with SELECT, WITH or VALUES, which the server "
+                   f"rejects: {_snippet(ctx.text(toks))}", "unparseable")
+        if _dangling(toks[-1]):  # "SELECT 2 AS", "SELECT x IS": sqlglot reads them, servers do not
+            st.read_only = False
+            st.add("sql.unparseable", f"a query that ends in {toks[-1].text.upper()}, which the server rejects: "
+                   f"{_snippet(ctx.text(toks))}", "unparseable")
+        if any(isinstance(star.parent, exp.Binary) for star in tree.find_all(exp.Star)):  # sqlglot reads "* / 1"
+            st.read_only = False
+            st.add("sql.unparseable", f"* used as a value, which the server rejects: {_snippet(ctx.text(toks))}",
+                   "unparseable")
+        if any(not select.expressions for select in nodes.selects):  # sqlglot accepts a bare SELECT, servers do not
+            st.read_only = False
+            st.add("sql.unparseable", f"a SELECT without a select list, which the server rejects: "
+                   f"{_snippet(ctx.text(toks))}", "unparseable")
     elif isinstance(tree, exp.Insert):
         _insert(ctx, st, tree, toks)
     elif isinstance(tree, (exp.Update, exp.Delete)):
         _update_delete(st, tree, top=True)
         st.explain.append(ctx.text(toks))
+        st.no_explain = ctx.sg == "mysql" and bool(nodes.selects or tree.find(exp.Subquery))
     elif kind == "MERGE":
         st.add("sql.dml", f"MERGE into {_target(tree)} adds, changes or deletes rows it matches", "write")
     elif kind == "CREATE":
@@ -577,6 +988,21 @@ def _analyze_tree(ctx: _Ctx, st: _Stmt, tree: exp.Expr, toks: list[Token]) -> No
         st.add("sql.ddl", f"COMMENT ON changes the schema's documentation{on}", "ddl")
     _functions_in_tree(st, nodes)
     _writes_in_ctes(st, nodes)
+
+
+_DANGLING_WORDS = {"AS", "IS", "NOT", "AND", "OR", "XOR", "LIKE", "IN", "BY", "ON", "JOIN", "SELECT", "FROM", "WHERE",
+                   "HAVING", "LIMIT", "OFFSET", "UNION", "EXCEPT", "INTERSECT", "BETWEEN", "CASE", "WHEN", "THEN",
+                   "ELSE", "DISTINCT", "ESCAPE", "COLLATE", "INTERVAL", "REGEXP", "RLIKE", "GLOB", "DIV"}
+_DANGLING_TYPES = {t for t in (getattr(TokenType, n, None) for n in (
+    "EQ", "NEQ", "LT", "LTE", "GT", "GTE", "PLUS", "DASH", "SLASH", "MOD", "L_PAREN", "L_BRACKET", "DOT", "COMMA",
+    "COLON", "CARET", "AMP", "PIPE", "DPIPE", "NULLSAFE_EQ", "COLON_EQ", "TILDA", "LSHIFT", "RSHIFT")) if t is not None}
+
+
+def _dangling(tok: Token) -> bool:
+    """Whether a statement cannot end with this token (an operator, AS, IS…)."""
+    if tok.token_type in _STRING_TOKENS or tok.token_type in (TokenType.IDENTIFIER, TokenType.VAR, TokenType.NUMBER):
+        return False
+    return tok.token_type in _DANGLING_TYPES or tok.text.upper() in _DANGLING_WORDS
 
 
 def _select_effects(st: _Stmt, nodes: _Nodes) -> None:
@@ -1008,29 +1434,199 @@ def _scan_text(st: _Stmt, code: str) -> None:
     st.add(rule, f"the unreadable SQL mentions {_list(words)}", *sorted(extra))
 
 
-def _lexing_doubts(ctx: _Ctx, tokens: list[Token], cell: Findings) -> None:
-    """Places where the server may split or end the text differently from the tokenizer."""
-    code = ctx.code
-    if ctx.sg == "mysql" and tokens:
-        gaps, prev_end = [], -1
-        for tok in tokens:
-            gaps.append(code[prev_end + 1:tok.start])
-            prev_end = tok.end
-        gaps.append(code[prev_end + 1:])
-        if any(re.search(r"/\*M?!", gap) for gap in gaps):
-            cell.add("sql.unparseable", "MySQL executable comment /*! … */: the server runs what is inside, "
-                     "the analysis cannot see it", "unparseable")
-    if ctx.sg in ("postgres", "mysql"):
-        for tok in tokens:
-            if tok.token_type in (TokenType.STRING, TokenType.NATIONAL_STRING):
-                raw = code[tok.start:tok.end + 1]
-                quote = raw[-1:]
-                if quote in ("'", '"') and re.search(r"(?<!\\)(?:\\\\)*\\" + re.escape(quote), raw):
-                    setting = "standard_conforming_strings" if ctx.sg == "postgres" else "NO_BACKSLASH_ESCAPES"
-                    cell.add("sql.unparseable", f"a string literal has a backslash before a quote ({_snippet(raw, 40)}): "
-                             f"where it ends depends on the server's {setting} setting, so the statements "
-                             "cannot be told apart reliably (write '' for a quote inside a string)", "unparseable")
-                    break
+# ---------------------------------------------------------------------------- MySQL/SQLite: the server's reading
+
+_STRING_TOKENS = {t for t in (getattr(TokenType, n, None) for n in (
+    "STRING", "NATIONAL_STRING", "HEX_STRING", "BIT_STRING", "BYTE_STRING", "RAW_STRING", "HEREDOC_STRING",
+    "UNICODE_STRING")) if t is not None}
+_ASCII_ODD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_ODD_CATEGORIES = {"Zs", "Zl", "Zp", "Cf", "Cc", "Co", "Cs", "Cn"}
+
+
+def _odd_char(text: str) -> str | None:
+    """A character a server may read differently from the analysis: control, format, non-ASCII space."""
+    match = _ASCII_ODD.search(text)
+    if match:
+        return match.group(0)
+    if not text.isascii():
+        for ch in set(_NON_ASCII.findall(text)):
+            if unicodedata.category(ch) in _ODD_CATEGORIES:
+                return ch
+    return None
+
+
+def _token_doubts(ctx: _Ctx, tokens: list[Token], cell: Findings) -> None:
+    """Places where MySQL/MariaDB or SQLite may read the text differently from sqlglot's tokenizer."""
+    code, mysql = ctx.code, ctx.sg == "mysql"
+    outside: list[str] = []
+    gaps: list[tuple[int, int]] = []
+    prev_string_end = prev_end = 0
+    for tok in tokens:
+        gaps.append((prev_end, tok.start))
+        prev_end = tok.end + 1
+        if tok.token_type in _STRING_TOKENS:
+            outside.append(code[prev_string_end:tok.start])
+            prev_string_end = tok.end + 1
+            if mysql:
+                _mysql_string_doubts(code[tok.start:tok.end + 1], cell)
+                if tok.token_type in (TokenType.HEX_STRING, TokenType.BIT_STRING) and not _MYSQL_BINARY.fullmatch(
+                        code[tok.start:tok.end + 1]):
+                    cell.add("sql.unparseable", f"a hex or bit literal the server would reject: "
+                             f"{_snippet(code[tok.start:tok.end + 1], 40)}", "unparseable")
+    outside.append(code[prev_string_end:])
+    gaps.append((prev_end, len(code)))
+    if any(a.token_type == TokenType.STAR and b.token_type == TokenType.SLASH and b.start == a.end + 1
+           for a, b in zip(tokens, tokens[1:])):
+        cell.add("sql.unparseable", "*/ outside a comment: a comment the analysis and the server may end in "
+                 "different places", "unparseable")
+    if mysql and any(a.text in ("@", "@@") and b.start != a.end + 1 for a, b in zip(tokens, tokens[1:])):
+        cell.add("sql.unparseable", "an @ not followed directly by a variable name: the analysis and MySQL/MariaDB "
+                 "may read it differently", "unparseable")
+    if mysql and any(a.token_type == b.token_type == TokenType.DASH and b.start == a.end + 1
+                     for a, b in zip(tokens, tokens[1:])):
+        cell.add("sql.unparseable", "-- without a space after it: MySQL/MariaDB reads two minus signs, other tools a "
+                 "comment, so the statements cannot be told apart reliably (write - -1, or -- with a space for a "
+                 "comment)", "unparseable")
+    for text in outside:
+        odd = _odd_char(text)
+        if odd is not None:
+            cell.add("sql.unparseable", f"the SQL contains the character U+{ord(odd):04X} "
+                     f"({unicodedata.name(odd, 'a control character')}) outside a string literal: {ctx.name} may read "
+                     "it differently from the analysis (as a letter, or not as the end of a comment), so the "
+                     "statements cannot be told apart reliably", "unparseable")
+            break
+        if mysql and "\\" in text:
+            cell.add("sql.unparseable", "a backslash outside a string literal (\\N, \\G…): the analysis cannot tell "
+                     "how MySQL/MariaDB or its client reads it", "unparseable")
+            break
+    lex = _mysql_gap if mysql else _sqlite_gap
+    for start, end in gaps:
+        if start < end:
+            why = lex(code, start, end)
+            if why:
+                cell.add("sql.unparseable", f"{why}: the statements cannot be told apart reliably", "unparseable")
+                break
+
+
+_MYSQL_BINARY = re.compile(r"[xX]'[0-9a-fA-F]*'|0x[0-9a-fA-F]+|[bB]'[01]*'|0b[01]+")
+
+
+def _mysql_string_doubts(raw: str, cell: Findings) -> None:
+    quote = raw[-1:]
+    if quote == '"':
+        cell.add("sql.unparseable", f"a \"double-quoted\" string ({_snippet(raw, 40)}): with the server's ANSI_QUOTES "
+                 "mode it is an identifier, so the analysis cannot tell what runs (write 'single quotes')",
+                 "unparseable")
+    elif quote == "'" and re.search(r"(?<!\\)(?:\\\\)*\\'", raw):
+        cell.add("sql.unparseable", f"a string literal has a backslash before a quote ({_snippet(raw, 40)}): "
+                 "where it ends depends on the server's NO_BACKSLASH_ESCAPES setting, so the statements cannot "
+                 "be told apart reliably (write '' for a quote inside a string)", "unparseable")
+
+
+def _mysql_gap(code: str, i: int, end: int) -> str | None:
+    """Why the text between two tokens is not only whitespace and comments to MySQL/MariaDB, or None."""
+    while i < end:
+        c = code[i]
+        if c in " \t\n\r;":  # ";" is the statement separator, a token of its own
+            i += 1
+        elif c == "#":
+            nl = code.find("\n", i, end)
+            i = end if nl < 0 else nl + 1
+        elif code.startswith("--", i) and (i + 2 == len(code) or code[i + 2] in " \t\n\r"):
+            nl = code.find("\n", i, end)
+            i = end if nl < 0 else nl + 1
+        elif code.startswith("/*", i):
+            if code.startswith("/*!", i) or code.startswith("/*M!", i):
+                return "a MySQL executable comment /*! … */: the server runs what is inside, the analysis cannot see it"
+            close = code.find("*/", i + 2, end)
+            if close < 0:
+                return "a /* comment whose end the analysis and the server may not agree on"
+            i = close + 2
+        else:
+            return (f"text the analysis reads as a comment or space but MySQL/MariaDB may not "
+                    f"({_snippet(code[i:min(end, i + 20)], 20)!r})")
+    return None
+
+
+def _sqlite_gap(code: str, i: int, end: int) -> str | None:
+    """Why the text between two tokens is not only whitespace and comments to SQLite, or None."""
+    while i < end:
+        c = code[i]
+        if c in " \t\n\f\r;":
+            i += 1
+        elif code.startswith("--", i):
+            nl = code.find("\n", i, end)
+            i = end if nl < 0 else nl + 1
+        elif code.startswith("/*", i):
+            close = code.find("*/", i + 2, end)
+            i = end if close < 0 else close + 2
+        else:
+            return f"text the analysis reads as a comment or space but SQLite may not ({_snippet(code[i:min(end, i + 20)], 20)!r})"
+    return None
+
+
+#: words followed by "(" that are not function calls
+_NOT_CALLS = set("""
+    IN VALUES VALUE AS ON USING EXISTS OVER FILTER WITHIN FROM JOIN SELECT INTO WHERE AND OR NOT XOR BY WHEN THEN
+    ELSE CASE IS LIKE GLOB REGEXP RLIKE MATCH AGAINST BETWEEN ALL ANY SOME UNION EXCEPT INTERSECT MINUS RETURNING
+    TABLE KEY INDEX PRIMARY UNIQUE FOREIGN REFERENCES CHECK CONSTRAINT PARTITION PARTITIONS SUBPARTITION WITH
+    LATERAL DISTINCT LIMIT OFFSET HAVING GROUP ORDER SET ROW ROWS RECURSIVE DEFAULT ESCAPE WINDOW RANGE DIV ASC
+    DESC NULL TRUE FALSE COLUMNS DO DECIMAL NUMERIC DEC FIXED FLOAT DOUBLE REAL INT INTEGER BIGINT SMALLINT TINYINT
+    MEDIUMINT VARCHAR NCHAR NVARCHAR VARBINARY BINARY BIT DATETIME BLOB TEXT ENUM SIGNED UNSIGNED RAISE
+""".split())
+#: words after which a name followed by "(" is a table or index (INSERT INTO t (a, b)), not a call
+_TARGET_INTRO = {"INTO", "TABLE", "UPDATE", "INDEX", "KEY", "REFERENCES", "TRIGGER", "VIEW", "EXISTS", "PROCEDURE",
+                 "FUNCTION", "AS", "CALL"}
+_NAME_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
+
+
+def _token_functions(ctx: _Ctx, st: _Stmt, toks: list[Token]) -> set[str]:
+    """MySQL/SQLite: every name followed by "(" is a call; those not allow-listed make the statement unknown."""
+    if not toks or toks[0].text.upper() == "PRAGMA":
+        return set()
+    names: set[str] = set()
+    n = len(toks)
+    for i in range(n - 1):
+        if toks[i + 1].token_type != TokenType.L_PAREN:
+            continue
+        tok = toks[i]
+        quoted = tok.token_type == TokenType.IDENTIFIER
+        if not quoted and (tok.token_type in _STRING_TOKENS or not _NAME_TOKEN.match(tok.text)
+                           or tok.text.upper() in _NOT_CALLS):
+            continue
+        prev = toks[i - 1] if i else None
+        qualified = prev is not None and prev.token_type == TokenType.DOT and i >= 2
+        if not qualified and prev is not None and prev.text.upper() in _TARGET_INTRO:
+            continue
+        if _cte_columns(toks, i + 1):
+            continue
+        name = tok.text.lower()
+        written = f"{toks[i - 2].text.lower()}.{name}" if qualified else name
+        names.add(written)
+        if _function_rule(name) is not None:
+            _function(st, name)
+        elif qualified or not known_function(name, ctx.sg):
+            _unknown(st, f"{written}() is not on the allow-list of {ctx.name} functions without side effects "
+                     "(a user-defined function, or a built-in that changes or reaches something)")
+    if ctx.sg == "mysql" and toks[0].text.upper() != "SET" and any(t.token_type == TokenType.COLON_EQ for t in toks):
+        st.read_only = False
+        st.add("sql.session_change", "@variable := … assigns a user variable of this session", "session_change")
+    return names
+
+
+def _cte_columns(toks: list[Token], at: int) -> bool:
+    """Whether the parenthesis at ``at`` is a column list followed by AS ( — WITH x(a, b) AS (…)."""
+    depth, j, n = 0, at, len(toks)
+    while j < n:
+        if toks[j].token_type == TokenType.L_PAREN:
+            depth += 1
+        elif toks[j].token_type == TokenType.R_PAREN:
+            depth -= 1
+            if depth == 0:
+                break
+        j += 1
+    return j + 2 < n and toks[j + 1].text.upper() == "AS" and toks[j + 2].token_type == TokenType.L_PAREN
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -10,22 +10,23 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import re
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from . import audit, auth, jmsg, policy, reviews, risk, tasks
-from .agents import AgentConnection, AgentRegistry
+from cellgate.kernels.sql.split import split_statements
+
+from . import analysis, audit, auth, binding, jmsg, policy, reviews, risk, tasks
+from .agents import CLOSE_DUPLICATE, CLOSE_FORBIDDEN, AgentConnection, AgentRefused, AgentRegistry
 from .auth import Identity
-from .errors import Conflict, Forbidden, NotFound, Unavailable
+from .errors import Conflict, Forbidden, NotFound, TooLarge, Unavailable
 from .events import TaskEvents
 from .gate import Gate, NotRun
 from .kernels import OUTPUT_TYPES, Execution, KernelRegistry, LiveKernel, Recorder
-from .models import Kernel, Target, Task, TaskOutput, User, utcnow
+from .models import Kernel, Target, Task, TaskOutput, Token, User, utcnow
 from .sockets import SocketRegistry
 from .store import Store
 
@@ -35,8 +36,6 @@ log = logging.getLogger("cellgate.gateway")
 AGENT_GRACE = 30.0
 #: seconds an agent has to answer an EXPLAIN request
 EXPLAIN_TIMEOUT = 10.0
-#: cells that may hold UPDATE/DELETE statements (cheap filter before the EXPLAIN round trip)
-DML_WORDS = re.compile(r"\b(update|delete)\b", re.IGNORECASE)
 
 REFUSALS = {
     tasks.REJECTED: "TaskRejected",
@@ -46,7 +45,26 @@ REFUSALS = {
 }
 
 
+def code_too_large(size: int, limit: int, what: str = "cell") -> str:
+    return f"this {what} is {size} bytes; the gateway accepts at most {limit} (Gateway.max_code_bytes)"
+
+
+def _target_facts(session: Session, target_name: str) -> tuple[tuple[str, str | None], bool] | None:
+    """((kind, dialect), has reviewers) of a target: what the analysis and the estimate need."""
+    target = session.get(Target, target_name)
+    if target is None:
+        return None
+    return (target.kind or "sql", target.dialect or None), bool(target.review_groups)
+
+
 class Service:
+    #: code accepted per cell or script, in UTF-8 bytes (Gateway.max_code_bytes)
+    max_code_bytes: int = 1 << 20
+    #: seconds the risk analysis of one cell may take (Gateway.analysis_budget)
+    analysis_budget: float = 2.0
+    #: the analysis workers (processes); None: the process-wide default (analysis.default())
+    analyser: analysis.Analyser | None = None
+
     def __init__(self, store: Store, public_url: str) -> None:
         self.store = store
         self.public_url = public_url.rstrip("/")
@@ -94,29 +112,48 @@ class Service:
                      refuse: str | None = None, dispatch_to: str | None = None, **context: Any) -> Task:
         """Create the task, analyse its risk and let policy move it on, in one transaction.
 
+        Code over ``max_code_bytes`` (UTF-8) is refused with :class:`TooLarge` (413) before
+        anything else: it never becomes a task. The risk is analysed once, before the transaction,
+        off the event loop and within ``analysis_budget`` seconds (``analysis.analyse``; over the
+        budget the cell is reviewed, never auto-approved; worker processes, so a 1 MiB parse holding
+        the GIL does not stall the loop). The target row is read first, in a
+        quick store call, for its kind and dialect.
+
         With ``dispatch_to`` (an agent id), a task that policy approves is also marked dispatched
         to that agent in the same transaction: an auto-approved cell costs one commit before it
         runs. A task that waits for review and contains UPDATE/DELETE statements gets the agent's
         EXPLAIN estimate of affected rows, asked before and attached in that same transaction.
+        ``review_rule["run_as"]`` records how an approved task must run: ``read-only`` when policy
+        auto-approved it as read-only SQL (the kernel then uses the read-only credential), else
+        ``read-write``.
         """
+        self.check_size(code, "cell" if kind == "cell" else "script")
+        row = await self.store.run(_target_facts, target_name)
+        if row is None:
+            raise NotFound(f"target {target_name!r} not found")
+        analysed_as, has_reviewers = row
+        found = await (self.analyser or analysis.default()).analyse(code, analysed_as[0], analysed_as[1], self.analysis_budget)
         estimate: tuple[int | None, dict[str, Any]] | None = None
-        if not refuse and DML_WORDS.search(code):  # maybe UPDATE/DELETE: estimate before anyone can see the task
-            estimate = await self._pre_estimate(target_name, code)
+        if not refuse and has_reviewers and found.explain:  # UPDATE/DELETE: estimate before anyone can see the task
+            estimate = await self._pre_estimate(target_name, found)
 
         def _submit(session: Session) -> Task:
             target = session.get(Target, target_name)
             if target is None:
                 raise NotFound(f"target {target_name!r} not found")
-            found = risk.analyze(code, target.kind or "sql", target.dialect or None)
-            decision = policy.evaluate(ident, target, code, found)
+            cell_risk = found
+            if (target.kind or "sql", target.dialect or None) != analysed_as:  # changed meanwhile: not what was analysed
+                cell_risk = analysis.unanalysed(f"the target {target.name} changed kind or dialect while the cell was analysed")
+            decision = policy.evaluate(ident, target, code, cell_risk)
             if refuse:
                 decision = policy.Decision(policy.DENY, refuse)
             rules = policy.of(target)
             review_rule = {"mode": rules.review.mode, "approvals": rules.review.approvals,
                            "approval_window": rules.limits.approval_window, "timeout": rules.limits.timeout,
-                           "max_bytes": rules.limits.max_bytes, "max_rows": rules.limits.max_rows}
+                           "max_bytes": rules.limits.max_bytes, "max_rows": rules.limits.max_rows,
+                           "run_as": decision.run_as}
             task = tasks.create(session, ident.actor, kind=kind, target=target.name, user_id=ident.user_id,
-                                code=code, review_groups=list(decision.review_groups), risk=found.as_dict(),
+                                code=code, review_groups=list(decision.review_groups), risk=cell_risk.as_dict(),
                                 review_rule=review_rule, **context)
             dest = {policy.APPROVE: tasks.APPROVED, policy.REVIEW: tasks.PENDING_REVIEW, policy.DENY: tasks.DENIED}[decision.action]
             fields: dict[str, Any] = {}
@@ -128,7 +165,8 @@ class Service:
             if dest == tasks.APPROVED:
                 fields.update(reviews.approval_fields(task))
             task = tasks.transition(session, task.id, tasks.SUBMITTED, dest, "policy",
-                                    {"reason": decision.reason, "risk": found.level, "flags": list(found.flags)}, **fields)
+                                    {"reason": decision.reason, "risk": cell_risk.level, "flags": list(cell_risk.flags),
+                                     "run_as": decision.run_as}, **fields)
             if dest == tasks.APPROVED and dispatch_to:
                 task = tasks.transition(session, task.id, tasks.APPROVED, tasks.DISPATCHED, "gateway",
                                         {"agent": dispatch_to}, agent_id=dispatch_to)
@@ -137,15 +175,22 @@ class Service:
             return reviews.annotate(session, task)
 
         task = await self.store.run(_submit)
+        if found.parsed and analysed_as[0] == "sql":  # dispatch need not split again (the kernel checks it)
+            task.analysed = (analysed_as, found.texts)
         self.events.notify(task.id)
         return task
 
-    async def _pre_estimate(self, target_name: str, code: str) -> tuple[int | None, dict[str, Any]] | None:
+    def check_size(self, code: str, what: str = "cell") -> None:
+        """Refuse code over ``max_code_bytes`` of UTF-8 (413): one cell must not stall the gateway."""
+        if len(code) * 4 <= self.max_code_bytes:  # cheap: no encoding needed
+            return
+        size = len(code.encode("utf-8", "surrogatepass"))
+        if size > self.max_code_bytes:
+            raise TooLarge(code_too_large(size, self.max_code_bytes, what))
+
+    async def _pre_estimate(self, target_name: str, found: risk.Risk) -> tuple[int | None, dict[str, Any]] | None:
         """For a target with reviewers, the agent's EXPLAIN estimate of the code's UPDATE/DELETE rows."""
-        target = await self.store.run(lambda s: s.get(Target, target_name))
-        if target is None or not target.review_groups:
-            return None
-        statements = list(risk.analyze(code, target.kind or "sql", target.dialect or None).explain)
+        statements = list(found.explain)
         agents = self.agents.serving(target_name)
         if not statements or not agents:
             return None
@@ -324,6 +369,7 @@ class Service:
             await self.store.run(lambda s: tasks.transition(s, task.id, tasks.APPROVED, tasks.DISPATCHED, "gateway",
                                                               {"agent": agent.agent_id}, agent_id=agent.agent_id))
         rule = task.review_rule or {}
+        await self._bind_to_task(msg, task)
         msg_id = msg["header"]["msg_id"]
         ex = Execution(task_id=task.id, msg_id=msg_id, done=asyncio.get_running_loop().create_future(),
                        max_bytes=int(rule.get("max_bytes", policy.Limits().max_bytes)))
@@ -343,6 +389,29 @@ class Service:
         except (Unavailable, asyncio.TimeoutError):
             await self._end_executions(kernel, tasks.KILLED, "TimeLimit", ex.killed)
             return {"status": "error", "ename": "TimeLimit", "evalue": ex.killed, "_arrivals": kernel.gate.arrivals + 1}
+
+    async def _bind_to_task(self, msg: dict[str, Any], task: Task) -> None:
+        """Tell the kernel exactly what to run: ``metadata.cellgate`` (any client-sent one replaced).
+
+        ``statements`` is the split the analysis read (the SQL kernel refuses a cell whose own
+        split differs); ``mode`` is "read-only" when policy auto-approved it as read-only SQL.
+        """
+        if task.analysed is not None:  # this process analysed it at submission: the same split
+            (kind, dialect), texts = task.analysed
+        else:
+            target = await self.store.run(lambda s: s.get(Target, task.target))
+            kind = (target.kind if target is not None else "") or "sql"
+            dialect = (target.dialect if target is not None else "") or ""
+            texts = tuple(await asyncio.to_thread(split_statements, task.code, dialect)) if kind == "sql" and dialect else ()
+        sql = kind == "sql" and bool(dialect)
+        metadata = msg.get("metadata")
+        metadata = dict(metadata) if isinstance(metadata, dict) else {}
+        metadata["cellgate"] = {
+            "task_id": task.id,
+            "statements": list(texts) if sql else [],
+            "mode": (task.review_rule or {}).get("run_as", "read-write") if sql else "read-write",
+        }
+        msg["metadata"] = metadata
 
     async def run_script(self, task_id: int) -> None:
         """A CLI script: wait for the decision and for an agent, run it on an ephemeral kernel."""
@@ -388,11 +457,13 @@ class Service:
         kind = msg.get("type")
         if kind == "reply":
             agent.on_reply(msg)
-        elif kind == "kernel_msg":
-            self._on_kernel_msg(msg)
-        elif kind == "kernel_status":
-            kernel = self.kernels.get(msg.get("kernel_id", ""))
-            if kernel is not None and msg.get("state") == "dead":
+        elif kind in ("kernel_msg", "kernel_status"):
+            kernel = self._hosted_kernel(agent, msg)
+            if kernel is None:
+                return
+            if kind == "kernel_msg":
+                self._on_kernel_msg(kernel, msg)
+            elif msg.get("state") == "dead":
                 kernel.execution_state = "dead"
                 kernel.to_clients(jmsg.status("dead", None))
                 self.spawn(self._end_executions(kernel, tasks.FAILED, "KernelDied", msg.get("reason") or "the kernel died"))
@@ -401,11 +472,31 @@ class Service:
         else:
             log.info("ignoring agent message of type %r", kind)
 
-    def _on_kernel_msg(self, frame: dict[str, Any]) -> None:
-        kernel = self.kernels.get(frame.get("kernel_id", ""))
+    def _hosted_kernel(self, agent: AgentConnection, frame: dict[str, Any]) -> LiveKernel | None:
+        """The kernel a frame is about, if this connection hosts it; otherwise None (dropped).
+
+        A frame about a kernel another agent (or an earlier connection) hosts is warned about and
+        audited once per connection; frames of kernels already gone are dropped quietly."""
+        kernel_id = frame.get("kernel_id")
+        kernel = self.kernels.get(kernel_id) if isinstance(kernel_id, str) else None
         if kernel is None:
+            return None
+        if kernel_id in agent.kernels and kernel.agent_id == agent.agent_id and self.agents.current(agent):
+            return kernel
+        agent.foreign_frames += 1
+        if agent.foreign_frames == 1:
+            log.warning("agent %s sent %s for kernel %s, which it does not host: dropped (further ones from this "
+                        "connection are dropped without a log line)", agent.agent_id, frame.get("type"), kernel_id)
+            detail = {"agent": agent.agent_id, "token": agent.token_name, "kernel_id": kernel_id,
+                      "frame": frame.get("type"), "hosted_by": kernel.agent_id}
+            self.spawn(self.store.run(lambda s: audit.append(s, f"agent:{agent.agent_id}", "agent.foreign_kernel_msg",
+                                                             target=kernel.target, kernel_id=kernel_id, detail=detail)))
+        return None
+
+    def _on_kernel_msg(self, kernel: LiveKernel, frame: dict[str, Any]) -> None:
+        msg = frame.get("msg")
+        if not isinstance(msg, dict):
             return
-        msg = frame["msg"]
         channel = frame.get("channel", "iopub")
         msg["channel"] = channel
         header = msg.get("header", {})
@@ -482,61 +573,105 @@ class Service:
             session.add(TaskOutput(task_id=task_id, seq=seq, output={"output_type": msg_type, **content}))
             session.execute(update(Task).where(Task.id == task_id).values(output_bytes=Task.output_bytes + size))
 
-    async def agent_hello(self, agent: AgentConnection, hello: dict[str, Any]) -> tuple[list[str], list[str]]:
-        """Register an agent; update what its targets announce; re-adopt kernels it still hosts.
+    async def agent_hello(self, agent: AgentConnection, hello: dict[str, Any]) -> tuple[list[str], list[dict[str, str]], list[str]]:
+        """Bind an agent to its token, accept the targets the token lets it serve, re-adopt its kernels.
 
-        Returns (targets accepted, kernel ids adopted): the agent stops the kernels not adopted.
+        Raises :class:`AgentRefused` (audited ``agent.refused``) when the token may not speak as
+        this agent id, or another live connection holds the id. Returns (targets accepted,
+        ``[{target, reason}]`` refused, kernel ids adopted): the agent stops the kernels not
+        adopted. Nothing the agent announces is written to the targets (binding.py).
         """
-        announced = {t["name"]: t for t in hello.get("targets", []) if isinstance(t, dict) and t.get("name")}
-        hosted = [k for k in hello.get("kernels", []) if isinstance(k, str)]
+        raw_targets = hello.get("targets") if isinstance(hello.get("targets"), list) else []
+        announced = {t["name"]: t for t in raw_targets if isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"]}
+        hosted = {k for k in (hello.get("kernels") if isinstance(hello.get("kernels"), list) else []) if isinstance(k, str)}
+        actor = f"agent:{agent.agent_id}"
 
-        def _tx(session: Session) -> tuple[list[str], list[tuple[Kernel, str]]]:
-            accepted = []
+        def _token(session: Session) -> tuple[str | None, list[str]]:
+            tok = session.get(Token, agent.token_id) if agent.token_id is not None else None
+            return binding.token_refusal(tok, agent.agent_id), list((tok.agent_targets if tok else None) or [])
+        reason, allowed = await self.store.run(_token)
+        if reason is not None:
+            await self._refuse_agent(agent, CLOSE_FORBIDDEN, reason)
+
+        def _tx(session: Session) -> tuple[list[str], list[dict[str, str]], list[tuple[Kernel, str]]]:
+            accepted, refused = [], []
             for name, info in announced.items():
-                target = session.get(Target, name)
-                if target is None:
-                    log.warning("agent %s announces unknown target %r: ignored (create it with `cellgate target set`)", agent.agent_id, name)
+                why = binding.target_refusal(name, info, allowed, session.get(Target, name))
+                if why is None:
+                    accepted.append(name)
                     continue
-                target.kind = str(info.get("kind", ""))
-                target.language = str(info.get("language", ""))
-                target.dialect = str(info.get("dialect", "") or "")
-                target.display_name = str(info.get("display_name", "") or "")
-                accepted.append(name)
+                refused.append({"target": name, "reason": why})
+                log.warning("agent %s: target %r refused: %s", agent.agent_id, name, why)
+                if self.agents.audit_refusal("target", agent.token_id, agent.agent_id, name, why):
+                    audit.append(session, actor, "agent.target_refused",
+                                 detail={"agent": agent.agent_id, "target": name, "reason": why})
             rows = list(session.execute(select(Kernel).where(Kernel.agent_id == agent.agent_id, Kernel.stopped_at.is_(None))).scalars())
+            adopt = [r for r in rows if r.id in hosted and r.target in accepted]
             for row in rows:
-                if row.id not in hosted:
+                if row not in adopt:
                     row.stopped_at = utcnow()
             names = dict(session.execute(select(User.id, User.name)).tuples().all())
-            audit.append(session, f"agent:{agent.agent_id}", "agent.connected",
-                         detail={"agent": agent.agent_id, "token": agent.token_name, "targets": accepted, "version": agent.version})
-            return accepted, [(r, names.get(r.user_id, "?")) for r in rows if r.id in hosted]
+            audit.append(session, actor, "agent.connected",
+                         detail={"agent": agent.agent_id, "token": agent.token_name, "targets": accepted,
+                                 "refused": [r["target"] for r in refused], "version": agent.version})
+            return accepted, refused, [(r, names.get(r.user_id, "?")) for r in adopt]
 
-        accepted, adopt = await self.store.run(_tx)
-        agent.targets = {name: announced[name] for name in accepted}
-        self.agents.add(agent)
+        async with self.agents.claim_lock(agent.agent_id):
+            try:
+                old = await self.agents.check_duplicate(agent)
+            except AgentRefused as exc:
+                await self._refuse_agent(agent, exc.code, exc.reason)
+            accepted, refused, adopt = await self.store.run(_tx)
+            agent.targets = {name: announced[name] for name in accepted}
+            self.agents.add(agent)
+        if old is not None and old.close is not None:
+            try:
+                old.close(CLOSE_DUPLICATE, "replaced: this connection did not answer and a new one of the same agent arrived")
+            except Exception:  # already closing
+                log.debug("closing a replaced agent connection", exc_info=True)
         for row, owner in adopt:
             if self.kernels.get(row.id) is None:
                 kernel = LiveKernel(id=row.id, user_id=row.user_id, user_name=owner,
                                     target=row.target, agent_id=agent.agent_id, notebook_path=row.notebook_path,
                                     ephemeral=row.ephemeral, execution_state="idle")
                 self._attach(kernel, agent)
-        return accepted, [row.id for row, _ in adopt]
+            else:
+                agent.kernels.add(row.id)
+        for kernel in self.kernels.on_agent(agent.agent_id):
+            if kernel.id not in agent.kernels and kernel.execution_state != "dead":
+                self.spawn(self._kernel_lost(kernel, f"agent {agent.agent_id} came back without this kernel; "
+                                                     "what ran on it is not re-run"))
+        return accepted, refused, [row.id for row, _ in adopt]
+
+    async def _refuse_agent(self, agent: AgentConnection, code: int, reason: str) -> NoReturn:
+        """Audit ``agent.refused`` (once per interval for the same refusal) and raise :class:`AgentRefused`."""
+        if self.agents.audit_refusal("agent", agent.token_id, agent.agent_id, code, reason):
+            await self.store.run(lambda s: audit.append(s, f"agent:{agent.agent_id}", "agent.refused",
+                                                        detail={"agent": agent.agent_id, "token": agent.token_name,
+                                                                "token_id": agent.token_id, "code": code, "reason": reason}))
+        raise AgentRefused(code, reason)
+
+    async def _kernel_lost(self, kernel: LiveKernel, why: str) -> None:
+        kernel.execution_state = "dead"
+        kernel.to_clients(jmsg.status("dead", None))
+        kernel.gate.abort_queued()
+        await self._end_executions(kernel, tasks.LOST, "TaskLost", why)
 
     async def agent_gone(self, agent: AgentConnection) -> None:
         """The agent's socket closed. Its kernels wait ``AGENT_GRACE`` seconds for it to come back;
-        then what ran on them is ``lost`` (never re-run) and the kernels are dead."""
+        then what ran on them is ``lost`` (never re-run) and the kernels are dead. A connection
+        already replaced by a newer one of the same agent changes nothing."""
+        replaced = not self.agents.current(agent) and self.agents.get(agent.agent_id) is not None
         self.agents.remove(agent)
         await self.store.run(lambda s: audit.append(s, f"agent:{agent.agent_id}", "agent.disconnected",
-                                                    detail={"agent": agent.agent_id}))
+                                                    detail={"agent": agent.agent_id, **({"replaced": True} if replaced else {})}))
+        if replaced:
+            return
         await asyncio.sleep(AGENT_GRACE)
         if self.agents.get(agent.agent_id) is not None:
             return
         for kernel in self.kernels.on_agent(agent.agent_id):
-            kernel.execution_state = "dead"
-            kernel.to_clients(jmsg.status("dead", None))
-            kernel.gate.abort_queued()
-            await self._end_executions(kernel, tasks.LOST, "TaskLost",
-                                       f"agent {agent.agent_id} disconnected while this task ran; it is not re-run")
+            await self._kernel_lost(kernel, f"agent {agent.agent_id} disconnected while this task ran; it is not re-run")
 
     async def recover(self) -> None:
         """On start: executions of a previous gateway process are not re-run; held cells are gone."""

@@ -234,8 +234,14 @@ class GatewayClient:
     def revoke_token(self, token_id: int) -> dict[str, Any]:
         return self.request("DELETE", f"/api/v1/tokens/{int(token_id)}")
 
-    def create_agent_token(self, name: str) -> dict[str, Any]:
-        return self.request("POST", "/api/v1/agent-tokens", json={"name": name})
+    def create_agent_token(self, name: str, targets: list[str]) -> dict[str, Any]:
+        return self.request("POST", "/api/v1/agent-tokens", json={"name": name, "targets": targets})
+
+    def agent_tokens(self) -> dict[str, Any]:
+        return self.request("GET", "/api/v1/agent-tokens")
+
+    def set_agent_token_targets(self, token_id: int, targets: list[str]) -> dict[str, Any]:
+        return self.request("PUT", f"/api/v1/agent-tokens/{int(token_id)}", json={"targets": targets})
 
     def agents(self) -> Any:
         return self.request("GET", "/api/v1/agents")

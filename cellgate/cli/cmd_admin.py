@@ -119,11 +119,46 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
     return _print_token(args, body, f"user {args.user}")
 
 
+def _target_list(value: str) -> list[str]:
+    """``--targets a,b`` (repeatable): the names, in order, without blanks and repeats."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one target name, e.g. --targets payments,reports")
+    return names
+
+
+def _targets_of(args: argparse.Namespace) -> list[str]:
+    return list(dict.fromkeys(name for group in args.targets for name in group))
+
+
 @command
 def cmd_agent_tokens_create(args: argparse.Namespace) -> int:
+    targets = _targets_of(args)
     with connect(args) as gw:
-        body = gw.create_agent_token(args.name)
-    return _print_token(args, body, f"agent {args.name}")
+        body = gw.create_agent_token(args.name, targets)
+    return _print_token(args, body, f"agent {args.name} (targets: {', '.join(body.get('targets') or targets)})")
+
+
+@command
+def cmd_agent_tokens_list(args: argparse.Namespace) -> int:
+    with connect(args) as gw:
+        body = gw.agent_tokens()
+    if args.json:
+        render.print_json(body)
+        return exitcodes.OK
+    rows = [[t.get("id"), t.get("agent") or f"{t.get('name')} (unbound: refused)", ", ".join(t.get("targets") or []),
+             t.get("state"), render.format_time(t.get("created_at")), render.format_time(t.get("last_used_at")) or "never",
+             render.format_time(t.get("revoked_at"))] for t in iter_json_list(body, "agent_tokens")]
+    print(render.table(["id", "agent", "targets", "state", "created", "last used", "revoked"], rows))
+    return exitcodes.OK
+
+
+@command
+def cmd_agent_tokens_set_targets(args: argparse.Namespace) -> int:
+    with connect(args) as gw:
+        body = gw.set_agent_token_targets(args.id, _targets_of(args))
+    return _done(args, body, f"agent token {body.get('id')} ({body.get('agent')}) may serve: "
+                             f"{', '.join(body.get('targets') or [])}")
 
 
 @command
@@ -166,11 +201,24 @@ def cmd_target_set(args: argparse.Namespace) -> int:
             body["submit_groups"] = [g for g in args.submit_groups if g]
         if args.review_groups is not None:
             body["review_groups"] = [g for g in args.review_groups if g]
+        if args.kind is not None:
+            body["kind"] = args.kind
+        if args.dialect is not None:
+            body["dialect"] = args.dialect
+        if args.display_name is not None:
+            body["display_name"] = args.display_name
         target = gw.put_target(args.name, body)
     verb = "updated" if current else "created"
     review = ", ".join(target.get("review_groups") or []) or "nobody"
     submit = ", ".join(target.get("submit_groups") or []) or "nobody"
-    return _done(args, target, f"target {args.name} {verb}: submit {submit}; review {review}")
+    line = f"target {args.name} {verb}: submit {submit}; review {review}"
+    if args.kind is not None or args.dialect is not None:
+        line += f"; kind {target.get('kind')}" + (f" ({target['dialect']})" if target.get("dialect") else "")
+    if not target.get("kind"):
+        print(f"cellgate: warning: target {args.name} has no kind yet: agents are refused for it until you run "
+              f"`cellgate target set {args.name} --kind sql --dialect postgresql|mysql|mariadb|sqlite` (or --kind python)",
+              file=sys.stderr)
+    return _done(args, target, line)
 
 
 # -- audit ----------------------------------------------------------------------------------
@@ -258,16 +306,28 @@ def register(subparsers: Any) -> None:
     p.add_argument("--expires-in-days", type=int, metavar="N", help="expire after N days")
     p.set_defaults(func=cmd_tokens_create)
 
-    agent_tokens = group("agent-tokens", "tokens for agents (admin)", "create")
+    agent_tokens = group("agent-tokens", "tokens for agents, each bound to one agent name and its targets (admin)",
+                         "create,list,set-targets")
     p = agent_tokens.add_parser("create", parents=[conn, js],
-                                help="create an agent token; prints it once, alone on stdout")
-    p.add_argument("name", help="the agent's name")
+                                help="create a token for agent NAME serving --targets; prints it once, alone on stdout")
+    p.add_argument("name", help="the agent's name: its [agent] id, which the token alone may speak as")
+    p.add_argument("--targets", type=_target_list, action="append", required=True, metavar="T1,T2",
+                   help="the targets this agent may serve (comma-separated, repeatable; each must exist)")
     p.set_defaults(func=cmd_agent_tokens_create)
+    p = agent_tokens.add_parser("list", parents=[conn, js],
+                                help="agent tokens: agent, targets, state, created, last used, revoked")
+    p.set_defaults(func=cmd_agent_tokens_list)
+    p = agent_tokens.add_parser("set-targets", parents=[conn, js],
+                                help="replace the targets an agent token may serve")
+    p.add_argument("id", type=int, help="the token's id (see `cellgate agent-tokens list`)")
+    p.add_argument("--targets", type=_target_list, action="append", required=True, metavar="T1,T2",
+                   help="the targets this agent may serve from now on (comma-separated, repeatable)")
+    p.set_defaults(func=cmd_agent_tokens_set_targets)
 
     p = subparsers.add_parser("agents", parents=[conn, js], help="connected agents and their targets (admin)")
     p.set_defaults(func=cmd_agents)
 
-    target = group("target", "create or change a target's groups (admin)", "set")
+    target = group("target", "create or change a target's kind, dialect and groups (admin)", "set")
     p = target.add_parser("set", parents=[conn, js],
                           help="create or update a target; options not given keep their value")
     p.add_argument("name")
@@ -276,6 +336,11 @@ def register(subparsers: Any) -> None:
                    help="group allowed to submit (repeatable; replaces the list; '' empties it)")
     p.add_argument("--review-group", dest="review_groups", action="extend", nargs="+", metavar="G",
                    help="group that reviews (repeatable; replaces the list; '' empties it)")
+    p.add_argument("--kind", choices=["sql", "python"],
+                   help="what the target runs; agents must announce the same to serve it")
+    p.add_argument("--dialect", choices=["postgresql", "mysql", "mariadb", "sqlite"],
+                   help="the SQL dialect (kind sql only); agents must announce the same (mysql = mariadb)")
+    p.add_argument("--display-name", help="the name shown in Jupyter's kernel list")
     p.set_defaults(func=cmd_target_set)
 
     audit = group("audit", "export and verify the audit log (admin)", "export,verify")

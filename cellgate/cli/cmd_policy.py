@@ -68,6 +68,7 @@ def render_policy(target: dict[str, Any]) -> str:
         f"  may submit:     {', '.join(policy.get('submit_groups', [])) or 'every user'}",
         f"  reviewers:      {groups}" + (f" ({how})" if review.get("groups") else ""),
         f"  auto-approve:   SQL {policy.get('auto_approve', 'never')}, Python {policy.get('python_auto_approve', 'never')}",
+        f"  introspection:  {policy.get('introspection', 'refuse')} (inspect/complete requests on Python targets)",
         f"  denied:         statements {', '.join(deny.get('statements', [])) or '-'}; tables {', '.join(deny.get('tables', [])) or '-'}; "
         f"patterns {', '.join(deny.get('patterns', [])) or '-'}; risk at or above {deny.get('risk') or '-'}",
         f"  limits:         approval valid {limits.get('approval_window')} s, {limits.get('max_rows')} rows, "

@@ -9,10 +9,11 @@ from sqlalchemy.orm import Session
 
 from .. import audit, auth
 from ..errors import BadRequest, Conflict, NotFound
-from ..models import Group, User
-from ..views import user_json
-from .base import APIHandler
+from ..models import Group, Target, Token, User
 from ..names import NAME_RE
+from ..views import iso, user_json
+from .base import APIHandler
+from .tokens import token_state
 
 
 def _user(session: Session, name: str) -> User:
@@ -137,24 +138,92 @@ class UserTokensHandler(APIHandler):
         self.send(await self.service.store.run(_create), 201)
 
 
+def agent_token_json(tok: Token) -> dict[str, Any]:
+    """An agent token as listed: never the token itself. ``bound`` is false for tokens made before
+    agent tokens named their agent and targets: those are refused (create a bound one)."""
+    return {"id": tok.id, "name": tok.name, "agent": tok.agent_name, "targets": list(tok.agent_targets or []),
+            "bound": bool(tok.agent_name), "prefix": tok.prefix, "state": token_state(tok),
+            "created_at": iso(tok.created_at), "expires_at": iso(tok.expires_at),
+            "last_used_at": iso(tok.last_used_at), "revoked_at": iso(tok.revoked_at)}
+
+
+def _agent_targets(session: Session, targets: list[str] | None) -> list[str]:
+    """The targets an agent token may serve: at least one, each one known to the gateway."""
+    if not targets:
+        raise BadRequest("field 'targets' must list at least one target the agent may serve, e.g. [\"payments\"]")
+    wanted = sorted(set(targets))
+    known = set(session.execute(select(Target.name).where(Target.name.in_(wanted))).scalars())
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        raise BadRequest(f"unknown target(s): {', '.join(unknown)}; create them first with "
+                         f"`cellgate target set NAME --kind sql --dialect postgresql` (or --kind python)")
+    return wanted
+
+
 class AgentTokensHandler(APIHandler):
-    access = {"POST": "admin"}
+    """``POST``: a token for one agent name and the targets it may serve; ``GET``: all agent tokens."""
+
+    access = {"GET": "admin", "POST": "admin"}
+
+    async def get(self) -> None:
+        def _list(session: Session) -> list[dict[str, Any]]:
+            return [agent_token_json(t) for t in
+                    session.execute(select(Token).where(Token.kind == "agent").order_by(Token.id)).scalars()]
+        self.send({"agent_tokens": await self.service.store.run(_list)})
 
     async def post(self) -> None:
-        name = self.field(self.body(), "name")
+        data = self.body()
+        name = self.field(data, "name")
+        targets = self.field(data, "targets", list, required=False)
+        if not NAME_RE.match(name):
+            raise BadRequest("an agent name is 1-100 letters, digits, '.', '_' or '-' (the agent's [agent] id)")
         actor = self.user.actor
 
         def _create(session: Session) -> dict[str, Any]:
-            raw, tok = auth.new_token(session, "agent", name=name, actor=actor)
-            return {"token": raw, "id": tok.id, "name": name}
+            allowed = _agent_targets(session, targets)
+            raw, tok = auth.new_token(session, "agent", name=name, agent_targets=allowed, actor=actor)
+            return {"token": raw, **agent_token_json(tok)}
         self.send(await self.service.store.run(_create), 201)
+
+
+class AgentTokenHandler(APIHandler):
+    """``PUT /api/v1/agent-tokens/{id}`` ``{"targets": [...]}``: change what the agent may serve."""
+
+    access = {"PUT": "admin"}
+
+    async def put(self, token_id: str) -> None:
+        targets = self.field(self.body(), "targets", list)
+        actor = self.user.actor
+
+        def _change(session: Session) -> dict[str, Any]:
+            tok = session.get(Token, int(token_id))
+            if tok is None or tok.kind != "agent":
+                raise NotFound(f"agent token {token_id} not found; see `cellgate agent-tokens list`")
+            if not tok.agent_name:
+                raise Conflict(f"agent token {token_id} is not bound to an agent name; create a bound one with "
+                               "`cellgate agent-tokens create NAME --targets T1,T2`")
+            allowed = _agent_targets(session, targets)
+            before = list(tok.agent_targets or [])
+            if allowed != before:
+                tok.agent_targets = allowed
+                audit.append(session, actor, "agent_token.targets_changed",
+                             detail={"token_id": tok.id, "agent": tok.agent_name, "before": before, "after": allowed})
+            return agent_token_json(tok)
+        body = await self.service.store.run(_change)
+        # a connected agent stops serving what it lost at once; what it gained it serves after its next hello
+        for conn in list(self.service.agents.agents.values()):
+            if conn.token_id == body["id"]:
+                for name in [t for t in conn.targets if t not in body["targets"]]:
+                    del conn.targets[name]
+        self.send(body)
 
 
 class AgentsHandler(APIHandler):
     access = {"GET": "admin"}
 
     async def get(self) -> None:
-        self.send({"agents": [{"agent_id": a.agent_id, "token": a.token_name, "version": a.version, "tags": a.tags,
+        self.send({"agents": [{"agent_id": a.agent_id, "token": a.token_name, "token_id": a.token_id,
+                               "version": a.version, "tags": a.tags,
                                "targets": sorted(a.targets), "kernels": len(a.kernels)}
                               for a in self.service.agents.agents.values()]})
 
@@ -167,5 +236,6 @@ default_handlers = [
     (r"/api/v1/groups/?", GroupsHandler),
     (r"/api/v1/groups/(?P<group>[^/]+)/members/(?P<user>[^/]+)/?", GroupMemberHandler),
     (r"/api/v1/agent-tokens/?", AgentTokensHandler),
+    (r"/api/v1/agent-tokens/(?P<token_id>\d+)/?", AgentTokenHandler),
     (r"/api/v1/agents/?", AgentsHandler),
 ]

@@ -2,19 +2,32 @@
 
 A kernel belongs to the user who started it. Everyone else gets 404 for it, on every route,
 the WebSocket included.
+
+On the channels: ``execute_request`` goes through the gate (a task each); the requests in
+``ALLOWED`` are passed to the kernel; ``history_request`` is answered by the gateway from its own
+record of this user's cells on this kernel (never passed on: a kernel's history could hold what
+it was told outside the gate); ``inspect_request``/``complete_request`` are passed on for SQL
+targets, and on other (Python) targets only when the target's policy says
+``introspection = "allow"`` — ipykernel evaluates code to answer them (property getters,
+``__getattr__``), so by default they get an error reply naming the policy. Everything else gets a
+visible error reply.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from tornado import web, websocket
 
-from .. import jmsg
+from .. import jmsg, policy
 from ..auth import Identity
 from ..kernels import LiveKernel
+from ..models import Target, Task
 from ..service import Service
 from ..sockets import CLOSE_REVOKED
 from .base import APIHandler, authenticate, check_access, require_upgrade
@@ -22,12 +35,17 @@ from .base import APIHandler, authenticate, check_access, require_upgrade
 log = logging.getLogger("cellgate.gateway.channels")
 
 #: requests passed to the kernel without a task: they read, they do not run code
+#: (inspect/complete: on SQL targets; on Python targets only with ``introspection = "allow"``)
 ALLOWED = {
     "shell": frozenset({"kernel_info_request", "complete_request", "inspect_request", "is_complete_request",
-                        "history_request", "comm_info_request"}),
+                        "comm_info_request"}),
     "control": frozenset({"kernel_info_request"}),
     "stdin": frozenset({"input_reply"}),
 }
+#: shell requests that can evaluate code in a Python kernel: the target's policy decides
+INTROSPECTION = frozenset({"inspect_request", "complete_request"})
+#: entries a history reply holds at most
+HISTORY_MAX = 1000
 
 
 class MainKernelHandler(APIHandler):
@@ -137,23 +155,128 @@ class ChannelsHandler(websocket.WebSocketHandler):
             return
         if channel == "shell" and msg_type == "execute_request":
             self.kernel.gate.submit(msg, self.ident)
+        elif channel == "shell" and msg_type == "history_request":
+            self.service.spawn(self._history(msg))
+        elif channel == "shell" and msg_type in INTROSPECTION:
+            self.service.spawn(self._introspect(msg))
         elif msg_type in ALLOWED.get(channel, frozenset()):
-            agent = self.service.agents.get(self.kernel.agent_id)
-            if agent is None:
-                self._answer(msg, "AgentUnavailable", "the agent hosting this kernel is not connected")
-                return
-            agent.send({"type": "kernel_msg", "kernel_id": self.kernel.id, "channel": channel, "msg": msg})
+            self._forward(channel, msg)
         else:
             self._answer(msg, "CellgateRefused", f"{msg_type} on the {channel} channel is not allowed through cellgate")
 
+    def _forward(self, channel: str, msg: dict[str, Any]) -> None:
+        assert self.kernel is not None
+        agent = self.service.agents.get(self.kernel.agent_id)
+        if agent is None:
+            self._answer(msg, "AgentUnavailable", "the agent hosting this kernel is not connected")
+            return
+        meta = msg.get("metadata")  # metadata.cellgate is the gateway's alone (it says what a kernel may run)
+        msg["metadata"] = {k: v for k, v in meta.items() if k != "cellgate"} if isinstance(meta, dict) else {}
+        agent.send({"type": "kernel_msg", "kernel_id": self.kernel.id, "channel": channel, "msg": msg})
+
+    async def _introspect(self, msg: dict[str, Any]) -> None:
+        """inspect/complete: passed on for SQL targets and where the policy allows it; else an error reply."""
+        assert self.kernel is not None
+        msg_type = msg["header"]["msg_type"]
+        try:
+            kind, allowed = await self.service.store.run(_introspection_of, self.kernel.target)
+        except Exception as exc:  # an unreadable policy: refuse, visibly
+            log.warning("introspection policy of %s: %s", self.kernel.target, exc)
+            kind, allowed = "python", False
+        if kind == "sql" or allowed:
+            self._forward("shell", msg)
+            return
+        evalue = (f"{msg_type} can evaluate code on Python targets; this target's policy refuses it "
+                  f'(introspection = "refuse"; an admin can set introspection = "allow" on {self.kernel.target})')
+        content = msg.get("content") or {}
+        cursor = content.get("cursor_pos", 0) if isinstance(content.get("cursor_pos"), int) else 0
+        extra: dict[str, Any] = ({"found": False, "data": {}, "metadata": {}} if msg_type == "inspect_request" else
+                                 {"matches": [], "cursor_start": cursor, "cursor_end": cursor, "metadata": {}})
+        self._reply(msg, {"status": "error", "ename": "CellgateRefused", "evalue": evalue,
+                          "traceback": [f"CellgateRefused: {evalue}"], **extra})
+
+    async def _history(self, msg: dict[str, Any]) -> None:
+        """``history_request``, answered from the gateway's record of this user's cells on this kernel."""
+        assert self.kernel is not None and self.ident is not None
+        try:
+            codes = await self.service.store.run(_cells_on, self.kernel.id, self.ident.user_id)
+            self._reply(msg, {"status": "ok", "history": history(codes, msg.get("content") or {})})
+        except Exception as exc:
+            log.exception("history of kernel %s", self.kernel.id)
+            self._reply(msg, {"status": "error", "ename": "CellgateError", "history": [],
+                              "evalue": f"the gateway could not read this kernel's history: {exc}", "traceback": []})
+
+    def _reply(self, msg: dict[str, Any], content: dict[str, Any]) -> None:
+        """What ipykernel sends for a shell request: busy, the reply (parented to the request), idle."""
+        for out in (jmsg.status("busy", msg), jmsg.make(jmsg.reply_type(msg["header"]["msg_type"]), content, msg, "shell"),
+                    jmsg.status("idle", msg)):
+            self._write(out)
+
     def _answer(self, msg: dict[str, Any], ename: str, evalue: str) -> None:
         for reply in jmsg.error_messages(msg, ename, evalue):
-            self.write_message(json.dumps(reply))
+            self._write(reply)
+
+    def _write(self, msg: dict[str, Any]) -> None:
+        try:
+            self.write_message(json.dumps(msg))
+        except websocket.WebSocketClosedError:
+            log.debug("the client of kernel %s left before its reply", self.kernel.id if self.kernel else "?")
 
     def on_close(self) -> None:
         self.service.sockets.discard(self)
         if self.kernel is not None:
             self.kernel.clients.discard(self)
+
+
+def _introspection_of(session: Session, target_name: str) -> tuple[str, bool]:
+    """(kind, introspection allowed) of a target, read now."""
+    target = session.get(Target, target_name)
+    if target is None:
+        return "python", False
+    return target.kind or "sql", policy.of(target).introspection == "allow"
+
+
+def _cells_on(session: Session, kernel_id: str, user_id: int | None) -> list[str]:
+    """The code of ``user_id``'s cells on ``kernel_id``, in the order they were sent."""
+    stmt = (select(Task.code).where(Task.kernel_id == kernel_id, Task.user_id == user_id, Task.kind == "cell")
+            .order_by(Task.id))
+    return list(session.execute(stmt).scalars())
+
+
+def history(codes: list[str], content: dict[str, Any]) -> list[list[Any]]:
+    """A ``history_reply``'s entries ``[session, line, input]`` (session 0: this kernel's; lines from 1).
+
+    ``tail`` (the last ``n``), ``range`` (``start`` ≤ line < ``stop`` of session 0, or of any
+    negative session: the current one), ``search`` (``pattern`` as a glob, the last ``n``
+    matches, ``unique``). With ``output`` the input is ``[input, None]``: the gateway keeps
+    outputs per task, not per history line.
+    """
+    entries = [(0, line, code) for line, code in enumerate(codes, start=1)]
+    access = content.get("hist_access_type", "tail")
+    n = content.get("n")
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    if access == "range":
+        session = content.get("session", 0)
+        if isinstance(session, int) and session > 0:
+            entries = []  # earlier sessions: not this kernel's
+        start = content.get("start", 1) if isinstance(content.get("start"), int) else 1
+        stop = content.get("stop") if isinstance(content.get("stop"), int) else None
+        entries = [e for e in entries if e[1] >= start and (stop is None or e[1] < stop)]
+    elif access == "search":
+        pattern = content.get("pattern", "*") if isinstance(content.get("pattern"), str) else "*"
+        entries = [e for e in entries if fnmatch.fnmatchcase(e[2], pattern)]
+        if content.get("unique"):
+            seen: dict[str, tuple[int, int, str]] = {}
+            for e in entries:  # the last occurrence of each input
+                seen.pop(e[2], None)
+                seen[e[2]] = e
+            entries = list(seen.values())
+        entries = entries[-n:] if n else entries
+    else:  # tail
+        entries = entries[-(n or 10):]
+    entries = entries[-HISTORY_MAX:]
+    with_output = bool(content.get("output"))
+    return [[s, line, [code, None] if with_output else code] for s, line, code in entries]
 
 
 _kernel_id = r"(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)"

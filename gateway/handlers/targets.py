@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import apply as policy_apply
-from .. import audit, policy
+from .. import audit, binding, policy
 from ..errors import BadRequest
 from ..models import Target
 from ..names import NAME_RE
@@ -41,11 +41,18 @@ class TargetHandler(APIHandler):
         self.send(target_json(target, bool(self.service.agents.serving(name))))
 
     async def put(self, name: str) -> None:
-        """Create or update: fields given replace the current ones (``review``/``deny``/``limits`` merge per key)."""
+        """Create or update: fields given replace the current ones (``review``/``deny``/``limits`` merge per key).
+
+        ``kind`` ("sql" | "python") and ``dialect`` (sql: "postgresql" | "mysql" | "mariadb" | "sqlite")
+        are what agents must announce to serve the target (binding.py); ``language`` follows ``kind``."""
         if not NAME_RE.match(name):
             raise BadRequest("a target name is 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
         data = self.body()
         description = self.field(data, "description", required=False)
+        display_name = self.field(data, "display_name", required=False)
+        for key in ("kind", "dialect"):
+            if key in data and data[key] is not None and not isinstance(data[key], str):
+                raise BadRequest(f"field {key!r} must be a string")
         shortcuts = {k: self.field(data, k, list, required=False) for k in ("submit_groups", "review_groups")}
         changes = data.get("policy") or {}
         if not isinstance(changes, dict):
@@ -67,15 +74,25 @@ class TargetHandler(APIHandler):
                 rules = policy.parse(wanted)
             except policy.PolicyError as exc:
                 raise BadRequest(f"policy.{exc.field}: {exc.message}") from None
+            try:
+                kind = binding.merged_kind(target, data)
+            except binding.KindError as exc:
+                raise BadRequest(f"{exc.field}: {exc.message}") from None
+            if kind is not None:
+                target.kind, target.language, target.dialect = kind
             if description is not None:
                 target.description = description
+            if display_name is not None:
+                target.display_name = display_name
             policy.store(target, rules)
             session.flush()
             audit.append(session, actor, "target.created" if created else "target.updated", target=name,
-                         detail={"description": target.description, "policy": rules.as_dict()})
+                         detail={"description": target.description, "kind": target.kind, "dialect": target.dialect,
+                                 "display_name": target.display_name, "policy": rules.as_dict()})
             return target
 
         target = await self.service.store.run(_put)
+        binding.recheck(self.service.agents, target)
         self.send(target_json(target, bool(self.service.agents.serving(name))))
 
 
@@ -90,17 +107,21 @@ class ApplyHandler(APIHandler):
             raise BadRequest("field 'document' must be an object: {\"groups\": {...}, \"targets\": {...}}")
         actor = self.user.actor
 
-        def _apply(session: Session) -> list[str]:
+        def _apply(session: Session) -> tuple[list[str], list[Target]]:
             changes = policy_apply.apply(session, doc, actor, dry_run=dry_run)
             if dry_run:
                 session.rollback()
-            return changes
+                return changes, []
+            names = list(doc.get("targets") or {})
+            return changes, [t for t in (session.get(Target, n) for n in names) if t is not None]
 
         try:
-            changes = await self.service.store.run(_apply)
+            changes, touched = await self.service.store.run(_apply)
         except policy_apply.ApplyError as exc:
             self.send({"status": 400, "message": str(exc), "field": exc.field}, 400)
             return
+        for target in touched:
+            binding.recheck(self.service.agents, target)
         self.send({"changes": changes, "dry_run": dry_run})
 
 

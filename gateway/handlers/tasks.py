@@ -15,7 +15,6 @@ from ..views import may_see, task_json
 from .base import APIHandler
 
 MAX_WAIT = 30.0
-MAX_CODE = 1_000_000
 
 
 class TasksHandler(APIHandler):
@@ -63,8 +62,7 @@ class TasksHandler(APIHandler):
         why = self.field(data, "why", required=False, default="")
         if not code.strip():
             raise BadRequest("code is empty: pass the script with -f FILE or -e CODE")
-        if len(code) > MAX_CODE:
-            raise BadRequest(f"code is {len(code)} characters; the limit is {MAX_CODE}")
+        self.service.check_size(code, "script")  # 413 over Gateway.max_code_bytes
         task = await self.service.submit_script(self.user, target, code, why)
         self.send(task_json(task, self.service.task_url(task.id)), 201)
 

@@ -23,7 +23,7 @@ class SlackRequestHandler(APIHandler):
     Authorization: these routes are ``anonymous`` at the HTTP level because Slack sends no cellgate
     token; they authenticate **inside the handler**, by Slack's request signature
     (:class:`~cellgate.gateway.slack.verify.RequestVerifier`: signing secret configured, timestamp
-    within five minutes, valid ``v0=`` HMAC-SHA256, not a replay) before the body is even parsed,
+    within five minutes, valid ``v0=`` HMAC-SHA256, not a replay — checked in the store) before the body is even parsed,
     and every refusal is a 401. The person acting is then the cellgate user the Slack user is
     linked to, and what they may do is checked by the service as for any other client.
     """
@@ -32,13 +32,16 @@ class SlackRequestHandler(APIHandler):
     def slack(self) -> SlackIntegration | None:
         return self.settings.get("slack")
 
-    def verified_form(self) -> tuple[SlackIntegration, dict[str, str]]:
-        """The integration and the request's form fields, once the request is proven to be Slack's; else 401."""
+    async def verified_form(self) -> tuple[SlackIntegration, dict[str, str]]:
+        """The integration and the request's form fields, once the request is proven to be Slack's; else 401.
+
+        The replay check is a store insert (on the store's thread pool): refused across restarts and replicas.
+        """
         slack = self.slack
         if slack is None:
             RequestVerifier("").check(self.request.body, self.request.headers)  # refuses: nothing configured
         assert slack is not None
-        slack.verifier.check(self.request.body, self.request.headers)
+        await slack.verifier.verify(self.request.body, self.request.headers)
         try:
             fields = parse_qs(self.request.body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
@@ -63,7 +66,7 @@ class SlackInteractionsHandler(SlackRequestHandler):
     access = {"POST": "anonymous"}
 
     async def post(self) -> None:
-        slack, form = self.verified_form()
+        slack, form = await self.verified_form()
         try:
             payload = json.loads(form.get("payload", ""))
         except ValueError:
@@ -82,7 +85,7 @@ class SlackCommandsHandler(SlackRequestHandler):
     access = {"POST": "anonymous"}
 
     async def post(self) -> None:
-        slack, form = self.verified_form()
+        slack, form = await self.verified_form()
         self.answer(await actions.command(slack, form))
 
 

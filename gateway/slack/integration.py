@@ -18,7 +18,7 @@ class SlackIntegration:
         self.service = service
         self.config = config
         self.client = SlackClient(config)
-        self.verifier = RequestVerifier(config.signing_secret)
+        self.verifier = RequestVerifier(config.signing_secret, store=service.store)  # replays: in the store
         self.notifier = Notifier(service, config, self.client)
 
     def start(self) -> None:

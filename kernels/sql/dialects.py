@@ -1,7 +1,9 @@
 """The contract every database dialect fulfils, and the registry from URL scheme to dialect.
 
 A dialect knows how to open one connection (with the statement timeout set on the server),
-run one statement on it, and cancel that statement from another thread. It knows nothing
+run one statement on it with one protocol call that cannot carry a second statement, and
+cancel that statement from another thread. With ``settings.readonly`` it opens the connection
+in the server's read-only mode (the read-only credential is the first layer, this the second). It knows nothing
 about Jupyter: :mod:`.session` drives it, :mod:`.render` turns its results into outputs.
 """
 
@@ -51,6 +53,7 @@ class Dialect(abc.ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.target = settings.target
+        self.readonly = settings.readonly
 
     @abc.abstractmethod
     def connect(self) -> Any:
@@ -58,7 +61,8 @@ class Dialect(abc.ABC):
 
     @abc.abstractmethod
     def execute(self, conn: Any, statement: str) -> Result:
-        """Run one statement, passed to the driver raw (no parameters, no interpolation).
+        """Run one statement, passed to the driver raw (no parameters, no interpolation), in one
+        protocol call that the server refuses if the text holds a second statement.
 
         Fetch at most ``row_limit + 1`` rows to decide whether the result was truncated.
         """
@@ -69,6 +73,9 @@ class Dialect(abc.ABC):
 
     def recover(self, conn: Any) -> None:
         """Bring ``conn`` back to a usable state after an error (e.g. roll back)."""
+
+    def end_cell(self, conn: Any) -> None:
+        """After the last statement of a cell (read-only connections end their transaction here)."""
 
     @abc.abstractmethod
     def is_usable(self, conn: Any) -> bool:

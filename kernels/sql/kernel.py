@@ -2,7 +2,9 @@
 
 Each statement of a cell runs and commits on its own (autocommit); every result set is shown
 in order; the first error stops the cell. Interrupts cancel the running statement on the
-server (see :mod:`.session`).
+server (see :mod:`.session`). Started by the agent, the kernel runs only what the gateway
+analysed, in the mode the gateway chose (:mod:`.gating`); "read-only" cells run on a second
+session opened with the read-only credential.
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ from typing import Any
 
 from ipykernel.kernelbase import Kernel
 
-from . import render
+from . import gating, render
 from .dialects import ResultSet
 from .session import Interrupted, Session
-from .split import split_statements
-from .target import ConfigError, Settings, redact
+from .target import READONLY_URL_ENV, ConfigError, Settings, redact
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,8 @@ class SQLKernel(Kernel):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._session: Session | None = None
+        self._readonly_session: Session | None = None
+        self._settings: Settings | None = None
         self._secrets: list[str] = []
         self._config_error: ConfigError | None = None
         try:
@@ -44,7 +47,8 @@ class SQLKernel(Kernel):
         except ConfigError as exc:
             self._config_error = exc
         else:
-            self._secrets = settings.target.secrets()
+            self._settings = settings
+            self._secrets = settings.secrets()
             self._session = Session(settings)
             self.banner = f"cellgate SQL kernel ({settings.target.display()})"
 
@@ -62,22 +66,47 @@ class SQLKernel(Kernel):
         try:
             return self._run_cell(code, silent)
         except KeyboardInterrupt:  # SIGINT outside the statement wait (interrupt_mode "signal")
-            if self._session is not None:
-                self._session.interrupt()
+            self._interrupt()
             return self._error(silent, "KeyboardInterrupt", "interrupted")
 
     def _run_cell(self, code: str, silent: bool) -> dict[str, Any]:
-        if self._session is None:
+        if self._session is None or self._settings is None:
             return self._error(silent, "ConfigError", str(self._config_error))
-        session = self._session
+        try:
+            plan = gating.plan(code, self._settings.target.dialect, self._request_metadata(), self._settings.gated)
+            if not plan.statements:
+                return self._ok()
+            session = self._session_for(plan.mode)
+        except gating.Refused as exc:
+            return self._error(silent, "CellgateRefused", str(exc))
         session.begin_cell()
-        statements = split_statements(code, session.dialect.name)
-        if not statements:
-            return self._ok()
+        try:
+            return self._run_statements(session, plan.statements, silent)
+        finally:
+            session.end_cell()
+
+    def _request_metadata(self) -> dict[str, Any]:
+        metadata = (self.get_parent("shell") or {}).get("metadata")
+        return metadata if isinstance(metadata, dict) else {}
+
+    def _session_for(self, mode: str) -> Session:
+        """The read-write session, or the read-only one (opened lazily); refuses without one."""
+        assert self._session is not None and self._settings is not None
+        if mode != gating.READ_ONLY:
+            return self._session
+        if self._readonly_session is None:
+            readonly = self._settings.for_readonly()
+            if readonly is None:
+                raise gating.Refused(_no_readonly_credential(self._settings))
+            self._readonly_session = Session(readonly)
+        return self._readonly_session
+
+    def _run_statements(self, session: Session, statements: list[str], silent: bool) -> dict[str, Any]:
         try:
             event = session.connect()
             if event and not silent:
-                self._stream(f"{event.capitalize()} to {session.settings.target.display()}\n")
+                mode = " (read-only)" if session.settings.readonly else ""
+                self._stream(f"{event.capitalize()} to {session.settings.target.display()}{mode}\n")
             last = len(statements) - 1
             for i, statement in enumerate(statements):
                 result = session.execute(statement)
@@ -125,13 +154,18 @@ class SQLKernel(Kernel):
 
     async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:  # type: ignore[override]
         """``interrupt_mode: message``: cancel on the server from the control thread, no signal."""
-        if self._session is not None:
-            self._session.interrupt()
+        self._interrupt()
         self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
 
+    def _interrupt(self) -> None:
+        for session in (self._session, self._readonly_session):
+            if session is not None:
+                session.interrupt()
+
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
-        if self._session is not None:
-            self._session.close()
+        for session in (self._session, self._readonly_session):
+            if session is not None:
+                session.close()
         return {"status": "ok", "restart": restart}
 
     # -- editor support ---------------------------------------------------------------------------
@@ -145,6 +179,17 @@ class SQLKernel(Kernel):
 
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:  # type: ignore[override]
         return {"status": "ok", "matches": [], "cursor_start": cursor_pos, "cursor_end": cursor_pos, "metadata": {}}
+
+
+def _no_readonly_credential(settings: Settings) -> str:
+    if settings.target.dialect == "sqlite":
+        return ("this cell was auto-approved to run read-only, but an in-memory SQLite database cannot be "
+                "opened read-only; nothing ran (use a database file, or set auto_approve = \"never\" in the "
+                "target's policy so that every cell is reviewed)")
+    return ("this cell was auto-approved to run read-only, but this target has no read-only credential "
+            f"({READONLY_URL_ENV} is not set); nothing ran. Fix: set readonly_url_env (or readonly_url_file, "
+            "readonly_url) for the target in the agent config, or set auto_approve = \"never\" in the "
+            "target's policy so that every cell is reviewed")
 
 
 def _message(exc: BaseException) -> str:

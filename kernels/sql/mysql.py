@@ -1,21 +1,28 @@
 """MariaDB and MySQL through PyMySQL.
 
-- ``cursor.execute(sql)`` with ``args=None`` sends the text as is (no ``%`` interpolation).
+- ``cursor.execute(sql)`` with ``args=None`` sends the text as is (no ``%`` interpolation), in one
+  ``COM_QUERY`` on a connection without ``CLIENT.MULTI_STATEMENTS``: the server refuses a text
+  holding a second statement (error 1064).
 - Rows are streamed (unbuffered cursor); rows beyond the limit are read and counted, not kept.
 - Statement timeout: MariaDB ``max_statement_time`` (seconds); MySQL ``max_execution_time``
   (milliseconds, which MySQL applies to SELECT only).
 - Cancel: ``KILL QUERY <connection id>`` from a second, short-lived connection.
+- Read-only connections: ``SET SESSION TRANSACTION READ ONLY`` on connect and again before every
+  statement (the cell's own SQL could change it); closed when the cell ends (PyMySQL has no
+  ``COM_RESET_CONNECTION``), so no lock or session variable of a cell outlives it. Not
+  ``START TRANSACTION READ ONLY``: DDL commits implicitly through it.
 """
 
 from __future__ import annotations
 
 import pymysql
 import pymysql.cursors
-from pymysql.constants import CLIENT, ER
+from pymysql.constants import ER
 
 from .dialects import Dialect, Result, ResultSet, Status, status_text
 
 _TIMEOUT_CODES = {1969, 3024}  # MariaDB ER_STATEMENT_TIMEOUT, MySQL ER_QUERY_TIMEOUT
+READ_ONLY = "SET SESSION TRANSACTION READ ONLY"
 
 
 class MySQLDialect(Dialect):
@@ -37,20 +44,25 @@ class MySQLDialect(Dialect):
         )
 
     def connect(self) -> pymysql.connections.Connection:
-        conn = self._connect(client_flag=CLIENT.MULTI_STATEMENTS, cursorclass=pymysql.cursors.SSCursor)
+        # PyMySQL's default client_flag has no MULTI_STATEMENTS: one statement per COM_QUERY
+        conn = self._connect(cursorclass=pymysql.cursors.SSCursor)
         seconds = self.settings.statement_timeout
         with conn.cursor() as cur:
             if "mariadb" in conn.get_server_info().lower():
                 cur.execute(f"SET SESSION max_statement_time = {seconds:f}")
             else:
                 cur.execute(f"SET SESSION max_execution_time = {int(seconds * 1000)}")
+            if self.readonly:
+                cur.execute(READ_ONLY)
         return conn
 
     def execute(self, conn: pymysql.connections.Connection, statement: str) -> Result:
         with conn.cursor() as cur:
+            if self.readonly:
+                cur.execute(READ_ONLY)
             cur.execute(statement)
             while cur.description is None and cur.nextset():
-                pass  # only reached if the text still held several statements
+                pass  # a CALL's status before its result set
             if cur.description is None:
                 return Status(status_text(statement, cur.rowcount))
             rows = list(cur.fetchmany(self.row_limit + 1))
@@ -78,6 +90,12 @@ class MySQLDialect(Dialect):
 
     def recover(self, conn: pymysql.connections.Connection) -> None:
         conn.ping(reconnect=False)
+
+    def end_cell(self, conn: pymysql.connections.Connection) -> None:
+        """Read-only: close the session, so nothing of the cell outlives it (``GET_LOCK`` locks,
+        ``SET sql_mode`` and other session variables); the next read-only cell connects anew."""
+        if self.readonly and conn.open:
+            conn.close()
 
     def is_usable(self, conn: pymysql.connections.Connection) -> bool:
         return bool(conn.open)

@@ -6,6 +6,10 @@ the waiting main thread -- asks the dialect to cancel the statement *on the serv
 then returns with the driver's "cancelled" error and the connection stays usable. If the
 worker does not come back within :attr:`Session.grace` seconds, the connection is abandoned
 and the next statement opens a new one.
+
+A kernel has up to two sessions: the read-write one (the target URL) and, opened on the first
+read-only cell, the read-only one (see :meth:`.target.Settings.for_readonly`). They share
+nothing: a ``SET`` on one does not change the other.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Session:
         self._executor = self._new_executor()
         self._conn: Any = None
         self._ever_connected = False
+        self._quiet = False  # the dialect closed the connection after a cell: reconnect without a banner
         self._lock = threading.Lock()
         self._running = False
         self._interrupted_at: float | None = None
@@ -68,6 +73,14 @@ class Session:
             raise Interrupted("interrupted before the statement started")
         return self._call(self._execute, statement)
 
+    def end_cell(self) -> None:
+        """Tell the dialect the cell is over (a read-only session ends its transaction)."""
+        if self.settings.readonly and self._conn is not None:
+            try:
+                self._call(self._end_cell)
+            except Exception as exc:
+                log.warning("ending the cell failed: %s", type(exc).__name__)
+
     def close(self) -> None:
         try:
             self._executor.submit(self._close_connection).result(timeout=5)
@@ -96,8 +109,8 @@ class Session:
             return None
         self._close_connection()
         self._conn = self.dialect.connect()
-        event = "reconnected" if self._ever_connected else "connected"
-        self._ever_connected = True
+        event = None if self._quiet else "reconnected" if self._ever_connected else "connected"
+        self._ever_connected, self._quiet = True, False
         return event
 
     def _execute(self, statement: str) -> Result:
@@ -114,6 +127,19 @@ class Session:
         finally:
             with self._lock:
                 self._running = False
+
+    def _end_cell(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            self.dialect.end_cell(conn)
+        except Exception:
+            self._close_connection()  # never carry a half-ended transaction into the next cell
+            raise
+        if not self.dialect.is_usable(conn):  # closed on purpose: the next cell connects quietly
+            self._conn = None
+            self._quiet = True
 
     def _recover(self, conn: Any) -> None:
         try:

@@ -4,14 +4,20 @@
 - Rows are stepped lazily; reading stops after the limit, so the total is not known.
 - Statement timeout: a progress handler that aborts once the deadline has passed.
 - Cancel: ``connection.interrupt()``, safe from another thread.
+- Read-only connections: the same database file opened with ``mode=ro`` (a missing file is not
+  created), ``SQLITE_LIMIT_ATTACHED`` set to 0 (no ``ATTACH``, no ``VACUUM INTO``) and the
+  engine's authorizer (:mod:`.sqlite_readonly`), which lets through reads, allow-listed
+  functions and read-only pragmas only.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 from .dialects import Dialect, Result, ResultSet, Status, status_text
+from .sqlite_readonly import authorize
 
 
 class StatementTimeout(sqlite3.OperationalError):
@@ -24,9 +30,20 @@ class SQLiteDialect(Dialect):
     _timed_out = False
 
     def connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.target.database or ":memory:", isolation_level=None, check_same_thread=False)
+        if self.readonly:
+            conn = self._connect_read_only()
+        else:
+            conn = sqlite3.connect(self.target.database or ":memory:", isolation_level=None, check_same_thread=False)
         if self.settings.statement_timeout:
             conn.set_progress_handler(self._progress, 10_000)
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        uri = Path(self.target.database or "").absolute().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only = 1")
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        conn.set_authorizer(authorize)
         return conn
 
     def _progress(self) -> int:

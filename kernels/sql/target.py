@@ -10,6 +10,13 @@ The agent starts the kernel with these variables (nothing else configures it):
     Rows shown per result set (default 1000).
 ``CELLGATE_STATEMENT_TIMEOUT``
     Seconds a statement may run, enforced by the server (default 300; 0 disables).
+``CELLGATE_TARGET_READONLY_URL``
+    The read-only credential (same dialect as the target URL): cells the gateway marks
+    ``"read-only"`` run on a second connection opened with it. SQLite needs none (the same file
+    is opened read-only).
+``CELLGATE_GATED``
+    ``1`` when the agent started the kernel: every cell must carry the gateway's
+    ``metadata.cellgate`` (see :mod:`.gating`).
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 URL_ENV = "CELLGATE_TARGET_URL"
 ROW_LIMIT_ENV = "CELLGATE_ROW_LIMIT"
 TIMEOUT_ENV = "CELLGATE_STATEMENT_TIMEOUT"
+READONLY_URL_ENV = "CELLGATE_TARGET_READONLY_URL"
+GATED_ENV = "CELLGATE_GATED"
 DEFAULT_ROW_LIMIT = 1000
 DEFAULT_TIMEOUT = 300.0
 MASK = "********"
@@ -72,14 +81,17 @@ class Target:
         return sorted(variants, key=len, reverse=True)
 
 
-def parse_target_url(url: str) -> Target:
-    """Parse a target URL. Errors never quote the URL (it may hold a password)."""
+def parse_target_url(url: str, name: str = URL_ENV) -> Target:
+    """Parse a target URL (``name`` is the variable it came from, for messages).
+
+    Errors never quote the URL (it may hold a password).
+    """
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower().split("+", 1)[0]
     dialect = SCHEMES.get(scheme)
     if dialect is None:
         raise ConfigError(
-            f"{URL_ENV} has an unsupported scheme {scheme!r}; "
+            f"{name} has an unsupported scheme {scheme!r}; "
             "use postgresql://, mysql://, mariadb:// or sqlite:///"
         )
     query = dict(parse_qsl(parts.query))
@@ -90,7 +102,7 @@ def parse_target_url(url: str) -> Target:
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError(f"{URL_ENV} has an invalid port") from None
+        raise ConfigError(f"{name} has an invalid port") from None
     return Target(
         dialect,
         host=parts.hostname,
@@ -104,11 +116,18 @@ def parse_target_url(url: str) -> Target:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the kernel reads from its environment."""
+    """Everything the kernel reads from its environment.
+
+    ``readonly`` is True for the settings of the read-only connection (see :meth:`for_readonly`):
+    the dialect then opens it in the server's read-only mode.
+    """
 
     target: Target
     row_limit: int = DEFAULT_ROW_LIMIT
     statement_timeout: float = DEFAULT_TIMEOUT
+    readonly_target: Target | None = field(default=None, repr=False)
+    gated: bool = False
+    readonly: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -116,11 +135,39 @@ class Settings:
         url = env.get(URL_ENV, "").strip()
         if not url:
             raise ConfigError(f"{URL_ENV} is not set; the agent sets it to the target's database URL")
+        target = parse_target_url(url)
+        readonly_url = env.get(READONLY_URL_ENV, "").strip()
+        readonly_target = parse_target_url(readonly_url, READONLY_URL_ENV) if readonly_url else None
+        if readonly_target is not None and readonly_target.dialect != target.dialect:
+            raise ConfigError(f"{READONLY_URL_ENV} is a {readonly_target.dialect} URL but {URL_ENV} is "
+                              f"{target.dialect}: both must name the same database")
         return cls(
-            target=parse_target_url(url),
+            target=target,
             row_limit=_number(env, ROW_LIMIT_ENV, DEFAULT_ROW_LIMIT, int, minimum=1),
             statement_timeout=_number(env, TIMEOUT_ENV, DEFAULT_TIMEOUT, float, minimum=0),
+            readonly_target=readonly_target,
+            gated=env.get(GATED_ENV, "").strip() == "1",
         )
+
+    def secrets(self) -> list[str]:
+        """The secrets of both credentials, longest first."""
+        found = set(self.target.secrets())
+        if self.readonly_target is not None:
+            found.update(self.readonly_target.secrets())
+        return sorted(found, key=len, reverse=True)
+
+    def for_readonly(self) -> Settings | None:
+        """Settings of the read-only connection, or None when there is no read-only credential.
+
+        SQLite needs no credential: the same database file is opened read-only (an in-memory
+        database cannot be, so there is none).
+        """
+        target = self.readonly_target
+        if target is None and self.target.dialect == "sqlite" and self.target.database not in (None, "", ":memory:"):
+            target = self.target
+        if target is None:
+            return None
+        return replace(self, target=target, readonly=True)
 
 
 def _number(env: Mapping[str, str], name: str, default, kind, minimum):

@@ -1,4 +1,8 @@
-"""A fake gateway (tornado WebSocket server on 127.0.0.1) and the agent as a real subprocess."""
+"""A fake gateway (tornado WebSocket server on 127.0.0.1) and the agent as a real subprocess.
+
+Every agent started here isolates its kernels (``KERNEL_UIDS``; the tests run as root).
+``shared_sqlite`` makes a SQLite file those kernels can write through ``kernel_gid``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import asyncio
 import itertools
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +28,9 @@ from tornado.web import Application, HTTPError
 from tornado.websocket import WebSocketHandler
 
 CELLGATE = str(Path(sys.executable).parent / "cellgate")
-TOKEN = "agent-token-Tq9"
+TOKEN = f"agent-token-{secrets.token_hex(8)}"  # per run: no file holds it
+KERNEL_UIDS = "61000-61999"  # the uids the test agents run kernels as
+KERNEL_GID = 62000  # the group of the SQLite files kernels share (outside KERNEL_UIDS)
 
 
 def free_port() -> int:
@@ -122,8 +131,13 @@ class FakeGateway:
         self.send({"type": kind, "req_id": req_id, **fields})
         return await asyncio.wait_for(future, timeout)
 
-    def send_execute(self, kernel_id: str, code: str, task_id: int = 1) -> str:
-        msg = Session().msg("execute_request", content={
+    def send_execute(self, kernel_id: str, code: str, task_id: int = 1,
+                     statements: list[str] | None = None) -> str:
+        """Send an execute_request; ``statements`` (SQL) go in ``metadata.cellgate`` as the
+        gateway would send them."""
+        metadata = {} if statements is None else {
+            "cellgate": {"task_id": task_id, "statements": statements, "mode": "read-write"}}
+        msg = Session().msg("execute_request", metadata=metadata, content={
             "code": code, "silent": False, "store_history": True, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": True})
         self.send({"type": "kernel_msg", "kernel_id": kernel_id, "channel": "shell",
@@ -161,14 +175,38 @@ class FakeGateway:
         return out, reply
 
 
+def shared_sqlite(name: str = "demo.db", gid: int = KERNEL_GID) -> tuple[Path, Path]:
+    """(database file, its directory to remove): a SQLite file kernels of ``gid`` can write.
+
+    Under a directory others can traverse (pytest's tmp_path is root's 0700), the directory
+    group-writable by ``gid`` (SQLite writes its journal next to the file), the file 0660.
+    """
+    root = Path(tempfile.mkdtemp(prefix="cellgate-sqlite-"))
+    root.chmod(0o711)
+    data = root / "data"
+    data.mkdir()
+    os.chown(data, 0, gid)
+    data.chmod(0o2770)
+    db = data / name
+    db.touch()
+    os.chown(db, 0, gid)
+    db.chmod(0o660)
+    return db, root
+
+
+def remove_shared(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+
+
 class AgentProcess:
     """`cellgate agent` as a subprocess; its stderr goes to a file readable as ``log``."""
 
     def __init__(self, config: Path, gateway_url: str, env: dict[str, str] | None = None,
-                 token_arg: str | None = TOKEN) -> None:
+                 token_arg: str | None = TOKEN, token_file: Path | None = None) -> None:
         self.config, self.gateway_url = config, gateway_url
         self.env = {**os.environ, **(env or {})}
         self.token_arg = token_arg
+        self.token_file = token_file
         self.log_path = config.with_suffix(".log")
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -178,7 +216,9 @@ class AgentProcess:
 
     async def start(self) -> None:
         args = [CELLGATE, "agent", "--gateway", self.gateway_url, "--config", str(self.config)]
-        if self.token_arg:
+        if self.token_file:
+            args += ["--token-file", str(self.token_file)]
+        elif self.token_arg:
             args += ["--token", self.token_arg]
         with open(self.log_path, "wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
@@ -200,11 +240,11 @@ class AgentProcess:
 
 @asynccontextmanager
 async def running(config: Path, reject: int = 0, env: dict[str, str] | None = None,
-                  token_arg: str | None = TOKEN):
-    """A started fake gateway and a started agent connected to it (hello received)."""
+                  token_arg: str | None = TOKEN, token_file: Path | None = None):
+    """A started fake gateway and a started agent (its hello may still be on the way)."""
     gw = FakeGateway(free_port(), reject=reject)
     gw.start()
-    agent = AgentProcess(config, gw.url, env=env, token_arg=token_arg)
+    agent = AgentProcess(config, gw.url, env=env, token_arg=token_arg, token_file=token_file)
     await agent.start()
     try:
         yield gw, agent

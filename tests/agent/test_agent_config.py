@@ -54,9 +54,35 @@ kind = "python"
 
 def test_inline_password_warns_without_the_password(tmp_path):
     path = write(tmp_path, '[targets.x]\nkind = "sql"\nurl = "postgresql://u:hunter2@db/x"\n')
+    path.chmod(0o600)
     config = load_config(path, environ={})
     assert config.warnings and "targets.x.url" in config.warnings[0]
     assert "hunter2" not in " ".join(config.warnings)
+
+
+def test_inline_password_in_a_readable_file_is_refused(tmp_path):
+    path = write(tmp_path, '[targets.x]\nkind = "sql"\nurl = "postgresql://u:hunter2@db/x"\n')
+    path.chmod(0o640)
+    with pytest.raises(ConfigError, match=r"targets.x.url: .*readable by group or others "
+                                          r"\(mode 640\): run `chmod 600") as info:
+        load_config(path, environ={})
+    assert "hunter2" not in str(info.value)
+    path.write_text('[targets.x]\nkind = "sql"\nurl = "sqlite:///x.db"\n')  # no password: fine
+    assert load_config(path, environ={}).targets["x"].url == "sqlite:///x.db"
+
+
+def test_isolation_settings(tmp_path):
+    path = write(tmp_path, '[targets.x]\nkind = "python"\n')
+    config = load_config(path, environ={})
+    assert (config.kernel_isolation, config.kernel_uids, config.runtime_dir) == \
+        ("uid", (61000, 61999), None)
+    assert config.targets["x"].kernel_gid is None
+    path = write(tmp_path, '[agent]\nkernel_isolation = "off"\nkernel_uids = "70000 - 70009"\n'
+                           'runtime_dir = "/run/cg"\n[targets.x]\nkind = "python"\nkernel_gid = 62000\n')
+    config = load_config(path, environ={})
+    assert (config.kernel_isolation, config.kernel_uids, config.runtime_dir) == \
+        ("off", (70000, 70009), "/run/cg")
+    assert config.targets["x"].kernel_gid == 62000
 
 
 @pytest.mark.parametrize("text, field", [
@@ -69,6 +95,13 @@ def test_inline_password_warns_without_the_password(tmp_path):
     ('[targets.x]\nkind = "sql"\nurl = "sqlite://"\nurll = "x"\n', "targets.x.urll"),
     ('[agent]\ntags = "prod"\n[targets.x]\nkind = "python"\n', "agent.tags"),
     ('[agent]\nid = "a"\n', "targets"),
+    ('[agent]\nkernel_isolation = "none"\n[targets.x]\nkind = "python"\n', "agent.kernel_isolation"),
+    ('[agent]\nkernel_uids = "0-10"\n[targets.x]\nkind = "python"\n', "agent.kernel_uids"),
+    ('[agent]\nkernel_uids = "62000-61000"\n[targets.x]\nkind = "python"\n', "agent.kernel_uids"),
+    ('[agent]\nkernel_uids = 61000\n[targets.x]\nkind = "python"\n', "agent.kernel_uids"),
+    ('[agent]\nruntime_dir = "run"\n[targets.x]\nkind = "python"\n', "agent.runtime_dir"),
+    ('[targets.x]\nkind = "python"\nkernel_gid = 10\n', "targets.x.kernel_gid"),
+    ('[targets.x]\nkind = "python"\nkernel_gid = 61005\n', "targets.x.kernel_gid"),
 ])
 def test_invalid_files_name_the_field(tmp_path, text, field):
     path = write(tmp_path, text)

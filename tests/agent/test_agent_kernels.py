@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from agent_harness import TOKEN, running
+from agent_harness import KERNEL_GID, KERNEL_UIDS, TOKEN, remove_shared, running, shared_sqlite
 
 SECRET = "pw-Zx81-do-not-leak"
 INLINE_SECRET = "inline-Qq42-secret"
@@ -22,6 +22,7 @@ def write_config(tmp_path: Path) -> Path:
 [agent]
 id = "agent-test-1"
 tags = ["test"]
+kernel_uids = "{KERNEL_UIDS}"
 
 [targets.payments]
 kind = "python"
@@ -33,6 +34,7 @@ env = {{ EXTRA = "x" }}
 kind = "python"
 url = "mysql+pymysql://ro:{INLINE_SECRET}@db.internal/reports"
 """)
+    config.chmod(0o600)  # it holds a password
     return config
 
 
@@ -203,9 +205,11 @@ def test_refused_token_is_reported_and_retried(tmp_path):
 
 def test_sql_target_on_sqlite(tmp_path):
     pytest.importorskip("cellgate.kernels.specs")
-    db = tmp_path / "demo.db"
+    db, shared = shared_sqlite()  # the kernel runs as an unprivileged uid of group KERNEL_GID
     config = tmp_path / "sql.toml"
-    config.write_text(f'[targets.demo]\nkind = "sql"\nurl = "sqlite:///{db}"\nrow_limit = 10\n')
+    config.write_text(f'[agent]\nkernel_uids = "{KERNEL_UIDS}"\n'
+                      f'[targets.demo]\nkind = "sql"\nurl = "sqlite:///{db}"\nrow_limit = 10\n'
+                      f'kernel_gid = {KERNEL_GID}\n')
 
     async def scenario():
         async with running(config) as (gw, agent):
@@ -215,11 +219,18 @@ def test_sql_target_on_sqlite(tmp_path):
             kid = str(uuid.uuid4())
             reply = await gw.request("kernel_start", kernel_id=kid, target="demo")
             assert reply["ok"], reply
-            got = await gw.collect(gw.send_execute(kid, "select 40 + 2 as answer"))
+            sql = "create table t (x int); insert into t values (40); select x + 2 as answer from t"
+            statements = ["create table t (x int)", "insert into t values (40)",
+                          "select x + 2 as answer from t"]
+            got = await gw.collect(gw.send_execute(kid, sql, statements=statements))
             reply = next(f["msg"]["content"] for _, f in got
                          if f["msg"]["header"]["msg_type"] == "execute_reply")
-            assert reply["status"] == "ok"
+            assert reply["status"] == "ok", reply
             assert "42" in str([f["msg"]["content"] for _, f in got])
             assert await agent.stop() == 0
+        assert "as uid 61" in agent.log  # the SQL kernel ran as an unprivileged uid
 
-    run(scenario())
+    try:
+        run(scenario())
+    finally:
+        remove_shared(shared)

@@ -307,8 +307,20 @@ class Handler(RequestHandler):
             return {"name": group, "members": fake.groups[group]}
         if r := m(r"users/([^/]+)/tokens", path):
             return {"token": f"cg_{r.group(1)}_secret", "id": 7}
+        if path == "agent-tokens" and method == "GET":
+            return {"agent_tokens": [{"id": 8, "name": "eu-1", "agent": "eu-1", "targets": ["db", "warehouse"], "bound": True,
+                                      "prefix": "cg_abcde", "state": "active", "created_at": "2024-01-02T03:04:05.000000Z",
+                                      "expires_at": None, "last_used_at": None, "revoked_at": None},
+                                     {"id": 3, "name": "old", "agent": None, "targets": [], "bound": False,
+                                      "prefix": "cg_fghij", "state": "active", "created_at": "2023-01-02T03:04:05.000000Z",
+                                      "expires_at": None, "last_used_at": None, "revoked_at": None}]}
         if path == "agent-tokens":
-            return {"token": f"cga_{body['name']}_secret", "id": 8}
+            unknown = [t for t in body.get("targets") or [] if t not in fake.targets]
+            if not body.get("targets") or unknown:
+                self.fail(400, f"unknown target(s): {', '.join(unknown)}" if unknown else "field 'targets' must list a target")
+            return {"token": f"cga_{body['name']}_secret", "id": 8, "agent": body["name"], "targets": sorted(body["targets"])}
+        if (r := m(r"agent-tokens/(\d+)", path)) and method == "PUT":
+            return {"id": int(r.group(1)), "agent": "eu-1", "targets": sorted(body["targets"])}
         if path == "agents":
             return {"agents": [{"agent_id": "a1", "version": "0.1.0", "tags": ["eu"],
                                 "targets": [{"name": "db"}]}]}

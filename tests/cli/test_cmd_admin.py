@@ -51,9 +51,32 @@ def test_tokens_print_only_the_token_on_stdout(cli, gateway):
     assert gateway.requests[-1]["body"] == {"note": "laptop", "expires_in_days": 30}
     assert gateway.requests[-1]["path"] == "users/bob/tokens"
     assert cli("tokens", "create", "bob", "--expires-in-days", "0").returncode == exitcodes.USAGE
-    p = cli("agent-tokens", "create", "eu-1")
+    p = cli("agent-tokens", "create", "eu-1", "--targets", "failing,db")
     assert p.returncode == 0 and p.stdout == "cga_eu-1_secret\n"
-    assert json.loads(cli("agent-tokens", "create", "eu-1", "--json").stdout) == {"token": "cga_eu-1_secret", "id": 8}
+    assert "agent eu-1 (targets: db, failing)" in p.stderr
+    assert gateway.requests[-1]["body"] == {"name": "eu-1", "targets": ["failing", "db"]}
+    assert json.loads(cli("agent-tokens", "create", "eu-1", "--targets", "db", "--json").stdout) == \
+        {"token": "cga_eu-1_secret", "id": 8, "agent": "eu-1", "targets": ["db"]}
+
+
+def test_agent_tokens_are_bound_to_targets(cli, gateway):
+    p = cli("agent-tokens", "create", "eu-1")
+    assert p.returncode == exitcodes.USAGE and "--targets" in p.stderr
+    assert cli("agent-tokens", "create", "eu-1", "--targets", ",").returncode == exitcodes.USAGE
+    p = cli("agent-tokens", "create", "eu-1", "--targets", "db", "--targets", "nope,db")
+    assert p.returncode == exitcodes.ERROR and "unknown target(s): nope" in p.stderr
+    assert gateway.requests[-1]["body"] == {"name": "eu-1", "targets": ["db", "nope"]}
+    p = cli("agent-tokens", "list")
+    assert p.returncode == 0, p.stderr
+    rows = [ln.split() for ln in p.stdout.splitlines()]
+    assert rows[0] == ["ID", "AGENT", "TARGETS", "STATE", "CREATED", "LAST", "USED", "REVOKED"]
+    assert rows[1][:4] == ["8", "eu-1", "db,", "warehouse"] and rows[1][-1] == "never"
+    assert "(unbound: refused)" in p.stdout
+    assert json.loads(cli("agent-tokens", "list", "--json").stdout)["agent_tokens"][0]["agent"] == "eu-1"
+    p = cli("agent-tokens", "set-targets", "8", "--targets", "failing")
+    assert p.returncode == 0 and p.stdout == "agent token 8 (eu-1) may serve: failing\n"
+    assert gateway.requests[-1]["method"] == "PUT" and gateway.requests[-1]["path"] == "agent-tokens/8"
+    assert gateway.requests[-1]["body"] == {"targets": ["failing"]}
 
 
 def test_agents(cli):
@@ -76,6 +99,19 @@ def test_target_set_keeps_what_is_not_given(cli, gateway):
                                             "review_groups": []}
     assert cli("target", "set", "db", "--review-group", "").returncode == 0
     assert gateway.targets["db"]["review_groups"] == []
+
+
+def test_target_set_kind_and_dialect(cli, gateway):
+    p = cli("target", "set", "db", "--kind", "sql", "--dialect", "mariadb", "--display-name", "Orders (prod)")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "target db updated: submit eng; review dba; kind sql (mariadb)\n"
+    body = gateway.requests[-1]["body"]
+    assert (body["kind"], body["dialect"], body["display_name"]) == ("sql", "mariadb", "Orders (prod)")
+    assert "kind" not in cli("target", "set", "db", "--description", "x").stdout
+    assert "kind" not in gateway.requests[-1]["body"]
+    assert cli("target", "set", "db", "--kind", "mongo").returncode == exitcodes.USAGE
+    p = cli("target", "set", "fresh")
+    assert p.returncode == 0 and "has no kind yet" in p.stderr and "--kind sql --dialect" in p.stderr
 
 
 def test_audit_export(cli, gateway, tmp_path):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import sqlite3
 import stat
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,11 +25,16 @@ from cellgate.demo_data import UPDATE_CELL
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[DemoRun]:
-    run = DemoRun(cwd=tmp_path / "cwd", state_dir=tmp_path / "state")
+    # the state folder where other users can reach it (pytest's tmp_path is root's 0700): run
+    # as root, the demo's agent then runs its kernels as unprivileged uids
+    shared = Path(tempfile.mkdtemp(prefix="cellgate-demo-"))
+    shared.chmod(0o711)
+    run = DemoRun(cwd=tmp_path / "cwd", state_dir=shared / "state")
     try:
         yield run
     finally:
         run.close()
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_demo_runs_everything_and_stops_cleanly(demo: DemoRun) -> None:
@@ -37,7 +44,8 @@ def test_demo_runs_everything_and_stops_cleanly(demo: DemoRun) -> None:
     assert gw == f"http://127.0.0.1:{demo.port}"
     assert stat.S_IMODE((demo.cwd / "demo.json").stat().st_mode) == 0o600
     assert not (demo.cwd / ".cellgate-demo").exists()  # --dir was given: the state is there
-    assert (demo.state_dir / "payments.db").exists() and (demo.state_dir / "notebooks" / "payments.ipynb").exists()
+    assert (demo.state_dir / "target" / "payments.db").exists() and (demo.state_dir / "notebooks" / "payments.ipynb").exists()
+    assert 'kernel_isolation = "uid"' in (demo.state_dir / "agent.toml").read_text()  # tests run as root
 
     assert get(f"{gw}/api/v1/me", tokens["dev"]) == (200, {"name": "dev", "is_admin": False, "groups": []})
     status, me = get(f"{gw}/api/v1/me", tokens["reviewer"])
@@ -80,7 +88,7 @@ def test_demo_runs_everything_and_stops_cleanly(demo: DemoRun) -> None:
 def test_demo_is_rerunnable(demo: DemoRun) -> None:
     demo.start()
     first = demo.wait_ready()
-    db = demo.state_dir / "payments.db"
+    db = demo.state_dir / "target" / "payments.db"
     mtime = db.stat().st_mtime_ns
     notebook = demo.state_dir / "notebooks" / "payments.ipynb"
     notebook.write_text(notebook.read_text().replace("cellgate demo", "my own notes"))
@@ -215,5 +223,5 @@ def test_a_notebook_cell_waits_for_review_then_runs(demo: DemoRun) -> None:
         ws.close()
     demo.terminate()
     assert demo.wait_exit(20) == 0
-    with sqlite3.connect(demo.state_dir / "payments.db") as conn:
+    with sqlite3.connect(demo.state_dir / "target" / "payments.db") as conn:
         assert conn.execute("SELECT status FROM cards WHERE id = 7").fetchone() == ("blocked",)

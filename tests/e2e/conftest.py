@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from harness import (MARIADB, PG_ADMIN, Gateway, Jupyter, Proc, agent_config, create_pg_database,
                      drop_pg_database, start_agent, start_gateway, start_jupyter, wait_online)
+from readonly_roles import mariadb_readonly_url, pg_readonly_url
 
 TARGETS = ["pg", "maria", "lite", "py"]
 
@@ -51,8 +52,8 @@ def lite_db(workdir: Path) -> Path:
 def agent(gateway: Gateway, workdir: Path, lite_db: Path) -> Iterator[Proc]:
     pg_url = PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")
     config = agent_config(workdir / "agent.toml", "e2e-agent", {
-        "pg": {"kind": "sql", "url": pg_url, "statement_timeout": 60},
-        "maria": {"kind": "sql", "url": MARIADB, "statement_timeout": 60},
+        "pg": {"kind": "sql", "url": pg_url, "readonly_url": pg_readonly_url(pg_url), "statement_timeout": 60},
+        "maria": {"kind": "sql", "url": MARIADB, "readonly_url": mariadb_readonly_url(), "statement_timeout": 60},
         "lite": {"kind": "sql", "url": f"sqlite:///{lite_db}"},
         "py": {"kind": "python", "url": f"sqlite:///{lite_db}"},
     })

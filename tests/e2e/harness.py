@@ -2,7 +2,9 @@
 
 The gateway's store is PostgreSQL (a fresh database per test session) unless
 ``CELLGATE_TEST_STORE=sqlite``. SQL targets are the PostgreSQL and MariaDB servers of this
-machine and a SQLite file.
+machine and a SQLite file. Every agent runs its kernels isolated, each as its own uid of
+``KERNEL_UIDS`` (the tests run as root); ``agent_config`` moves a SQLite target's file where
+those uids can write it (``share_sqlite``) and sets ``kernel_gid = KERNEL_GID``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +29,8 @@ BIN = Path(sys.executable).parent
 CELLGATE = str(BIN / "cellgate")
 PG_ADMIN = os.environ.get("CELLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 MARIADB = os.environ.get("CELLGATE_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")
+KERNEL_UIDS = "61000-61999"
+KERNEL_GID = 62000  # the group of shared SQLite files (outside KERNEL_UIDS)
 
 
 def free_port() -> int:
@@ -142,9 +147,42 @@ def start_gateway(workdir: Path, db_url: str, port: int | None = None) -> Gatewa
     return gw
 
 
+def share_sqlite(url: str) -> str:
+    """Make the SQLite file of ``url`` one the kernels' uids can use; return the URL to configure.
+
+    Kernels run as unprivileged uids of group ``KERNEL_GID`` and cannot reach pytest's tmp_path
+    (root's 0700). The file (created empty when missing) moves to a directory they can reach and
+    the group can write (SQLite writes its journal next to the file), mode 0660, and a symlink
+    is left at the old path, so the test goes on reading and writing the same file there.
+    """
+    if not url.startswith("sqlite:///") or ":memory:" in url:
+        return url
+    old = Path(url[len("sqlite:///"):])
+    if old.is_symlink():  # shared already (two agents on one file)
+        return f"sqlite:///{old.resolve()}"
+    root = Path(tempfile.mkdtemp(prefix="cellgate-e2e-sqlite-"))
+    root.chmod(0o711)
+    data = root / "data"
+    data.mkdir()
+    os.chown(data, 0, KERNEL_GID)
+    data.chmod(0o2770)
+    new = data / old.name
+    if old.exists():
+        os.replace(old, new)
+    else:
+        new.touch()
+    os.chown(new, 0, KERNEL_GID)
+    new.chmod(0o660)
+    old.symlink_to(new)
+    return f"sqlite:///{new}"
+
+
 def agent_config(path: Path, agent_id: str, targets: dict[str, dict[str, Any]]) -> Path:
-    lines = ["[agent]", f'id = "{agent_id}"', ""]
+    """The agent's config file; its kernels run isolated, SQLite targets made usable by them."""
+    lines = ["[agent]", f'id = "{agent_id}"', f'kernel_uids = "{KERNEL_UIDS}"', ""]
     for name, spec in targets.items():
+        if str(spec.get("url", "")).startswith("sqlite:///") and ":memory:" not in spec["url"]:
+            spec = {**spec, "url": share_sqlite(spec["url"]), "kernel_gid": KERNEL_GID}
         lines.append(f"[targets.{name}]")
         for key, value in spec.items():
             lines.append(f"{key} = {json.dumps(value)}")
@@ -154,11 +192,25 @@ def agent_config(path: Path, agent_id: str, targets: dict[str, dict[str, Any]]) 
     return path
 
 
-def start_agent(gw: Gateway, workdir: Path, config: Path, name: str = "agent") -> Proc:
+def bind_agent(gw: Gateway, config: Path, env: dict[str, str] | None = None) -> tuple[str, int]:
+    """As an admin sets an agent up: each target of ``config`` gets the kind and dialect its agent
+    announces (set on the gateway: agents cannot), and a token bound to the config's agent id and
+    those targets. Returns (token, token id)."""
+    from cellgate.agent.config import load_config
+
+    conf = load_config(config, {**os.environ, **(env or {})})
     with gw.admin() as api:
-        r = api.post("/api/v1/agent-tokens", json={"name": name})
+        for name, target in conf.targets.items():
+            kind = {"kind": target.kind, "dialect": target.dialect if target.kind == "sql" else None}
+            r = api.put(f"/api/v1/targets/{name}", json=kind)
+            assert r.status_code == 200, r.text
+        r = api.post("/api/v1/agent-tokens", json={"name": conf.agent_id, "targets": sorted(conf.targets)})
         assert r.status_code == 201, r.text
-        token = r.json()["token"]
+    return r.json()["token"], r.json()["id"]
+
+
+def start_agent(gw: Gateway, workdir: Path, config: Path, name: str = "agent") -> Proc:
+    token, _ = bind_agent(gw, config)
     return spawn([CELLGATE, "agent", "--gateway", gw.url, "--token", token, "--config", str(config)],
                  workdir / f"{name}.log")
 

@@ -33,7 +33,7 @@ NO_KERNEL = "00000000-0000-4000-8000-000000000000"
 
 #: (route pattern, method) -> (rule, concrete path, JSON body or None)
 #: {task}: a task of ``user`` waiting for review; {review_task}/{cancel_task}: tasks spent on those routes;
-#: {u}: unique per request (for creations).
+#: {agent_token}: the id of the agent token of ``agent``; {u}: unique per request (for creations).
 EXPECTED: dict[tuple[str, str], tuple[str, str, Any]] = {
     (r"/api/v1/?", "GET"): ("anonymous", "/api/v1", None),
     (r"/api/v1/openapi.json", "GET"): ("anonymous", "/api/v1/openapi.json", None),
@@ -71,7 +71,9 @@ EXPECTED: dict[tuple[str, str], tuple[str, str, Any]] = {
     (r"/api/v1/groups/(?P<group>[^/]+)/members/(?P<user>[^/]+)/?", "PUT"): ("admin", "/api/v1/groups/spare/members/victim", None),
     (r"/api/v1/groups/(?P<group>[^/]+)/members/(?P<user>[^/]+)/?", "DELETE"):
         ("admin", "/api/v1/groups/spare/members/victim", None),
-    (r"/api/v1/agent-tokens/?", "POST"): ("admin", "/api/v1/agent-tokens", {"name": "made-{u}"}),
+    (r"/api/v1/agent-tokens/?", "GET"): ("admin", "/api/v1/agent-tokens", None),
+    (r"/api/v1/agent-tokens/?", "POST"): ("admin", "/api/v1/agent-tokens", {"name": "made-{u}", "targets": ["t1"]}),
+    (r"/api/v1/agent-tokens/(?P<token_id>\d+)/?", "PUT"): ("admin", "/api/v1/agent-tokens/{agent_token}", {"targets": ["t1"]}),
     (r"/api/v1/agents/?", "GET"): ("admin", "/api/v1/agents", None),
     (r"/api/v1/audit/?", "GET"): ("admin", "/api/v1/audit?format=jsonl", None),
     (r"/api/v1/audit/verify/?", "GET"): ("admin", "/api/v1/audit/verify", None),
@@ -247,9 +249,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                 _ok(adm.put(f"/api/v1/groups/{group}/members/{member}"))
             user_token = _ok(adm.post("/api/v1/users/user1/tokens", json={"note": "authz"}), 201)["token"]
             rev_token = _ok(adm.post("/api/v1/users/rev1/tokens", json={"note": "authz"}), 201)["token"]
-            agent_token = _ok(adm.post("/api/v1/agent-tokens", json={"name": "agent1"}), 201)["token"]
-            _ok(adm.put("/api/v1/targets/t1", json={"description": "authz", "submit_groups": [], "review_groups": ["dba"]}))
-        ids = {}
+            _ok(adm.put("/api/v1/targets/t1", json={"description": "authz", "submit_groups": [], "review_groups": ["dba"],
+                                                     "kind": "sql", "dialect": "sqlite"}))
+            made = _ok(adm.post("/api/v1/agent-tokens", json={"name": "agent1", "targets": ["t1"]}), 201)
+            agent_token = made["token"]
+        ids = {"agent_token": made["id"]}
         with httpx.Client(base_url=url, headers={"Authorization": f"token {user_token}"}, timeout=30) as usr:
             for key in ("task", "review_task", "cancel_task"):
                 task = _ok(usr.post("/api/v1/tasks", json={"target": "t1", "code": f"select '{key}'", "why": "authz"}), 201)

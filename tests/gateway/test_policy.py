@@ -108,12 +108,10 @@ RISK_CASES = [
     ("deny by risk level", {**DEMO, "deny": {"risk": "critical"}}, "sql", "DELETE FROM accounts", policy.DENY, "critical"),
     ("below the denied risk level", {**DEMO, "deny": {"risk": "critical"}}, "sql", "DELETE FROM accounts WHERE id = 1", policy.REVIEW, "dba"),
     ("Python is not auto-approved by default", DEMO, "python", "print(1)", policy.REVIEW, "dba"),
-    ("unflagged Python, target allows it", {**DEMO, "python_auto_approve": "unflagged"}, "python", "print(1)", policy.APPROVE, "Python"),
-    ("flagged Python, target allows unflagged", {**DEMO, "python_auto_approve": "unflagged"}, "python",
-     "import subprocess; subprocess.run(['ls'])", policy.REVIEW, "dba"),
-    ("Python reading the environment", {**DEMO, "python_auto_approve": "unflagged"}, "python",
+    ("Python is never auto-approved", {**DEMO, "auto_approve": "read-only"}, "python", "print(1)", policy.REVIEW, "dba"),
+    ("Python reading the environment", DEMO, "python",
      "import os; print(os.environ['CELLGATE_TARGET_URL'])", policy.REVIEW, "dba"),
-    ("Python syntax error", {**DEMO, "python_auto_approve": "unflagged"}, "python", "def (:", policy.REVIEW, "dba"),
+    ("Python syntax error", DEMO, "python", "def (:", policy.REVIEW, "dba"),
     ("MySQL read", DEMO, "sql", "SELECT `id` FROM accounts LIMIT 3", policy.APPROVE, "read-only"),
 ]
 
@@ -134,6 +132,8 @@ BAD = [
     ({"review": {"groups": "dba"}}, "review.groups"),
     ({"auto_approve": "always"}, "auto_approve"),
     ({"python_auto_approve": True}, "python_auto_approve"),
+    ({"python_auto_approve": "unflagged"}, "python_auto_approve"),
+    ({"introspection": "sometimes"}, "introspection"),
     ({"deny": {"patterns": ["("]}}, "deny.patterns[0]"),
     ({"deny": {"risk": "severe"}}, "deny.risk"),
     ({"deny": {"nope": []}}, "deny.nope"),
@@ -155,3 +155,34 @@ def test_policy_round_trips_through_the_target_row() -> None:
     assert t.review_groups == ["dba"] and t.submit_groups == []
     assert policy.of(t) == policy.parse(DEMO)
     assert policy.of(t).limits == policy.Limits()
+
+
+def test_python_auto_approval_was_removed_and_says_why() -> None:
+    with pytest.raises(policy.PolicyError) as err:
+        policy.parse({"python_auto_approve": "unflagged"})
+    message = str(err.value)
+    for word in ("removed", "bypassed", "getattr", "sys.modules", "always reviewed"):
+        assert word in message, word
+    assert policy.parse({"python_auto_approve": "never"}).python_auto_approve == "never"
+    # no Python cell is auto-approvable, whatever its risk says
+    clean = analyze("print(1)", "python", None)
+    assert policy.auto_approvable(policy.parse({**DEMO, "auto_approve": "read-only"}), "python", clean) is None
+
+
+def test_introspection_defaults_to_refuse_and_round_trips() -> None:
+    assert policy.parse({}).introspection == "refuse"
+    t = rules_target({**DEMO, "introspection": "allow"}, "python")
+    assert policy.of(t).introspection == "allow"
+    assert policy.parse({}).as_dict()["introspection"] == "refuse"
+
+
+@pytest.mark.parametrize(("doc", "code", "run_as"), [
+    (DEMO, "SELECT * FROM accounts", "read-only"),              # auto-approved because read-only
+    (DEMO, "UPDATE accounts SET x = 1 WHERE id = 2", "read-write"),  # reviewed
+    ({"auto_approve": "read-only"}, "SELECT 1", "read-write"),  # no review at all: not because read-only
+    ({**DEMO, "auto_approve": "never"}, "SELECT 1", "read-write"),
+])
+def test_decision_says_how_an_approved_task_runs(doc: dict, code: str, run_as: str) -> None:
+    decision = policy.evaluate(user(), rules_target(doc), code, analyze(code, "sql", "postgresql"))
+    assert decision.run_as == run_as
+    assert decision.read_only is (run_as == "read-only")

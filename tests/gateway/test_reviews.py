@@ -165,11 +165,43 @@ def test_approval_sets_its_expiry_from_the_window(store: Store, seed: Seed, peop
     assert round((task.expires_at - task.approved_at).total_seconds()) == 90
 
 
-def test_one_person_in_both_groups_approves_for_both(store: Store, seed: Seed, people: People) -> None:
-    """What the code does: coverage is by the approver's memberships, so dave (dba and sec) alone
-    satisfies a task that needs dba and sec."""
+def test_one_person_in_both_groups_covers_only_one_of_them(store: Store, seed: Seed, people: People) -> None:
+    """Approvals count people: dave (dba and sec) alone is one reviewer, not two."""
     task_id = pending(seed, people.alice, ["dba", "sec"])
-    assert decide(store, task_id, people.dave, "approve", "both hats").status == tasks.APPROVED
+    assert decide(store, task_id, people.dave, "approve", "both hats").status == tasks.PENDING_REVIEW
+    missing = store.call(lambda s: reviews.missing_approvals(s, s.get(Task, task_id)))
+    assert len(missing) == 1 and "dave's approval already counts for" in missing[0], missing
+    # a second person from either group completes it: dave is matched to the other one
+    assert decide(store, task_id, people.bob, "approve", "dba ok").status == tasks.APPROVED
+
+
+def test_all_mode_matches_people_to_groups(store: Store, seed: Seed, people: People) -> None:
+    """carol (sec) approving after dave (dba, sec) completes the task: dave moves over to dba."""
+    task_id = pending(seed, people.alice, ["dba", "sec"])
+    decide(store, task_id, people.dave, "approve")
+    assert decide(store, task_id, people.carol, "approve").status == tasks.APPROVED
+    # two people who are only in dba never cover sec
+    other = pending(seed, people.alice, ["dba", "sec"])
+    decide(store, other, people.bob, "approve")
+    decide(store, other, people.bert, "approve")
+    missing = store.call(lambda s: reviews.missing_approvals(s, s.get(Task, other)))
+    assert missing == ["an approval from sec"]
+
+
+def test_matching_finds_an_augmenting_path() -> None:
+    # u1 {a, b}, u2 {a}: u1 must take b so u2 can take a
+    assert reviews.match_approvers({1: {"a", "b"}, 2: {"a"}}, ["a", "b"]) == {"a": 2, "b": 1}
+    assert reviews.match_approvers({1: {"a", "b"}, 2: {"a", "b"}, 3: {"c"}}, ["a", "b", "c"]).keys() == {"a", "b", "c"}
+    assert len(reviews.match_approvers({1: {"a", "b", "c"}}, ["a", "b", "c"])) == 1
+
+
+def test_count_mode_counts_each_person_once(store: Store, seed: Seed, people: People) -> None:
+    task_id = seed.task(people.alice, status=tasks.PENDING_REVIEW, review_groups=["dba", "sec"],
+                        review_rule={"mode": "count", "approvals": 2})
+    assert decide(store, task_id, people.dave, "approve").status == tasks.PENDING_REVIEW
+    missing = store.call(lambda s: reviews.missing_approvals(s, s.get(Task, task_id)))
+    assert missing == ["1 more approval from dba or sec (dave already counted: each person counts once)"]
+    assert decide(store, task_id, people.carol, "approve").status == tasks.APPROVED
 
 
 def test_coverage_uses_membership_as_of_the_last_decision(store: Store, seed: Seed, people: People) -> None:

@@ -18,6 +18,8 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from cellgate.kernels.specs import CellgateKernelSpecManager
+from cellgate.kernels.sql.split import split_statements
+from cellgate.kernels.sql.target import parse_target_url
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 MARIADB_URL = "mysql://root@127.0.0.1:3306/test"
@@ -71,14 +73,23 @@ class SQLKernelHandle:
     """A running ``cellgate-sql`` kernel with a blocking client."""
 
     def __init__(self, url: str, **env: str) -> None:
+        self.dialect = parse_target_url(url).dialect if url else "sqlite"
         self.km = KernelManager(kernel_name="cellgate-sql", kernel_spec_manager=CellgateKernelSpecManager())
         self.km.start_kernel(env={**os.environ, "CELLGATE_TARGET_URL": url, **env})
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=30)
 
-    def run(self, code: str, *, interrupt_after: float | None = None, timeout: float = 30) -> Run:
-        msg_id = self.kc.execute(code)
+    def run(self, code: str, *, interrupt_after: float | None = None, timeout: float = 30,
+            metadata: dict[str, Any] | None = None) -> Run:
+        if metadata is None:
+            msg_id = self.kc.execute(code)
+        else:  # as the gateway sends it: the request's metadata carries "cellgate"
+            content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                       "allow_stdin": False, "stop_on_error": True}
+            msg = self.kc.session.msg("execute_request", content, metadata=metadata)
+            self.kc.shell_channel.send(msg)
+            msg_id = msg["header"]["msg_id"]
         started = time.monotonic()
         if interrupt_after is not None:
             time.sleep(interrupt_after)
@@ -97,10 +108,15 @@ class SQLKernelHandle:
             if msg["msg_type"] in ("stream", "display_data", "execute_result", "error"):
                 run.outputs.append(msg)
 
-    def ok(self, code: str) -> Run:
-        run = self.run(code)
+    def ok(self, code: str, **kwargs: Any) -> Run:
+        run = self.run(code, **kwargs)
         assert run.status == "ok", run.reply
         return run
+
+    def gated(self, code: str, mode: str = "read-only", **kwargs: Any) -> Run:
+        """Run ``code`` with the metadata the gateway would send for it in ``mode``."""
+        statements = split_statements(code, self.dialect)
+        return self.run(code, metadata={"cellgate": {"task_id": 1, "statements": statements, "mode": mode}}, **kwargs)
 
     def close(self) -> None:
         self.kc.stop_channels()

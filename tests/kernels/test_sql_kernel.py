@@ -40,9 +40,16 @@ def kernel(request) -> tuple[str, SQLKernelHandle]:
     return request.param, request.getfixturevalue(request.param)
 
 
+def _reply(kc, msg_id: str) -> dict:
+    """The shell reply to ``msg_id`` (a late reply to an earlier request is skipped)."""
+    msg = kc.get_shell_msg(timeout=10)
+    while msg["parent_header"].get("msg_id") != msg_id:
+        msg = kc.get_shell_msg(timeout=10)
+    return msg["content"]
+
+
 def test_kernel_info(sqlite_kernel):
-    sqlite_kernel.kc.kernel_info()
-    info = sqlite_kernel.kc.get_shell_msg(timeout=10)["content"]
+    info = _reply(sqlite_kernel.kc, sqlite_kernel.kc.kernel_info())
     assert info["language_info"]["name"] == "sql"
     assert info["language_info"]["mimetype"] == "text/x-sql"
     assert info["language_info"]["file_extension"] == ".sql"
@@ -51,12 +58,9 @@ def test_kernel_info(sqlite_kernel):
 
 def test_is_complete_and_complete(sqlite_kernel):
     kc = sqlite_kernel.kc
-    kc.is_complete("SELECT 1;")
-    assert kc.get_shell_msg(timeout=10)["content"]["status"] == "complete"
-    kc.is_complete("SELECT 1")
-    assert kc.get_shell_msg(timeout=10)["content"]["status"] == "incomplete"
-    kc.complete("SELE", 4)
-    reply = kc.get_shell_msg(timeout=10)["content"]
+    assert _reply(kc, kc.is_complete("SELECT 1;"))["status"] == "complete"
+    assert _reply(kc, kc.is_complete("SELECT 1"))["status"] == "incomplete"
+    reply = _reply(kc, kc.complete("SELE", 4))
     assert reply["status"] == "ok" and reply["matches"] == []
 
 

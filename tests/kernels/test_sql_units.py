@@ -77,7 +77,7 @@ def test_unsupported_scheme_error_does_not_quote_the_url():
         (
             "CREATE TRIGGER t AFTER INSERT ON x BEGIN UPDATE y SET a = 1; END; SELECT ';'",
             "sqlite",
-            ["CREATE TRIGGER t AFTER INSERT ON x BEGIN UPDATE y SET a = 1; END;", "SELECT ';';"],
+            ["CREATE TRIGGER t AFTER INSERT ON x BEGIN UPDATE y SET a = 1; END", "SELECT ';'"],
         ),
         (" -- only a comment;\n", "sqlite", []),
     ],

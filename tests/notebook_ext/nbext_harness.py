@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -79,6 +81,7 @@ class Gateway:
     tmp: Path
     port: int = field(default_factory=free_port)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    cleanup: list[Path] = field(default_factory=list)
     admin_token: str = ""
     dev_token: str = ""
 
@@ -107,7 +110,7 @@ class Gateway:
         wait_http(f"{self.url}/api/v1/", proc, log)
         self.api("POST", "/api/v1/users", {"name": "dev"})
         self.dev_token = self.api("POST", "/api/v1/users/dev/tokens", {})["token"]
-        self.api("PUT", "/api/v1/targets/payments", {"review_groups": []})
+        self.api("PUT", "/api/v1/targets/payments", {"review_groups": [], "kind": "sql", "dialect": "sqlite"})
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         status, data = request(self.url + path, token=self.admin_token, method=method, body=body)
@@ -115,11 +118,22 @@ class Gateway:
         return data
 
     def start_agent(self) -> None:
-        db = self.tmp / "payments.db"
+        # the agent runs the kernel as an unprivileged uid of group 62000 (the tests run as
+        # root): the database lives where that uid can reach it, group-writable
+        shared = Path(tempfile.mkdtemp(prefix="cellgate-nbext-"))
+        self.cleanup.append(shared)
+        shared.chmod(0o711)
+        (shared / "data").mkdir()
+        os.chown(shared / "data", 0, 62000)
+        (shared / "data").chmod(0o2770)
+        db = shared / "data" / "payments.db"
         sqlite3.connect(db).close()
+        os.chown(db, 0, 62000)
+        db.chmod(0o660)
         config = self.tmp / "agent.toml"
-        config.write_text(f'[targets.payments]\nkind = "sql"\nurl = "sqlite:///{db}"\n')
-        agent_token = self.api("POST", "/api/v1/agent-tokens", {"name": "test-agent"})["token"]
+        config.write_text(f'[agent]\nid = "test-agent"\nkernel_uids = "61000-61999"\n\n'
+                          f'[targets.payments]\nkind = "sql"\nurl = "sqlite:///{db}"\nkernel_gid = 62000\n')
+        agent_token = self.api("POST", "/api/v1/agent-tokens", {"name": "test-agent", "targets": ["payments"]})["token"]
         proc, log = self.spawn("agent", [CELLGATE, "agent", "--gateway", self.url, "--config", str(config)],
                                env={"CELLGATE_AGENT_TOKEN": agent_token})
         deadline = time.monotonic() + 30
@@ -138,6 +152,8 @@ class Gateway:
     def close(self) -> None:
         for proc in reversed(self.procs):
             stop(proc)
+        for path in self.cleanup:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

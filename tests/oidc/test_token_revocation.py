@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import CELLGATE, Gateway, KernelConnection, Proc, agent_config, spawn, task_id_from, wait_online
+from harness import CELLGATE, Gateway, KernelConnection, Proc, agent_config, bind_agent, spawn, task_id_from, wait_online
 from oidc_harness import db_execute, wait_for
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
@@ -34,19 +34,12 @@ def targets(gateway: Gateway, oidc_workdir: Path) -> Iterator[Proc]:
     config = agent_config(oidc_workdir / "rev-agent.toml", "rev-agent", {
         "rlite": {"kind": "sql", "url": f"sqlite:///{db}"},
         "rlite-reviewed": {"kind": "sql", "url": f"sqlite:///{db}"}})
-    token, _ = agent_token(gateway, "rev-agent")
+    token, _ = bind_agent(gateway, config)
     proc = spawn([CELLGATE, "agent", "--gateway", gateway.url, "--token", token, "--config", str(config)],
                  oidc_workdir / "rev-agent.log")
     wait_online(gateway, ["rlite", "rlite-reviewed"], proc.log)
     yield proc
     proc.stop()
-
-
-def agent_token(gw: Gateway, name: str) -> tuple[str, int]:
-    with gw.admin() as api:
-        resp = api.post("/api/v1/agent-tokens", json={"name": name})
-    assert resp.status_code == 201, resp.text
-    return resp.json()["token"], resp.json()["id"]
 
 
 def user_token(gw: Gateway, name: str, groups: tuple[str, ...] = ()) -> tuple[str, int]:
@@ -200,7 +193,7 @@ def test_revoking_an_agent_token_closes_the_agent_socket_for_good(gateway: Gatew
     gateway.set_target("rlite-b")
     config = agent_config(oidc_workdir / "agent-b.toml", "agent-b",
                           {"rlite-b": {"kind": "sql", "url": f"sqlite:///{oidc_workdir / 'rlite.db'}"}})
-    token, token_id = agent_token(gateway, "agent-b")
+    token, token_id = bind_agent(gateway, config)
     proc = spawn([CELLGATE, "agent", "--gateway", gateway.url, "--token", token, "--config", str(config)],
                  oidc_workdir / "agent-b.log")
     try:

@@ -263,3 +263,50 @@ def test_links_admin_api_and_cli(world: World) -> None:
     assert "UELSEWHERE" in listed.stdout and "T0OTHER" in listed.stdout
     out = cli(world.gw, world.gw.admin_token, "slack", "unlink", "UELSEWHERE", "--team", "T0OTHER")
     assert out.returncode == 0, out.stderr
+
+
+# ------------------------------------------------------------------ approvals count people
+def _dual_target(world: World, name: str, review: dict[str, Any]) -> None:
+    world.gw.user("both", ("dba", "sec"))  # one person in both review groups
+    world.gw.user("seconly", ("sec",))
+    for slack_id, user in (("UBOTH", "both"), ("USEC", "seconly")):
+        cli(world.gw, world.gw.admin_token, "slack", "link", slack_id, user)  # (again: the link is kept)
+    with world.gw.admin() as api:
+        r = api.put(f"/api/v1/targets/{name}", json={"review_groups": ["dba", "sec"], "policy": {"review": review}})
+        assert r.status_code == 200, r.text
+
+
+def _cancel(world: World, task_id: int) -> None:
+    with world.api("dev") as api:
+        api.post(f"/api/v1/tasks/{task_id}/cancel", json={"reason": "test over"})
+
+
+def test_one_person_in_both_groups_of_an_all_target_is_one_approval_in_slack(world: World) -> None:
+    _dual_target(world, "dual", {"mode": "all"})
+    task = world.submit("dev", "dual", "UPDATE accounts SET balance = 0 WHERE id = 2", why="SUP-7")
+    try:
+        notice_of(world.standin, task["id"])
+        assert click(world, task["id"], "approve", "UBOTH").status_code == 200
+        wait_until(lambda: world.task(task["id"])["reviews"], 20, "both's approval recorded", world.gw.proc.log)
+        shown = world.task(task["id"])
+        assert shown["status"] == "pending_review", shown
+        assert any("already counts for" in m for m in shown["missing_approvals"]), shown["missing_approvals"]
+        # a second person (rev: dba only) completes it: both is matched to sec
+        assert click(world, task["id"], "approve", "UREV").status_code == 200
+        wait_until(lambda: world.task(task["id"])["status"] == "approved", 20, "approved by two people", world.gw.proc.log)
+    finally:
+        _cancel(world, task["id"])
+
+
+def test_count_two_with_one_person_in_two_groups_stays_pending_in_slack(world: World) -> None:
+    _dual_target(world, "dualcount", {"mode": "count", "approvals": 2})
+    task = world.submit("dev", "dualcount", "UPDATE accounts SET balance = 1 WHERE id = 3", why="SUP-8")
+    try:
+        notice_of(world.standin, task["id"])
+        assert click(world, task["id"], "approve", "UBOTH").status_code == 200
+        wait_until(lambda: world.task(task["id"])["reviews"], 20, "both's approval recorded", world.gw.proc.log)
+        assert world.task(task["id"])["status"] == "pending_review"
+        assert click(world, task["id"], "approve", "USEC").status_code == 200
+        wait_until(lambda: world.task(task["id"])["status"] == "approved", 20, "approved by two people", world.gw.proc.log)
+    finally:
+        _cancel(world, task["id"])

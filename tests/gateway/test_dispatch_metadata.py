@@ -1,0 +1,68 @@
+"""dispatch_cell tells the kernel what to run: ``metadata.cellgate``, the gateway's alone (kernel helper)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from gateway_harness import Seed
+
+from cellgate.gateway import analysis, jmsg, policy
+from cellgate.gateway.auth import Identity
+from cellgate.gateway.models import Target
+from cellgate.gateway.service import Service
+from cellgate.gateway.store import Store
+from cellgate.kernels.sql.split import split_statements
+
+
+def reviewed_target(store: Store, name: str = "prod", kind: str = "sql", dialect: str = "postgresql") -> None:
+    def _tx(session: Any) -> None:
+        t = Target(name=name, description="", submit_groups=[], review_groups=[], policy={}, kind=kind, dialect=dialect)
+        policy.store(t, policy.parse({"auto_approve": "read-only", "review": {"groups": ["dba"]}}))
+        session.add(t)
+    store.call(_tx)
+
+
+def ident(user_id: int) -> Identity:
+    return Identity(kind="user", name="dev", user_id=user_id, groups=frozenset({"dev"}))
+
+
+@pytest.fixture
+def service(store: Store, seed: Seed) -> Iterator[Service]:
+    reviewed_target(store)
+    reviewed_target(store, "py", kind="python", dialect="")
+    svc = Service(store, "http://gw.test")
+    svc.analyser = analysis.Analyser(processes=False)
+    yield svc
+    svc.analyser.close()
+
+
+def _bound(service: Service, who: int, target: str, code: str, client_meta: Any) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        task = await service.submit(ident(who), target, code, kind="script")
+        msg = jmsg.make("execute_request", {"code": code}, None, "shell")
+        msg["metadata"] = client_meta
+        await service._bind_to_task(msg, task)
+        return {"task": task, "meta": msg["metadata"]}
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(("code", "mode"), [
+    ("SELECT * FROM accounts; SELECT 2", "read-only"),
+    ("UPDATE accounts SET x = 1 WHERE id = 2", "read-write"),
+])
+def test_statements_and_mode_replace_what_the_client_sent(service: Service, seed: Seed, code: str, mode: str) -> None:
+    dev = seed.user("dev", ["dev"])
+    spoof = {"cellgate": {"task_id": 999, "statements": ["DROP TABLE accounts"], "mode": "read-write"}, "other": 1}
+    got = _bound(service, dev, "prod", code, spoof)
+    assert got["meta"]["cellgate"] == {"task_id": got["task"].id, "statements": split_statements(code, "postgresql"),
+                                       "mode": mode}
+    assert got["meta"]["other"] == 1
+
+
+def test_python_targets_get_no_statements(service: Service, seed: Seed) -> None:
+    dev = seed.user("dev", ["dev"])
+    got = _bound(service, dev, "py", "print(1)", "not a dict")
+    assert got["meta"] == {"cellgate": {"task_id": got["task"].id, "statements": [], "mode": "read-write"}}
