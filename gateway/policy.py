@@ -234,10 +234,23 @@ def denial(policy: Policy, code: str, risk: Risk | None) -> str | None:
                 return f"table {table} may not be touched on this target"
         if rule.risk is not None and LEVELS.index(risk.level) >= LEVELS.index(rule.risk):
             return f"risk {risk.level} ({'; '.join(risk.reasons[:2])}) is at or above this target's limit ({rule.risk})"
+    spellings = _spellings(code, risk)
     for pattern in rule.patterns:
-        if re.search(pattern, code):
+        if any(re.search(pattern, text) for text in spellings):
             return f"the code matches the denied pattern {pattern!r}"
     return None
+
+
+def _spellings(code: str, risk: Risk | None) -> list[str]:
+    """What deny patterns are searched in: the code as written, and as the analysis decoded it.
+
+    Each statement without its comments (``DROP/**/TABLE`` → ``DROP TABLE``) and the decoded
+    names of the functions and tables it uses (``U&"\\0064blink_exec"`` → ``dblink_exec``), so a
+    pattern cannot be dodged by a spelling the server reads the same way.
+    """
+    if risk is None:
+        return [code]
+    return [code, *risk.normalized, *risk.functions, *risk.tables]
 
 
 def auto_approvable(policy: Policy, kind: str, risk: Risk | None) -> str | None:

@@ -113,6 +113,19 @@ RISK_CASES = [
      "import os; print(os.environ['CELLGATE_TARGET_URL'])", policy.REVIEW, "dba"),
     ("Python syntax error", DEMO, "python", "def (:", policy.REVIEW, "dba"),
     ("MySQL read", DEMO, "sql", "SELECT `id` FROM accounts LIMIT 3", policy.APPROVE, "read-only"),
+    # deny rules match the names as the server reads them, not as written
+    ("a denied pattern, the function name escaped", DEMO, "sql",
+     'SELECT U&"\\0070g_terminate_backend"(42)', policy.DENY, "pattern"),
+    ("a denied pattern, escaped with UESCAPE", DEMO, "sql",
+     'SELECT U&"!0070g_terminate_backend" UESCAPE \'!\'(42)', policy.DENY, "pattern"),
+    ("a denied table, its name escaped", DEMO, "sql", 'SELECT * FROM U&"\\0073ecrets"', policy.DENY, "secrets"),
+    ("a denied table, quoted", DEMO, "sql", 'SELECT * FROM "public"."secrets"', policy.DENY, "secrets"),
+    ("a denied table in a subquery", DEMO, "sql", "SELECT (SELECT count(*) FROM secrets)", policy.DENY, "secrets"),
+    ("a denied statement behind a comment", DEMO, "sql", "/* report */ DROP/**/TABLE x", policy.DENY, "DROP"),
+    ("a denied pattern split by a comment", {**DEMO, "deny": {"patterns": ["(?i)drop table"]}}, "sql",
+     "DROP/* not a */TABLE x", policy.DENY, "pattern"),
+    ("a denied pattern split by a line comment", {**DEMO, "deny": {"patterns": ["(?i)lo_import"]}}, "sql",
+     'SELECT "lo_import"(\'/etc/passwd\')', policy.DENY, "pattern"),
 ]
 
 
