@@ -1,12 +1,18 @@
 """The price of the gate: one auto-approved ``SELECT 1`` cell, gated and direct, in one run.
 
     python -m benchmarks.cell_latency [--runs 300] [--warmup 30] [--store postgresql|sqlite]
+                                      [--path no-review|read-only]
 
 Gated: a stock ``jupyter server`` in gateway mode → cellgate gateway → agent → SQL kernel →
 PostgreSQL, over the same JSON WebSocket protocol JupyterLab speaks. Direct: the same SQL kernel
 started with jupyter_client on this machine, same database. Each cell is timed from sending the
 ``execute_request`` until both its ``execute_reply`` and its ``status: idle`` arrived (what
 JupyterLab waits for). Prints p50 and p99 of both and their difference.
+
+``--path no-review`` (default): a target without reviewers, so every cell is approved by policy
+and runs on the target's own credential. ``--path read-only``: a target with reviewers and
+``auto_approve = "read-only"``, so each cell is auto-approved as read-only SQL and runs on the
+read-only credential, inside a read-only transaction, with the session reset after the cell.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from harness import (PG_ADMIN, agent_config, connect, create_pg_database, drop_pg_database,  # noqa: E402
                      start_agent, start_gateway, start_jupyter, start_kernel, wait_online)
@@ -92,21 +99,33 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--store", choices=["postgresql", "sqlite"], default="postgresql",
                         help="the gateway's store (default postgresql, as in production)")
+    parser.add_argument("--path", choices=["no-review", "read-only"], default="no-review",
+                        help="no-review: a target without reviewers; read-only: cells auto-approved as read-only SQL")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cellgate-bench-"))
     db = create_pg_database() if args.store == "postgresql" else f"sqlite:///{work}/gateway.db"
     gw = start_gateway(work, db)
     agent = jp = None
     try:
-        gw.set_target("pg")  # no review groups: every cell is approved by policy
+        target: dict[str, str] = {"kind": "sql", "url": PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")}
+        if args.path == "no-review":
+            gw.set_target("pg")  # no review groups: every cell is approved by policy
+        else:
+            from readonly_roles import pg_readonly_url
+
+            gw.user("reviewer", groups=("dba",))
+            with gw.admin() as api:
+                r = api.put("/api/v1/targets/pg", json={"review_groups": ["dba"], "policy": {"auto_approve": "read-only"}})
+                assert r.status_code == 200, r.text
+            target["readonly_url"] = pg_readonly_url()
         dev = gw.user("dev")
-        agent = start_agent(gw, work, agent_config(work / "agent.toml", "bench-agent", {
-            "pg": {"kind": "sql", "url": PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")}}))
+        agent = start_agent(gw, work, agent_config(work / "agent.toml", "bench-agent", {"pg": target}))
         wait_online(gw, ["pg"], agent.log)
         jp = start_jupyter(gw, dev, work, "jupyter")
         g = asyncio.run(gated(jp, args.runs, args.warmup))
         d = asyncio.run(direct(args.runs, args.warmup))
-        print(f"cellgate cell latency: {CODE!r} on PostgreSQL, gateway store {args.store}, {args.runs} runs after {args.warmup} warm-up")
+        print(f"cellgate cell latency: {CODE!r} on PostgreSQL, gateway store {args.store}, path {args.path}, "
+              f"{args.runs} runs after {args.warmup} warm-up")
         g50, g99 = report("gated", g)
         d50, d99 = report("direct", d)
         print(f"the gate costs p50 +{g50 - d50:.2f} ms, p99 +{g99 - d99:.2f} ms")

@@ -756,12 +756,12 @@ def _pg_apply(st: _Stmt, facts: _PgFacts, tree: dict[str, Any]) -> None:
         if _function_rule(name[-1]) is not None:
             _function(st, name[-1])
             continue
-        schema = name[0] if len(name) == 2 else ("" if len(name) > 2 else None)
+        schema = _schema_of(name)
         if not known_function(name[-1], "postgres", schema):
             _unknown(st, f"{written}() is not on the allow-list of PostgreSQL functions without side effects "
                      "(a user-defined function, or a built-in that changes or reaches something)")
     for name in facts.ops:
-        schema = name[0] if len(name) == 2 else ("" if len(name) > 2 else None)
+        schema = _schema_of(name)
         if name and not known_operator(name[-1], schema):
             _unknown(st, f"operator {'.'.join(name)} is not a built-in PostgreSQL operator: it calls a function "
                      "the analysis cannot see")
@@ -770,10 +770,18 @@ def _pg_apply(st: _Stmt, facts: _PgFacts, tree: dict[str, Any]) -> None:
             _unknown(st, f"the whole row {name} is passed to {where}: a user-defined function, operator or cast "
                      "for that row type may be the one that runs")
     for name in facts.types:
-        schema = name[0] if len(name) == 2 else ("" if len(name) > 2 else None)
+        schema = _schema_of(name)
         if name and not known_type(name[-1], schema):
             _unknown(st, f"a cast to type {'.'.join(name)}, which is not built in: its input function or domain "
                      "check may be user-defined")
+
+
+def _schema_of(name: tuple[str, ...] | list[str]) -> str | None:
+    """The schema of a qualified name: ``None`` when unqualified, ``""`` when it has a catalog too
+    (never a built-in's: a three-part name is not what the allow-lists know)."""
+    if len(name) == 2:
+        return name[0]
+    return "" if len(name) > 2 else None
 
 
 def _unknown(st: _Stmt, sentence: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 import pymysql
-from readonly_roles import pg_readonly_url
+from readonly_roles import mariadb_readonly_url, pg_readonly_url
 
 PG_HOST = "127.0.0.1"
 PG_SUPER = "postgres"
@@ -330,7 +330,8 @@ MARIA_EVIL_USERS = ("cg_dz_evil",)
 
 
 class Maria(Dataset):
-    """A fresh MariaDB database ``cg_dz_<hex>`` and a user ``<name>_ro`` with SELECT on it only."""
+    """A fresh MariaDB database ``cg_dz_<hex>`` and a read-only user ``<name>_ro`` made by the documented
+    recipe (``tests/readonly_roles.py``: SELECT on each base table, never on ``db.*`` nor on a DEFINER view)."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -341,9 +342,8 @@ class Maria(Dataset):
         self.server = self._connect(None)
         self.globals = self._globals()
         with self.server.cursor() as cur:
-            for user in (self.ro_user, self.sentinel_user):
-                for host in ("%", "localhost"):
-                    cur.execute(f"CREATE USER '{user}'@'{host}'")
+            for host in ("%", "localhost"):
+                cur.execute(f"CREATE USER '{self.sentinel_user}'@'{host}'")
         self._create()
 
     @staticmethod
@@ -361,9 +361,8 @@ class Maria(Dataset):
     def _create(self) -> None:
         with self.server.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{self.name}`")
-            for user in (self.ro_user, self.sentinel_user):
-                for host in ("%", "localhost"):
-                    cur.execute(f"GRANT SELECT ON `{self.name}`.* TO '{user}'@'{host}'")
+            for host in ("%", "localhost"):  # the application's own account, not the read-only one
+                cur.execute(f"GRANT SELECT ON `{self.name}`.* TO '{self.sentinel_user}'@'{host}'")
         try:
             self._populate()
         except Exception:
@@ -376,6 +375,7 @@ class Maria(Dataset):
         with self.admin.cursor() as cur:
             for stmt in MARIA_SETUP:
                 cur.execute(stmt.replace("%OUT%", str(self.out)).replace("%SENTINEL_USER%", self.sentinel_user))
+        mariadb_readonly_url(database=self.name, user=self.ro_user, password="")  # after the schema, as documented
         self.sentinel = self._connect(self.name, self.sentinel_user)
         self._sentinel_id = self.sentinel.thread_id()
 
