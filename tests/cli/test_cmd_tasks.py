@@ -135,9 +135,20 @@ def test_connection_refused(cli, cli_env):
     assert p.returncode == exitcodes.UNREACHABLE
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """Run in the child before exec: SIGINT at its default, as a terminal's foreground job has it.
+
+    A job started in the background by a non-interactive shell (as CI may start the suite)
+    inherits SIGINT *ignored*, and Python then installs no KeyboardInterrupt handler: the
+    Ctrl-C this test sends would never arrive (the test hung 30 s and failed in such runs).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_waiting_does_not_cancel(cli_env, gateway):
     proc = subprocess.Popen([str(CELLGATE), "run", "-t", "forever", "-e", "SELECT 1"], env=cli_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_from_a_terminal)
     try:
         seen = ""
         while "awaiting review" not in seen:
