@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from . import exitcodes
@@ -26,14 +25,41 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{flag}", help=helptext)
     p.set_defaults(func=run_gateway)
 
-    p = sub.add_parser("upgrade-db", help="apply the store's migrations (back it up first)")
-    p.add_argument("--db-url", default=os.environ.get("CELLGATE_DB_URL", "sqlite:///cellgate.db"))
+    store_flags = {flag: GATEWAY_FLAGS[flag] for flag in ("db-url", "config")}
+    p = sub.add_parser("upgrade-db", help="apply the store's migrations (back it up first)",
+                       description="Migrate the store the gateway uses: the same --db-url, CELLGATE_DB_URL "
+                                   "and cellgate_config.py (c.Gateway.db_url) as `cellgate gateway`.")
+    for flag, helptext in store_flags.items():
+        p.add_argument(f"--{flag}", help=helptext)
     p.set_defaults(func=upgrade_db)
 
-    p = sub.add_parser("init-admin", help="create an admin user and print a token for it (bootstrap, on the gateway host)")
+    p = sub.add_parser("init-admin", help="create an admin user and print a token for it (bootstrap, on the gateway host)",
+                       description="Create an admin in the store the gateway uses (configured as for `cellgate gateway`).")
     p.add_argument("name")
-    p.add_argument("--db-url", default=os.environ.get("CELLGATE_DB_URL", "sqlite:///cellgate.db"))
+    for flag, helptext in store_flags.items():
+        p.add_argument(f"--{flag}", help=helptext)
     p.set_defaults(func=init_admin)
+
+
+def configured_gateway(args: argparse.Namespace, flags: dict[str, str]) -> object:
+    """A ``Gateway`` configured exactly as ``cellgate gateway`` would be: its flags among ``flags``,
+    then the environment defaults and the config file (flags win). Raises ``TraitError``."""
+    from ..gateway.app import Gateway
+
+    app = Gateway()
+    app.initialize([f"--{flag}={getattr(args, flag.replace('-', '_'))}" for flag in flags
+                    if getattr(args, flag.replace("-", "_"), None) is not None])
+    return app
+
+
+def _store_url(args: argparse.Namespace, command: str) -> str | None:
+    from traitlets import TraitError
+
+    try:
+        return str(configured_gateway(args, GATEWAY_FLAGS).db_url)  # type: ignore[attr-defined]
+    except TraitError as exc:
+        print(f"cellgate {command}: {exc}", file=sys.stderr)
+        return None
 
 
 def run_gateway(args: argparse.Namespace) -> int:
@@ -42,11 +68,9 @@ def run_gateway(args: argparse.Namespace) -> int:
     from ..gateway.app import Gateway
     from ..gateway.store import StoreError
 
-    app = Gateway()
-    argv = [f"--{flag}={getattr(args, flag.replace('-', '_'))}" for flag in GATEWAY_FLAGS
-            if getattr(args, flag.replace("-", "_")) is not None]
     try:
-        app.initialize(argv)
+        app = configured_gateway(args, GATEWAY_FLAGS)
+        assert isinstance(app, Gateway)
         app.start()
     except (StoreError, TraitError) as exc:
         print(f"cellgate gateway: {exc}", file=sys.stderr)
@@ -57,7 +81,10 @@ def run_gateway(args: argparse.Namespace) -> int:
 def upgrade_db(args: argparse.Namespace) -> int:
     from ..gateway.store import known_revision, make_engine, schema_state, upgrade
 
-    engine = make_engine(args.db_url)
+    url = _store_url(args, "upgrade-db")
+    if url is None:
+        return exitcodes.ERROR
+    engine = make_engine(url)
     before, head = schema_state(engine)
     if before is not None and not known_revision(engine, before):
         print(f"cellgate upgrade-db: the store is at schema revision {before}, which this cellgate does not know "
@@ -74,7 +101,10 @@ def init_admin(args: argparse.Namespace) -> int:
     from ..gateway import auth
     from ..gateway.store import Store
 
-    store = Store(args.db_url)
+    url = _store_url(args, "init-admin")
+    if url is None:
+        return exitcodes.ERROR
+    store = Store(url)
 
     def _tx(session):  # type: ignore[no-untyped-def]
         user = auth.ensure_user(session, args.name, is_admin=True, actor="cli:init-admin")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gateway_harness import empty_pg
@@ -23,9 +24,9 @@ CELLGATE = str(Path(sys.executable).parent / "cellgate")
 MODEL_TABLES = {t.name for t in Base.metadata.sorted_tables}
 
 
-def cellgate(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cellgate(*args: str, timeout: float = 60, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CELLGATE_DB_URL": "sqlite:////nonexistent/do-not-use.db"}
-    return subprocess.run([CELLGATE, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([CELLGATE, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def tables(url: str) -> set[str]:
@@ -79,6 +80,29 @@ def test_empty_store_is_migrated_on_first_open(empty_url: str) -> None:
         assert again.call(lambda s: s.execute(select(User.name)).scalars().all()) == ["alice"]
     finally:
         again.close()
+
+
+def test_upgrade_db_and_init_admin_read_the_gateways_config_file(tmp_path: Any) -> None:
+    """`c.Gateway.db_url` in cellgate_config.py is the store every command uses, not only `gateway`."""
+    url = f"sqlite:///{tmp_path}/configured.db"
+    (tmp_path / "cellgate_config.py").write_text(f"c.Gateway.db_url = {url!r}\n")
+    done = cellgate("upgrade-db", cwd=str(tmp_path))  # the default config file, in the working directory
+    assert done.returncode == 0, done.stderr
+    assert tables(url) == MODEL_TABLES | {"alembic_version"}
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    admin = cellgate("init-admin", "root-admin", "--config", str(tmp_path / "cellgate_config.py"), cwd=str(elsewhere))
+    assert admin.returncode == 0, admin.stderr
+    engine = create_engine(normalise_url(url))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT is_admin FROM users WHERE name = 'root-admin'")).scalar_one()
+    finally:
+        engine.dispose()
+    flag_wins = f"sqlite:///{tmp_path}/flag.db"
+    done = cellgate("upgrade-db", "--db-url", flag_wins, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert tables(flag_wins) == MODEL_TABLES | {"alembic_version"}
 
 
 def test_without_auto_upgrade_an_empty_store_is_left_alone(empty_url: str) -> None:
