@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cellgate import __version__
+from cellgate import __version__, protocol
 
 from . import explain
 from .config import AgentConfig
@@ -35,26 +35,26 @@ class Agent:
                                        kernel_uids=config.kernel_uids,
                                        runtime_dir=config.runtime_dir)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._requests: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
-            "kernel_start": lambda f: self.host.start(f["kernel_id"], f["target"],
-                                                      f.get("env") or {}, f.get("limits")),
-            "kernel_stop": lambda f: self.host.stop(f["kernel_id"]),
-            "kernel_interrupt": lambda f: self.host.interrupt(f["kernel_id"]),
-            "kernel_restart": lambda f: self.host.restart(f["kernel_id"]),
+        self._requests: dict[str, Callable[[Any], Awaitable[Any]]] = {
+            "kernel_start": lambda f: self.host.start(f.kernel_id, f.target, f.env,
+                                                      f.limits.to_dict() if f.limits else None),
+            "kernel_stop": lambda f: self.host.stop(f.kernel_id),
+            "kernel_interrupt": lambda f: self.host.interrupt(f.kernel_id),
+            "kernel_restart": lambda f: self.host.restart(f.kernel_id),
             "explain": self._explain,
         }
 
-    def hello(self) -> dict[str, Any]:
-        return {"type": "hello", "agent_id": self.config.agent_id, "version": __version__,
-                "tags": self.config.tags,
-                "targets": [t.announce() for t in self.config.targets.values()],
-                "kernels": list(self.host.kernels)}
+    def hello(self) -> protocol.Hello:
+        return protocol.Hello(agent_id=self.config.agent_id, version=__version__, tags=self.config.tags,
+                              targets=[protocol.TargetAnnouncement(**t.announce())
+                                       for t in self.config.targets.values()],
+                              kernels=list(self.host.kernels))
 
-    def welcomed(self, welcome: dict[str, Any]) -> None:
+    def welcomed(self, welcome: protocol.Welcome) -> None:
         """When ``welcome`` lists the kernels the gateway adopted, stop the others: nobody can
         reach them any more. (Without that list every hosted kernel is kept.)"""
-        adopted = welcome.get("kernels")
-        if not isinstance(adopted, list):
+        adopted = welcome.kernels
+        if adopted is None:
             return
         for kernel_id in set(self.host.kernels) - set(adopted):
             log.info("kernel %s: not adopted by the gateway, stopping it", kernel_id)
@@ -78,14 +78,14 @@ class Agent:
         await self.host.stop_all()
         self.host.close()
 
-    def dispatch(self, frame: dict[str, Any]) -> None:
-        kind = frame["type"]
-        if kind == "kernel_msg":
+    def dispatch(self, frame: protocol.Frame) -> None:
+        """A valid gateway frame (``protocol.parse`` checked it: connection.py)."""
+        if isinstance(frame, protocol.KernelMsg):
             self._deliver(frame)
-        elif kind in self._requests:
-            self._spawn(self._answer(frame, self._requests[kind]))
+        elif frame.type in self._requests:
+            self._spawn(self._answer(frame, self._requests[frame.type]))  # type: ignore[arg-type]
         else:
-            log.info("ignoring a frame of unknown type %r", kind)
+            log.info("ignoring a frame of type %r", frame.type)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -94,33 +94,28 @@ class Agent:
         task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.error(
             "background task failed: %s", t.exception()))
 
-    def _deliver(self, frame: dict[str, Any]) -> None:
-        if frame.get("task_id") is not None:
-            log.info("kernel %s: running task %s", frame.get("kernel_id"), frame["task_id"])
+    def _deliver(self, frame: protocol.KernelMsg) -> None:
+        if frame.task_id is not None:
+            log.info("kernel %s: running task %s", frame.kernel_id, frame.task_id)
         try:
-            self.host.deliver(frame.get("kernel_id", ""), frame.get("channel", ""),
-                              frame.get("msg"))
+            self.host.deliver(frame.kernel_id, frame.channel, frame.msg)
         except KernelError as exc:
             log.warning("dropping a kernel_msg: %s", exc)
 
-    async def _explain(self, frame: dict[str, Any]) -> dict[str, Any]:
-        target = self.config.targets.get(frame["target"])
+    async def _explain(self, frame: protocol.Explain) -> dict[str, Any]:
+        target = self.config.targets.get(frame.target)
         if target is None:
-            raise KernelError(f"unknown target {frame['target']!r}")
-        statements = [s for s in frame.get("statements", []) if isinstance(s, str)][:MAX_EXPLAIN]
-        rows = await asyncio.to_thread(explain.estimate, target, statements)
+            raise KernelError(f"unknown target {frame.target!r}")
+        rows = await asyncio.to_thread(explain.estimate, target, frame.statements[:MAX_EXPLAIN])
         return {"rows": rows}
 
-    async def _answer(self, frame: dict[str, Any],
-                      handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]) -> None:
-        reply: dict[str, Any] = {"type": "reply", "req_id": frame.get("req_id"), "ok": True}
+    async def _answer(self, frame: protocol.Request,
+                      handler: Callable[[Any], Awaitable[dict[str, Any] | None]]) -> None:
         try:
-            reply.update(await handler(frame) or {})
+            reply = protocol.Reply(req_id=frame.req_id, ok=True, **(await handler(frame) or {}))
         except (KernelError, explain.ExplainError) as exc:
-            reply.update(ok=False, error=str(exc))
-        except KeyError as exc:
-            reply.update(ok=False, error=f"{frame['type']}: missing field {exc}")
+            reply = protocol.Reply(req_id=frame.req_id, ok=False, error=str(exc))
         except Exception as exc:
-            log.exception("%s failed", frame["type"])
-            reply.update(ok=False, error=f"{frame['type']} failed: {type(exc).__name__}")
+            log.exception("%s failed", frame.type)
+            reply = protocol.Reply(req_id=frame.req_id, ok=False, error=f"{frame.type} failed: {type(exc).__name__}")
         self.connection.send(reply)

@@ -46,13 +46,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-KINDS = {"sql": ("sql", "cellgate-sql"), "python": ("python", "python3")}  # kind → (language, kernel)
-DIALECTS = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql",
-            "mariadb": "mariadb", "sqlite": "sqlite"}
+from cellgate.kernels.registry import KINDS, dialect_for_scheme, family
+
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 AGENT_KEYS = {"id", "tags", "kernel_isolation", "kernel_uids", "runtime_dir"}
 READONLY_URL_KEYS = ("readonly_url_env", "readonly_url_file", "readonly_url")
-_FAMILY = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
 TARGET_KEYS = {"kind", "display_name", "url_env", "url_file", "url", *READONLY_URL_KEYS, "row_limit",
                "statement_timeout", "env", "kernel_gid"}
 ISOLATION_MODES = ("uid", "off")
@@ -92,11 +90,11 @@ class Target:
 
     @property
     def language(self) -> str:
-        return KINDS[self.kind][0]
+        return KINDS[self.kind].language
 
     @property
     def kernel_name(self) -> str:
-        return KINDS[self.kind][1]
+        return KINDS[self.kind].kernel
 
     def announce(self) -> dict[str, Any]:
         """What the gateway may know about this target (no secret)."""
@@ -194,7 +192,7 @@ def _target(path: Any, name: str, raw: Any, environ: dict[str, str], warnings: l
         raise ConfigError(path, f"{where}.url_env",
                           "no connection URL: set one of url_env, url_file or url")
     source = next((k for k in ("url_env", "url_file", "url") if k in raw), "url")
-    dialect = _dialect(path, f"{where}.{source}", url, required=kind == "sql")
+    dialect = _dialect(path, f"{where}.{source}", url, required=KINDS[kind].needs_dialect)
     readonly_url = _readonly_url(path, where, raw, environ, warnings, kind, dialect)
     kernel_gid = raw.get("kernel_gid")
     if kernel_gid is not None:
@@ -243,7 +241,7 @@ def _readonly_url(path: Any, where: str, raw: dict[str, Any], environ: dict[str,
     if kind != "sql":
         raise ConfigError(path, f"{where}.{source}", "a read-only credential is for sql targets only")
     found = _dialect(path, f"{where}.{source}", url, required=True)
-    if _FAMILY.get(found or "") != _FAMILY.get(dialect or ""):
+    if family(found) != family(dialect):
         raise ConfigError(path, f"{where}.{source}",
                           f"is a {found} URL but the target's URL is {dialect}: both must name the same database")
     return url
@@ -276,7 +274,7 @@ def _dialect(path: Any, where: str, url: str | None, required: bool) -> str | No
     if url is None:
         return None
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
-    dialect = DIALECTS.get(scheme)
+    dialect = dialect_for_scheme(scheme)
     if dialect is None and required:
         shown = repr(scheme) if re.fullmatch(r"[a-z0-9.+-]+", scheme) else "none"
         raise ConfigError(path, where, f"unsupported URL scheme {shown}: "

@@ -1,7 +1,9 @@
 """The agent's WebSocket to the gateway: dial out, say hello, answer pings, reconnect forever.
 
 See docs/agent-protocol.md. The connection owns the protocol-level frames (``hello``, ``welcome``,
-``ping``/``pong``); every other frame goes to ``dispatch``. Kernels are not its business: they
+``ping``/``pong``, ``error``); every other frame goes to ``dispatch``, typed (``cellgate.protocol``).
+A frame from the gateway that fails validation is logged and dropped, never handed on; when it
+carries a ``req_id`` it is answered with a ``reply`` ``ok: false`` naming the field. Kernels are not its business: they
 outlive a dropped connection, and what they emit while it is down is dropped by ``send``.
 """
 
@@ -12,12 +14,13 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from jupyter_client.jsonutil import json_default
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
+
+from cellgate import protocol
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +46,9 @@ def backoff_delay(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
 class GatewayConnection:
     """Keeps one WebSocket open to the gateway until ``close()``."""
 
-    def __init__(self, gateway_url: str, token: str, hello: Callable[[], dict[str, Any]],
-                 dispatch: Callable[[dict[str, Any]], None], *,
-                 on_welcome: Callable[[dict[str, Any]], None] | None = None, backoff_base: float = 0.5,
+    def __init__(self, gateway_url: str, token: str, hello: Callable[[], protocol.Hello],
+                 dispatch: Callable[[protocol.Frame], None], *,
+                 on_welcome: Callable[[protocol.Welcome], None] | None = None, backoff_base: float = 0.5,
                  backoff_cap: float = 10.0, connect_timeout: float = 10.0,
                  ws_ping_interval: float = 20.0) -> None:
         self.url = agent_ws_url(gateway_url)
@@ -64,13 +67,13 @@ class GatewayConnection:
     def connected(self) -> bool:
         return self._ws is not None
 
-    def send(self, frame: dict[str, Any]) -> bool:
+    def send(self, frame: protocol.Frame) -> bool:
         """Send a frame now; return False (the frame is dropped) when not connected."""
         ws = self._ws
         if ws is None:
             return False
         try:
-            future = ws.write_message(json.dumps(frame, default=json_default))
+            future = ws.write_message(json.dumps(frame.frame(), default=json_default))
         except WebSocketClosedError:
             return False
         future.add_done_callback(lambda f: f.cancelled() or f.exception())  # consume errors
@@ -128,28 +131,33 @@ class GatewayConnection:
             if raw is None:
                 return
             try:
-                frame = json.loads(raw)
-            except ValueError:
-                log.warning("ignoring a frame that is not JSON")
+                frame = protocol.parse(raw, protocol.GATEWAY)
+            except protocol.ProtocolError as exc:
+                self._refuse(exc)
                 continue
-            if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-                log.warning("ignoring a frame without a type")
-                continue
-            kind = frame["type"]
-            if kind == "ping":
-                self.send({"type": "pong", "ts": frame.get("ts")})
-            elif kind == "welcome":
+            if isinstance(frame, protocol.Ping):
+                self.send(protocol.Pong(ts=frame.ts))
+            elif isinstance(frame, protocol.Welcome):
                 self._attempt = 0
                 log.info("welcomed by the gateway as %s; targets accepted: %s",
-                         frame.get("agent_id"), ", ".join(frame.get("targets") or []) or "none")
-                for refused in frame.get("refused") or []:  # binding: the gateway says why (docs/agent-protocol.md)
-                    log.error("the gateway refused target %s: %s", refused.get("target"), refused.get("reason"))
+                         frame.agent_id, ", ".join(frame.targets) or "none")
+                for refused in frame.refused:  # binding: the gateway says why (docs/agent-protocol.md)
+                    log.error("the gateway refused target %s: %s", refused.target, refused.reason)
                 if self._on_welcome is not None:
                     self._on_welcome(frame)
-            elif kind == "error":  # sent before the gateway closes a refused hello (4003, 4009)
-                log.error("the gateway refused this agent: %s", frame.get("message"))
+            elif isinstance(frame, protocol.Error):
+                if frame.code == protocol.INVALID_FRAME:  # one frame of ours refused; the connection stays
+                    log.error("the gateway refused a frame of this agent: %s", frame.message)
+                else:  # sent before the gateway closes a refused hello (4000, 4003, 4009)
+                    log.error("the gateway refused this agent: %s", frame.message)
             else:
                 try:
                     self._dispatch(frame)
                 except Exception:
-                    log.exception("error handling a %r frame", kind)
+                    log.exception("error handling a %r frame", frame.type)
+
+    def _refuse(self, exc: protocol.ProtocolError) -> None:
+        """An invalid frame from the gateway: dropped whole; a request among them is answered ``ok: false``."""
+        log.warning("ignoring an invalid frame from the gateway: %s", exc.message)
+        if exc.req_id is not None:
+            self.send(protocol.Reply(req_id=exc.req_id, ok=False, error=f"invalid frame: {exc.message}"))

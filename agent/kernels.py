@@ -36,6 +36,8 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
+from cellgate import protocol
+
 from . import isolation
 from .config import DEFAULT_KERNEL_UIDS, Target
 from .isolation import IsolatedProvisioner, IsolationError, KernelDir, UidPool
@@ -51,7 +53,7 @@ PYTHON_KERNEL_ARGS = ["--HistoryManager.hist_file=:memory:"]
 #: a kernel id names the kernel's directory (the gateway's are UUIDs)
 KERNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
-Emit = Callable[[dict[str, Any]], object]
+Emit = Callable[[protocol.Frame], object]
 
 
 class KernelError(Exception):
@@ -343,8 +345,7 @@ class KernelHost:
                     kernel.probes[parent_id].set_result(None)
                 continue
             msg.pop("buffers", None)
-            self.emit({"type": "kernel_msg", "kernel_id": kernel.kernel_id,
-                       "channel": channel_name, "msg": msg})
+            self.emit(protocol.KernelMsg(kernel_id=kernel.kernel_id, channel=channel_name, msg=msg))
 
     async def _wait_ready(self, kernel: HostedKernel) -> None:
         assert kernel.client is not None
@@ -379,8 +380,7 @@ class KernelHost:
             log.warning("kernel %s: %s", kernel.kernel_id, reason)
             if kernel.kdir.uid is not None:  # what it left behind must not outlive it
                 await asyncio.to_thread(isolation.kill_uid, kernel.kdir.uid)
-            self.emit({"type": "kernel_status", "kernel_id": kernel.kernel_id,
-                       "state": "dead", "reason": reason})
+            self.emit(protocol.KernelStatus(kernel_id=kernel.kernel_id, state="dead", reason=reason))
 
     def _get(self, kernel_id: str) -> HostedKernel:
         kernel = self.kernels.get(kernel_id)

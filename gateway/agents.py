@@ -9,13 +9,15 @@ one when it answers (close code ``CLOSE_DUPLICATE``); one that stays silent for
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from cellgate import protocol
 
 from .errors import Unavailable
 
@@ -51,7 +53,7 @@ class AgentConnection:
     version: str = ""
     tags: list[str] = field(default_factory=list)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pending: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    pending: dict[str, asyncio.Future[protocol.Reply]] = field(default_factory=dict)
     #: the kernels this connection hosts: frames about any other kernel are dropped
     kernels: set[str] = field(default_factory=set)
     token_id: int | None = None
@@ -63,29 +65,33 @@ class AgentConnection:
     foreign_frames: int = 0
     _heard: asyncio.Event | None = None
 
-    def send(self, msg: dict[str, Any]) -> None:
-        self.send_text(json.dumps(msg))
+    def send(self, frame: protocol.Frame) -> None:
+        self.send_text(frame.to_json())
 
-    async def request(self, msg: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-        """Send a request carrying a fresh ``req_id``; return the agent's ``reply`` or raise."""
+    async def request(self, frame: protocol.Request, timeout: float = 60.0) -> protocol.Reply:
+        """Send a request with a fresh ``req_id``; return the agent's ``reply`` or raise."""
         req_id = uuid.uuid4().hex
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[protocol.Reply] = asyncio.get_running_loop().create_future()
         self.pending[req_id] = fut
         try:
-            self.send({**msg, "req_id": req_id})
+            self.send(dataclasses.replace(frame, req_id=req_id))
             reply = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
-            raise Unavailable(f"agent {self.agent_id} did not answer {msg['type']} within {timeout:.0f} s") from None
+            raise Unavailable(f"agent {self.agent_id} did not answer {frame.type} within {timeout:.0f} s") from None
         finally:
             self.pending.pop(req_id, None)
-        if not reply.get("ok"):
-            raise Unavailable(f"agent {self.agent_id}: {reply.get('error') or msg['type'] + ' failed'}")
+        if not reply.ok:
+            raise Unavailable(f"agent {self.agent_id}: {reply.error or frame.type + ' failed'}")
         return reply
 
-    def on_reply(self, msg: dict[str, Any]) -> None:
-        fut = self.pending.get(msg.get("req_id", ""))
+    def on_reply(self, reply: protocol.Reply) -> None:
+        fut = self.pending.get(reply.req_id)
         if fut is not None and not fut.done():
-            fut.set_result(msg)
+            fut.set_result(reply)
+
+    def on_invalid_reply(self, req_id: str, why: str) -> None:
+        """A ``reply`` that failed validation: its request fails (nothing of the reply is used)."""
+        self.on_reply(protocol.Reply(req_id=req_id, ok=False, error=f"its reply was invalid: {why}"))
 
     def heard(self) -> None:
         """A frame arrived on this connection: it is alive."""
@@ -98,7 +104,7 @@ class AgentConnection:
             return False
         self._heard = asyncio.Event()
         try:
-            self.send({"type": "ping", "ts": time.time()})
+            self.send(protocol.Ping(ts=time.time()))
             await asyncio.wait_for(self._heard.wait(), timeout)
             return True
         except Exception:  # closed while sending, or silent
@@ -107,9 +113,9 @@ class AgentConnection:
             self._heard = None
 
     def fail_pending(self, reason: str) -> None:
-        for fut in self.pending.values():
+        for req_id, fut in self.pending.items():
             if not fut.done():
-                fut.set_result({"ok": False, "error": reason})
+                fut.set_result(protocol.Reply(req_id=req_id, ok=False, error=reason))
         self.pending.clear()
 
 

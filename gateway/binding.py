@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from cellgate.kernels.registry import DIALECTS, KINDS
+
 from .models import Target, Token
 
-#: kind → language (the kernel's language, shown in kernel specs)
-KINDS = {"sql": "sql", "python": "python"}
-#: dialect → family compared with what an agent announces (an agent derives "mariadb" from a
-#: mariadb:// URL and "mysql" from mysql://; both speak the same protocol)
-DIALECTS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
+#: kinds and dialects are kernels/registry.py's: a dialect's family is compared with what an agent
+#: announces (an agent derives "mariadb" from a mariadb:// URL and "mysql" from mysql://; both
+#: speak the same protocol)
 log = logging.getLogger("cellgate.gateway.binding")
 SET_KIND = "cellgate target set {name} --kind sql --dialect postgresql|mysql|mariadb|sqlite (or --kind python)"
 
@@ -41,12 +41,12 @@ def check_kind(kind: Any, dialect: Any) -> tuple[str, str, str]:
     if kind == "python":
         if dialect not in (None, ""):
             raise KindError("dialect", f"a python target has no dialect (got {dialect!r}); leave it out")
-        return kind, KINDS[kind], ""
+        return kind, KINDS[kind].language, ""
     if dialect in (None, ""):
         raise KindError("dialect", f"a sql target needs a dialect: one of {', '.join(map(repr, DIALECTS))}")
     if dialect not in DIALECTS:
         raise KindError("dialect", f"must be one of {', '.join(map(repr, DIALECTS))}, got {dialect!r}")
-    return kind, KINDS[kind], str(dialect)
+    return kind, KINDS[kind].language, str(dialect)
 
 
 def merged_kind(target: Target, data: dict[str, Any]) -> tuple[str, str, str] | None:
@@ -91,9 +91,15 @@ def target_refusal(name: str, announced: dict[str, Any], allowed: list[str], tar
     kind, dialect = announced.get("kind"), announced.get("dialect") or ""
     if kind != target.kind:
         return f"the agent announces kind {kind!r} for target {name!r}, but the gateway has {target.kind!r}"
-    if target.kind == "sql" and DIALECTS.get(str(dialect)) != DIALECTS.get(target.dialect):
+    if target.kind == "sql" and _family(str(dialect)) != _family(target.dialect):
         return f"the agent announces dialect {dialect!r} for target {name!r}, but the gateway has {target.dialect!r}"
     return None
+
+
+def _family(dialect: str | None) -> str | None:
+    """A dialect's driver family (``mariadb`` → ``mysql``); None for anything not a dialect name."""
+    found = DIALECTS.get(dialect or "")
+    return found.family if found is not None else None
 
 
 def recheck(agents: Any, target: Target) -> list[str]:

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from cellgate import protocol
 from cellgate.kernels.sql.split import split_statements
 
 from . import analysis, audit, auth, binding, jmsg, policy, reviews, risk, tasks
@@ -195,9 +196,9 @@ class Service:
         if not statements or not agents:
             return None
         try:
-            reply = await agents[0].request({"type": "explain", "target": target_name, "statements": statements[:10]},
+            reply = await agents[0].request(protocol.Explain(target=target_name, statements=statements[:10]),
                                             timeout=EXPLAIN_TIMEOUT)
-            estimate = int(sum(int(n) for n in reply.get("rows", [])))
+            estimate = int(sum(int(n) for n in reply.rows or []))
             return estimate, {"row_estimate": estimate, "statements": len(statements[:10])}
         except (Unavailable, TypeError, ValueError) as exc:
             return None, {"error": str(getattr(exc, "message", exc))}
@@ -264,8 +265,9 @@ class Service:
         kernel_id = str(uuid.uuid4())
         notebook_path = env.get("JPY_SESSION_NAME") or env.get("KERNEL_NOTEBOOK_PATH")
         kernel_env = {k: v for k, v in env.items() if k.startswith("KERNEL_")}
-        await agent.request({"type": "kernel_start", "kernel_id": kernel_id, "target": target_name, "env": kernel_env,
-                             "limits": {"max_rows": limits.max_rows, "timeout": limits.timeout}}, timeout=120)
+        await agent.request(protocol.KernelStart(kernel_id=kernel_id, target=target_name, env=kernel_env,
+                                                 limits=protocol.Limits(max_rows=limits.max_rows, timeout=limits.timeout)),
+                            timeout=120)
         kernel = LiveKernel(id=kernel_id, user_id=ident.user_id or 0, user_name=ident.name, target=target_name,
                             agent_id=agent.agent_id, notebook_path=notebook_path, ephemeral=ephemeral, execution_state="idle")
 
@@ -295,7 +297,7 @@ class Service:
         agent = self.agents.get(kernel.agent_id)
         if agent is not None:
             try:
-                await agent.request({"type": "kernel_stop", "kernel_id": kernel.id}, timeout=30)
+                await agent.request(protocol.KernelStop(kernel_id=kernel.id), timeout=30)
             except Unavailable as exc:
                 log.warning("stopping kernel %s: %s", kernel.id, exc)
             agent.kernels.discard(kernel.id)
@@ -316,7 +318,7 @@ class Service:
         if await kernel.gate.interrupt():
             return
         agent = self._agent_of(kernel)
-        await agent.request({"type": "kernel_interrupt", "kernel_id": kernel.id}, timeout=30)
+        await agent.request(protocol.KernelInterrupt(kernel_id=kernel.id), timeout=30)
         await self.store.run(lambda s: audit.append(s, actor, "kernel.interrupted", target=kernel.target, kernel_id=kernel.id))
 
     async def restart_kernel(self, kernel: LiveKernel, actor: str) -> None:
@@ -325,7 +327,7 @@ class Service:
         await kernel.gate.interrupt()
         kernel.execution_state = "restarting"
         kernel.to_clients(jmsg.status("restarting", None))
-        await agent.request({"type": "kernel_restart", "kernel_id": kernel.id}, timeout=120)
+        await agent.request(protocol.KernelRestart(kernel_id=kernel.id), timeout=120)
         await self._end_executions(kernel, tasks.KILLED, "KernelRestarted", "the kernel was restarted")
         kernel.execution_state = "idle"
         await self.store.run(lambda s: audit.append(s, actor, "kernel.restarted", target=kernel.target, kernel_id=kernel.id))
@@ -374,7 +376,7 @@ class Service:
         ex = Execution(task_id=task.id, msg_id=msg_id, done=asyncio.get_running_loop().create_future(),
                        max_bytes=int(rule.get("max_bytes", policy.Limits().max_bytes)))
         kernel.executions[msg_id] = ex
-        agent.send({"type": "kernel_msg", "kernel_id": kernel.id, "channel": "shell", "msg": msg, "task_id": task.id})
+        agent.send(protocol.KernelMsg(kernel_id=kernel.id, channel="shell", msg=msg, task_id=task.id))
         self.events.notify(task.id)
         timeout = float(rule.get("timeout", policy.Limits().timeout))
         try:
@@ -384,7 +386,7 @@ class Service:
         ex.killed = f"the task ran longer than this target's limit of {timeout:.0f} s and was interrupted"
         self._notice(kernel, ex, msg.get("header", {}), f"[cellgate] {ex.killed}\n")
         try:
-            await agent.request({"type": "kernel_interrupt", "kernel_id": kernel.id}, timeout=10)
+            await agent.request(protocol.KernelInterrupt(kernel_id=kernel.id), timeout=10)
             return await asyncio.wait_for(asyncio.shield(ex.done), 30)
         except (Unavailable, asyncio.TimeoutError):
             await self._end_executions(kernel, tasks.KILLED, "TimeLimit", ex.killed)
@@ -453,32 +455,33 @@ class Service:
                         groups=frozenset(auth.user_groups(session, user.id)))
 
     # ------------------------------------------------------------ agent side
-    def on_agent_message(self, agent: AgentConnection, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == "reply":
-            agent.on_reply(msg)
-        elif kind in ("kernel_msg", "kernel_status"):
-            kernel = self._hosted_kernel(agent, msg)
+    def on_agent_message(self, agent: AgentConnection, frame: protocol.Frame) -> None:
+        """A valid frame from a connected agent (``protocol.parse`` checked it: agent_ws.py)."""
+        if isinstance(frame, protocol.Reply):
+            agent.on_reply(frame)
+        elif isinstance(frame, (protocol.KernelMsg, protocol.KernelStatus)):
+            kernel = self._hosted_kernel(agent, frame)
             if kernel is None:
                 return
-            if kind == "kernel_msg":
-                self._on_kernel_msg(kernel, msg)
-            elif msg.get("state") == "dead":
+            if isinstance(frame, protocol.KernelMsg):
+                self._on_kernel_msg(kernel, frame)
+            elif frame.state == "dead":
                 kernel.execution_state = "dead"
                 kernel.to_clients(jmsg.status("dead", None))
-                self.spawn(self._end_executions(kernel, tasks.FAILED, "KernelDied", msg.get("reason") or "the kernel died"))
-        elif kind == "pong":
+                self.spawn(self._end_executions(kernel, tasks.FAILED, "KernelDied", frame.reason or "the kernel died"))
+        elif isinstance(frame, protocol.Pong):
             pass
         else:
-            log.info("ignoring agent message of type %r", kind)
+            log.info("ignoring agent message of type %r", frame.type)
 
-    def _hosted_kernel(self, agent: AgentConnection, frame: dict[str, Any]) -> LiveKernel | None:
+    def _hosted_kernel(self, agent: AgentConnection,
+                       frame: protocol.KernelMsg | protocol.KernelStatus) -> LiveKernel | None:
         """The kernel a frame is about, if this connection hosts it; otherwise None (dropped).
 
         A frame about a kernel another agent (or an earlier connection) hosts is warned about and
         audited once per connection; frames of kernels already gone are dropped quietly."""
-        kernel_id = frame.get("kernel_id")
-        kernel = self.kernels.get(kernel_id) if isinstance(kernel_id, str) else None
+        kernel_id = frame.kernel_id
+        kernel = self.kernels.get(kernel_id)
         if kernel is None:
             return None
         if kernel_id in agent.kernels and kernel.agent_id == agent.agent_id and self.agents.current(agent):
@@ -486,18 +489,16 @@ class Service:
         agent.foreign_frames += 1
         if agent.foreign_frames == 1:
             log.warning("agent %s sent %s for kernel %s, which it does not host: dropped (further ones from this "
-                        "connection are dropped without a log line)", agent.agent_id, frame.get("type"), kernel_id)
+                        "connection are dropped without a log line)", agent.agent_id, frame.type, kernel_id)
             detail = {"agent": agent.agent_id, "token": agent.token_name, "kernel_id": kernel_id,
-                      "frame": frame.get("type"), "hosted_by": kernel.agent_id}
+                      "frame": frame.type, "hosted_by": kernel.agent_id}
             self.spawn(self.store.run(lambda s: audit.append(s, f"agent:{agent.agent_id}", "agent.foreign_kernel_msg",
                                                              target=kernel.target, kernel_id=kernel_id, detail=detail)))
         return None
 
-    def _on_kernel_msg(self, kernel: LiveKernel, frame: dict[str, Any]) -> None:
-        msg = frame.get("msg")
-        if not isinstance(msg, dict):
-            return
-        channel = frame.get("channel", "iopub")
+    def _on_kernel_msg(self, kernel: LiveKernel, frame: protocol.KernelMsg) -> None:
+        msg = frame.msg
+        channel = frame.channel
         msg["channel"] = channel
         header = msg.get("header", {})
         msg.setdefault("msg_id", header.get("msg_id"))
@@ -573,17 +574,16 @@ class Service:
             session.add(TaskOutput(task_id=task_id, seq=seq, output={"output_type": msg_type, **content}))
             session.execute(update(Task).where(Task.id == task_id).values(output_bytes=Task.output_bytes + size))
 
-    async def agent_hello(self, agent: AgentConnection, hello: dict[str, Any]) -> tuple[list[str], list[dict[str, str]], list[str]]:
+    async def agent_hello(self, agent: AgentConnection, hello: protocol.Hello) -> tuple[list[str], list[protocol.Refusal], list[str]]:
         """Bind an agent to its token, accept the targets the token lets it serve, re-adopt its kernels.
 
         Raises :class:`AgentRefused` (audited ``agent.refused``) when the token may not speak as
         this agent id, or another live connection holds the id. Returns (targets accepted,
-        ``[{target, reason}]`` refused, kernel ids adopted): the agent stops the kernels not
+        targets refused with the reason, kernel ids adopted): the agent stops the kernels not
         adopted. Nothing the agent announces is written to the targets (binding.py).
         """
-        raw_targets = hello.get("targets") if isinstance(hello.get("targets"), list) else []
-        announced = {t["name"]: t for t in raw_targets if isinstance(t, dict) and isinstance(t.get("name"), str) and t["name"]}
-        hosted = {k for k in (hello.get("kernels") if isinstance(hello.get("kernels"), list) else []) if isinstance(k, str)}
+        announced = {t.name: t.to_dict() for t in hello.targets}
+        hosted = set(hello.kernels)
         actor = f"agent:{agent.agent_id}"
 
         def _token(session: Session) -> tuple[str | None, list[str]]:
@@ -593,14 +593,15 @@ class Service:
         if reason is not None:
             await self._refuse_agent(agent, CLOSE_FORBIDDEN, reason)
 
-        def _tx(session: Session) -> tuple[list[str], list[dict[str, str]], list[tuple[Kernel, str]]]:
-            accepted, refused = [], []
+        def _tx(session: Session) -> tuple[list[str], list[protocol.Refusal], list[tuple[Kernel, str]]]:
+            accepted: list[str] = []
+            refused: list[protocol.Refusal] = []
             for name, info in announced.items():
                 why = binding.target_refusal(name, info, allowed, session.get(Target, name))
                 if why is None:
                     accepted.append(name)
                     continue
-                refused.append({"target": name, "reason": why})
+                refused.append(protocol.Refusal(target=name, reason=why))
                 log.warning("agent %s: target %r refused: %s", agent.agent_id, name, why)
                 if self.agents.audit_refusal("target", agent.token_id, agent.agent_id, name, why):
                     audit.append(session, actor, "agent.target_refused",
@@ -613,7 +614,7 @@ class Service:
             names = dict(session.execute(select(User.id, User.name)).tuples().all())
             audit.append(session, actor, "agent.connected",
                          detail={"agent": agent.agent_id, "token": agent.token_name, "targets": accepted,
-                                 "refused": [r["target"] for r in refused], "version": agent.version})
+                                 "refused": [r.target for r in refused], "version": agent.version})
             return accepted, refused, [(r, names.get(r.user_id, "?")) for r in adopt]
 
         async with self.agents.claim_lock(agent.agent_id):

@@ -9,6 +9,8 @@ from typing import Any
 
 from tornado import web, websocket
 
+from cellgate import protocol
+
 from ..agents import AgentConnection, AgentRefused
 from ..auth import Identity
 from ..service import Service
@@ -17,6 +19,8 @@ from .base import authenticate, check_access, require_upgrade
 
 log = logging.getLogger("cellgate.gateway.agent_ws")
 PING_INTERVAL = 10.0
+#: invalid frames logged per connection (each one is still refused with an error frame)
+INVALID_LOGGED = 10
 
 
 class AgentSocketHandler(websocket.WebSocketHandler):
@@ -26,6 +30,7 @@ class AgentSocketHandler(websocket.WebSocketHandler):
     revoked: str | None = None  # why the socket was closed under the agent (sockets.py)
     _pinger: asyncio.Task[None] | None = None
     _greeted = False  # a hello arrived (being decided, accepted or refused)
+    _invalid = 0  # frames refused as invalid on this socket
 
     @property
     def service(self) -> Service:
@@ -59,45 +64,71 @@ class AgentSocketHandler(websocket.WebSocketHandler):
     async def on_message(self, message: str | bytes) -> None:
         if self.revoked:
             return
-        try:
-            msg = json.loads(message)
-        except ValueError:
-            log.warning("agent sent a malformed frame")
+        if self.conn is None and self._greeted:  # frames behind a hello still being decided, or after a refusal
             return
-        if not isinstance(msg, dict):
-            log.warning("agent sent a frame that is not an object")
+        try:
+            frame = protocol.parse(message, protocol.AGENT)
+        except protocol.ProtocolError as exc:
+            self._refuse_frame(exc)
             return
         if self.conn is None:
-            await self._hello(msg)
+            await self._hello(frame)
             return
         self.conn.heard()
-        self.service.on_agent_message(self.conn, msg)
+        self.service.on_agent_message(self.conn, frame)
 
-    async def _hello(self, msg: dict[str, Any]) -> None:
-        if self._greeted:  # frames behind a hello still being decided, or after a refusal
+    def _refuse_frame(self, exc: protocol.ProtocolError) -> None:
+        """An invalid frame: nothing of it is applied; the agent gets an ``error`` frame, we a log line.
+
+        An invalid first frame that says it is a ``hello`` refuses the connection (close 4000);
+        later ones leave it open. An invalid ``reply`` fails the request it names at once."""
+        self._invalid += 1
+        who = self.conn.agent_id if self.conn is not None else "(before hello)"
+        if self._invalid <= INVALID_LOGGED:
+            log.warning("agent %s sent an invalid frame, refused: %s%s", who, exc.message,
+                        " (further invalid frames on this connection are not logged)" if self._invalid == INVALID_LOGGED else "")
+        if self.conn is None and exc.frame_type == "hello":
+            self._greeted = True
+            self._send_error(protocol.CLOSE_NOT_HELLO, f"invalid hello: {exc.message}", close=True)
             return
-        if msg.get("type") != "hello" or not isinstance(msg.get("agent_id"), str):
-            self.close(4000, "the first message must be hello")
+        self._send_error(protocol.INVALID_FRAME, exc.message)
+        if self.conn is not None:
+            self.conn.heard()  # invalid, but it is alive
+            if exc.frame_type == "reply" and exc.req_id is not None:
+                self.conn.on_invalid_reply(exc.req_id, exc.message)
+
+    def _send_error(self, code: int, message: str, *, close: bool = False) -> None:
+        if self._closed():
+            return
+        try:
+            self.write_message(protocol.Error(code=code, message=message).to_json())
+        except websocket.WebSocketClosedError:
+            return
+        if close:
+            self.close(code, _close_reason(message))
+
+    async def _hello(self, frame: protocol.Frame) -> None:
+        if not isinstance(frame, protocol.Hello):
+            self._greeted = True
+            self._send_error(protocol.CLOSE_NOT_HELLO, f"the first message must be hello, got {frame.type}", close=True)
             return
         self._greeted = True
         assert self.ident is not None
-        conn = AgentConnection(agent_id=msg["agent_id"], token_name=self.ident.name, send_text=self.write_message,
-                               version=str(msg.get("version", "")), tags=[str(t) for t in msg.get("tags") or []],
+        conn = AgentConnection(agent_id=frame.agent_id, token_name=self.ident.name, send_text=self.write_message,
+                               version=frame.version, tags=list(frame.tags),
                                token_id=self.ident.token_id, is_closed=self._closed, close=self.close)
         try:
-            accepted, refused, adopted = await self.service.agent_hello(conn, msg)
+            accepted, refused, adopted = await self.service.agent_hello(conn, frame)
         except AgentRefused as exc:
             log.warning("refused agent %r (token %s): %s", conn.agent_id, self.ident.name, exc.reason)
-            if not self._closed():
-                self.write_message(json.dumps({"type": "error", "code": exc.code, "message": exc.reason}))
-                self.close(exc.code, _close_reason(exc.reason))
+            self._send_error(exc.code, exc.reason, close=True)
             return
         if self._closed():  # it went away while the hello was decided
             self.service.spawn(self.service.agent_gone(conn))
             return
         self.conn = conn
-        self.write_message(json.dumps({"type": "welcome", "agent_id": conn.agent_id, "targets": accepted,
-                                       "refused": refused, "kernels": adopted}))
+        self.write_message(protocol.Welcome(agent_id=conn.agent_id, targets=accepted, refused=refused,
+                                            kernels=adopted).to_json())
         self._pinger = asyncio.ensure_future(self._ping())
         log.info("agent %s connected, serving %s", conn.agent_id, ", ".join(accepted) or "nothing")
 
@@ -108,7 +139,7 @@ class AgentSocketHandler(websocket.WebSocketHandler):
         while True:
             await asyncio.sleep(PING_INTERVAL)
             try:
-                self.write_message(json.dumps({"type": "ping", "ts": asyncio.get_running_loop().time()}))
+                self.write_message(protocol.Ping(ts=asyncio.get_running_loop().time()).to_json())
             except websocket.WebSocketClosedError:
                 return
 

@@ -24,6 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tornado import web, websocket
 
+from cellgate import protocol
+
 from .. import jmsg, policy
 from ..auth import Identity
 from ..kernels import LiveKernel
@@ -172,7 +174,7 @@ class ChannelsHandler(websocket.WebSocketHandler):
             return
         meta = msg.get("metadata")  # metadata.cellgate is the gateway's alone (it says what a kernel may run)
         msg["metadata"] = {k: v for k, v in meta.items() if k != "cellgate"} if isinstance(meta, dict) else {}
-        agent.send({"type": "kernel_msg", "kernel_id": self.kernel.id, "channel": channel, "msg": msg})
+        agent.send(protocol.KernelMsg(kernel_id=self.kernel.id, channel=channel, msg=msg))
 
     async def _introspect(self, msg: dict[str, Any]) -> None:
         """inspect/complete: passed on for SQL targets and where the policy allows it; else an error reply."""

@@ -1,4 +1,4 @@
-"""The contract every database dialect fulfils, and the registry from URL scheme to dialect.
+"""The contract every database dialect fulfils, and the dialect module for a target (kernels/registry.py).
 
 A dialect knows how to open one connection (with the statement timeout set on the server),
 run one statement on it with one protocol call that cannot carry a second statement, and
@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..registry import kernel_module
 from .target import Settings
 
 
@@ -96,12 +97,9 @@ class Dialect(abc.ABC):
         return self.settings.row_limit
 
 
-_MODULES = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}
-
-
 def dialect_for(settings: Settings) -> Dialect:
     """The dialect for the settings' target (imported on demand, so one driver is enough)."""
-    module = importlib.import_module(f"{__package__}.{_MODULES[settings.target.dialect]}")
+    module = importlib.import_module(f"{__package__}.{kernel_module(settings.target.dialect)}")
     return module.DIALECT(settings)
 
 

@@ -26,6 +26,8 @@ from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import Token, TokenType
 
+from ..registry import sqlglot_dialect
+
 #: the whitespace stripped around a statement: ASCII only (a server reads U+00A0 as a letter)
 WHITESPACE = " \t\n\r\f\v"
 _PG_COMMENTS = {"SQL_COMMENT", "C_COMMENT"}
@@ -34,12 +36,12 @@ _TOKENIZERS: dict[str, type] = {}
 
 def split_statements(sql: str, dialect: str) -> list[str]:
     """Return the statements of ``sql`` in order (dialect ``postgresql``, ``mysql``, ``mariadb``, ``sqlite``)."""
-    name = dialect.lower()
-    if name in ("postgresql", "postgres"):
+    reading = sqlglot_dialect(dialect.lower())  # kernels/registry.py: mariadb reads as mysql
+    if reading == "postgres":
         return _split_postgres(sql)
-    if name in ("mysql", "mariadb"):
+    if reading == "mysql":
         return _split_mysql(sql)
-    if name == "sqlite":
+    if reading == "sqlite":
         return _split_sqlite(sql)
     raise ValueError(f"cannot split SQL of dialect {dialect!r}: use postgresql, mysql, mariadb or sqlite")
 

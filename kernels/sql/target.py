@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from ..registry import family_for_scheme
+
 URL_ENV = "CELLGATE_TARGET_URL"
 ROW_LIMIT_ENV = "CELLGATE_ROW_LIMIT"
 TIMEOUT_ENV = "CELLGATE_STATEMENT_TIMEOUT"
@@ -36,14 +38,6 @@ DEFAULT_ROW_LIMIT = 1000
 DEFAULT_TIMEOUT = 300.0
 MASK = "********"
 
-# scheme (lower case, before any "+driver") -> dialect name
-SCHEMES = {
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "mysql": "mysql",
-    "mariadb": "mysql",
-    "sqlite": "sqlite",
-}
 
 
 class ConfigError(Exception):
@@ -88,7 +82,7 @@ def parse_target_url(url: str, name: str = URL_ENV) -> Target:
     """
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower().split("+", 1)[0]
-    dialect = SCHEMES.get(scheme)
+    dialect = family_for_scheme(scheme)  # the driver family: a mariadb:// URL is served by the mysql dialect
     if dialect is None:
         raise ConfigError(
             f"{name} has an unsupported scheme {scheme!r}; "

@@ -7,9 +7,8 @@ from typing import NamedTuple
 
 import pytest
 
-from cellgate.gateway import pyscan
-from cellgate.gateway.pyscan import analyze_python
-from cellgate.gateway.risk import LEVELS, PYTHON_FLAGS, analyze
+from cellgate.gateway.risk import LEVELS, PYTHON_FLAGS, analyze, analyze_python
+from cellgate.gateway.risk import python as pyscan
 
 
 class Case(NamedTuple):

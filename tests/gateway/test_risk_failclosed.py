@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import pytest
 
-from cellgate.gateway import sqlfuncs
+from cellgate.gateway.risk import functions as sqlfuncs
 from cellgate.gateway.risk import FLAGS, RULES, analyze, analyze_sql
 from cellgate.kernels.sql.split import split_statements
 
@@ -310,7 +310,7 @@ def test_normalized_drops_comments() -> None:
 
 
 def test_allow_lists_hold_no_function_with_effects() -> None:
-    from cellgate.gateway.risk import _function_rule
+    from cellgate.gateway.risk.functions import _function_rule
 
     for dialect, names in sqlfuncs.FUNCTIONS.items():
         bad = sorted(n for n in names if _function_rule(n) is not None)

@@ -1,4 +1,6 @@
-"""Allow-lists for the SQL risk analysis: functions, operators and types known to be pure reads.
+"""Which SQL functions the analysis knows: allow-lists of pure reads, and the functions with effects.
+
+Allow-lists: functions, operators and types known to be pure reads, per sqlglot dialect.
 
 A function call, an operator or a cast the analysis finds in a statement is *known* only when it
 is listed here for the target's dialect; anything else (a user-defined function, a built-in with
@@ -172,3 +174,75 @@ def known_operator(name: str, schema: str | None = None) -> bool:
 def known_type(name: str, schema: str | None = None) -> bool:
     """Whether a PostgreSQL type a cast names is built in."""
     return (schema is None or schema == "pg_catalog") and name in POSTGRES_TYPES
+
+
+# Functions with effects even inside a SELECT: name → (rule, extra flags, what it does).
+_FUNCTIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    # PostgreSQL
+    "pg_terminate_backend": ("sql.server_access", (), "ends another session"),
+    "pg_cancel_backend": ("sql.function_high", (), "cancels another session's query"),
+    "pg_reload_conf": ("sql.function_high", (), "reloads the server configuration"),
+    "pg_promote": ("sql.server_access", (), "promotes a standby server"),
+    "pg_rotate_logfile": ("sql.function_high", (), "rotates the server log"),
+    "pg_switch_wal": ("sql.function_high", (), "switches the write-ahead log"),
+    "pg_create_restore_point": ("sql.function_high", (), "creates a restore point"),
+    "pg_drop_replication_slot": ("sql.function_high", (), "drops a replication slot"),
+    "pg_create_physical_replication_slot": ("sql.function_high", (), "creates a replication slot"),
+    "pg_create_logical_replication_slot": ("sql.function_high", (), "creates a replication slot"),
+    "set_config": ("sql.function_state", ("session_change",), "changes a setting"),
+    "nextval": ("sql.function_state", (), "advances a sequence"),
+    "setval": ("sql.function_state", (), "moves a sequence"),
+    "pg_notify": ("sql.function_state", (), "notifies other sessions"),
+    "pg_sleep": ("sql.function_state", (), "holds the session (and its locks) while it sleeps"),
+    "pg_sleep_for": ("sql.function_state", (), "holds the session (and its locks) while it sleeps"),
+    "pg_sleep_until": ("sql.function_state", (), "holds the session (and its locks) while it sleeps"),
+    "lo_import": ("sql.server_access", (), "reads a file on the database server"),
+    "lo_export": ("sql.file_write", ("file_write",), "writes a file on the database server"),
+    "lo_unlink": ("sql.function_high", ("write",), "deletes a large object"),
+    "lo_create": ("sql.function_high", ("write",), "creates a large object"),
+    "lo_creat": ("sql.function_high", ("write",), "creates a large object"),
+    "lo_from_bytea": ("sql.function_high", ("write",), "creates a large object"),
+    "lo_put": ("sql.function_high", ("write",), "writes a large object"),
+    "lowrite": ("sql.function_high", ("write",), "writes a large object"),
+    "pg_read_file": ("sql.server_access", (), "reads a file on the database server"),
+    "pg_read_binary_file": ("sql.server_access", (), "reads a file on the database server"),
+    "pg_stat_file": ("sql.server_access", (), "inspects a file on the database server"),
+    "pg_file_write": ("sql.file_write", ("file_write",), "writes a file on the database server"),
+    "pg_file_rename": ("sql.file_write", ("file_write",), "renames a file on the database server"),
+    "pg_file_unlink": ("sql.file_write", ("file_write",), "deletes a file on the database server"),
+    "query_to_xml": ("sql.function_high", (), "runs the SQL it is given as text"),
+    "query_to_xmlschema": ("sql.function_high", (), "runs the SQL it is given as text"),
+    "query_to_xml_and_xmlschema": ("sql.function_high", (), "runs the SQL it is given as text"),
+    # MySQL / MariaDB
+    "sleep": ("sql.function_state", (), "holds the connection (and its locks) while it sleeps"),
+    "benchmark": ("sql.function_state", (), "burns server CPU on purpose"),
+    "load_file": ("sql.server_access", (), "reads a file on the database server"),
+    "get_lock": ("sql.function_state", ("lock",), "takes a named lock"),
+    "release_lock": ("sql.function_state", ("lock",), "releases a named lock"),
+    "release_all_locks": ("sql.function_state", ("lock",), "releases named locks"),
+    "master_pos_wait": ("sql.function_state", (), "waits for replication"),
+    "source_pos_wait": ("sql.function_state", (), "waits for replication"),
+    "sys_exec": ("sql.server_access", (), "runs a program on the database server"),
+    "sys_eval": ("sql.server_access", (), "runs a program on the database server"),
+    # SQLite
+    "load_extension": ("sql.server_access", (), "loads native code into the database process"),
+    "writefile": ("sql.file_write", ("file_write",), "writes a file"),
+    "readfile": ("sql.server_access", (), "reads a file"),
+    "fts3_tokenizer": ("sql.function_high", (), "registers a tokenizer by memory address"),
+}
+_FUNCTION_PREFIXES: tuple[tuple[str, tuple[str, tuple[str, ...], str]], ...] = (
+    ("dblink", ("sql.function_high", (), "runs SQL on another server")),
+    ("pg_advisory_", ("sql.function_state", ("lock",), "takes or releases an advisory lock")),
+    ("pg_try_advisory_", ("sql.function_state", ("lock",), "takes an advisory lock")),
+    ("pg_ls_", ("sql.server_access", (), "lists a directory on the database server")),
+)
+
+
+def _function_rule(name: str) -> tuple[str, tuple[str, ...], str] | None:
+    name = name.lower()
+    found = _FUNCTIONS.get(name)
+    if found is None:
+        for prefix, rule in _FUNCTION_PREFIXES:
+            if name.startswith(prefix):
+                return rule
+    return found

@@ -35,7 +35,8 @@ import warnings
 from functools import lru_cache
 from typing import Any
 
-from .risk import Findings, Risk, analyze_sql
+from .model import Findings, Risk
+from .sql import analyze_sql
 
 # ---------------------------------------------------------------------------- what is risky
 
