@@ -20,6 +20,13 @@ from .kernels import KernelError, KernelHost
 
 log = logging.getLogger(__name__)
 
+
+def _report_failure(task: asyncio.Future[Any]) -> None:
+    """Log a background task's exception; a cancelled task is no failure."""
+    if not (task.cancelled() or task.exception() is None):
+        log.error("background task failed: %s", task.exception())
+
+
 #: at most this many statements are EXPLAINed per task (as Bytebase does)
 MAX_EXPLAIN = 10
 
@@ -91,8 +98,7 @@ class Agent:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.error(
-            "background task failed: %s", t.exception()))
+        task.add_done_callback(_report_failure)
 
     def _deliver(self, frame: protocol.KernelMsg) -> None:
         if frame.task_id is not None:

@@ -39,7 +39,7 @@ def agent_ws_url(gateway_url: str) -> str:
 
 def backoff_delay(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
     """Exponential backoff with jitter: ``base * 2**attempt`` capped at ``cap``, then 50–100 %."""
-    delay = min(cap, base * 2 ** min(attempt, 16))
+    delay: float = min(cap, base * 2 ** min(attempt, 16))
     return delay * random.uniform(0.5, 1.0)
 
 
@@ -112,6 +112,8 @@ class GatewayConnection:
         try:
             ws = await websocket_connect(request, ping_interval=self._ws_ping_interval,
                                          ping_timeout=self._ws_ping_interval)
+            # websocket_connect resolves once the handshake is done, so the protocol and its stream exist
+            assert ws.protocol is not None and ws.protocol.stream is not None
             ws.protocol.stream.set_nodelay(True)  # small frames both ways: no Nagle/delayed-ACK stalls
             return ws
         except HTTPClientError as exc:

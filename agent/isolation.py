@@ -316,7 +316,7 @@ class KernelDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-class IsolatedProvisioner(LocalProvisioner):  # type: ignore[misc]
+class IsolatedProvisioner(LocalProvisioner):
     """``LocalProvisioner`` that starts the kernel as ``kdir.uid`` in ``kdir.home``.
 
     Set ``kdir`` before ``start_kernel``. Every Popen keyword reaches ``subprocess.Popen``

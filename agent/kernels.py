@@ -63,12 +63,12 @@ class KernelError(Exception):
 def default_spec_manager() -> KernelSpecManager:
     """cellgate's kernel specs (``cellgate-sql`` and the installed ones) when available."""
     try:
-        from cellgate.kernels.specs import CellgateKernelSpecManager  # type: ignore[import-not-found]
+        from cellgate.kernels.specs import CellgateKernelSpecManager
     except ModuleNotFoundError as exc:
         if exc.name not in ("cellgate.kernels.specs", "cellgate.kernels"):
             raise
         return KernelSpecManager()
-    return CellgateKernelSpecManager()  # type: ignore[no-any-return]
+    return CellgateKernelSpecManager()
 
 
 def kernel_env(target: Target, gateway_env: Mapping[str, Any], base_env: Mapping[str, str],
@@ -321,8 +321,12 @@ class KernelHost:
         socket = getattr(kernel.client, f"{channel}_channel").socket
         parts = kernel.client.session.serialize(msg)
         future = socket.send_multipart(parts)
-        future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or log.warning(
-            "kernel %s: sending on %s failed: %s", kernel.kernel_id, channel, f.exception()))
+
+        def report(f: Any) -> None:
+            if not (f.cancelled() or f.exception() is None):
+                log.warning("kernel %s: sending on %s failed: %s", kernel.kernel_id, channel, f.exception())
+
+        future.add_done_callback(report)
 
     async def _relay(self, kernel: HostedKernel, channel_name: str) -> None:
         assert kernel.client is not None

@@ -23,14 +23,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 
-from harness import create_pg_database, drop_pg_database, start_gateway  # noqa: E402
+from harness import create_pg_database, drop_pg_database, start_gateway
 
 MAX = 1 << 20
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def big_sql() -> str:

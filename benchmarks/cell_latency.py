@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from harness import (PG_ADMIN, agent_config, connect, create_pg_database, drop_pg_database,  # noqa: E402
+from harness import (PG_ADMIN, agent_config, connect, create_pg_database, drop_pg_database,
                      start_agent, start_gateway, start_jupyter, start_kernel, wait_online)
 
 CODE = "SELECT 1"
@@ -37,7 +37,7 @@ CODE = "SELECT 1"
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def gated(jp, runs: int, warmup: int) -> list[float]:  # type: ignore[no-untyped-def]

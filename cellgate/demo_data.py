@@ -28,7 +28,7 @@ MERCHANTS = ["Coffee Corner", "Book Nook", "City Rail", "Green Grocer", "Cloud H
              "Pixel Games", "Taxi Now", "Pharmacy Plus", "Hotel Central", "Online Market"]
 CURRENCIES = {"FR": "EUR", "DE": "EUR", "ES": "EUR", "IT": "EUR", "NL": "EUR", "PT": "EUR",
               "GB": "GBP", "US": "USD", "SE": "SEK", "PL": "PLN"}
-EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 SCHEMA = """
 CREATE TABLE accounts (
@@ -70,7 +70,9 @@ def _when(rng: random.Random, days: int) -> str:
 def rows(seed: int = 42) -> dict[str, list[tuple[Any, ...]]]:
     """The demo rows, table by table, always the same for one seed."""
     rng = random.Random(seed)
-    accounts, cards, transactions = [], [], []
+    accounts: list[tuple[Any, ...]] = []
+    cards: list[tuple[Any, ...]] = []
+    transactions: list[tuple[Any, ...]] = []
     for account_id in range(1, ACCOUNTS + 1):
         first, last = rng.choice(FIRST), rng.choice(LAST)
         email = f"{first}.{last}{account_id}@example.com".lower().replace(" ", "").replace("-", "")

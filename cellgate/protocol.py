@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 #: who sends a frame
 AGENT = "agent"
@@ -137,7 +137,8 @@ def _one_of(*allowed: str) -> Check:
     def _choice(value: Any) -> str:
         if value not in allowed:
             raise _Bad(f"must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-        return value
+        chosen: str = value  # one of the allowed strings
+        return chosen
     return _choice
 
 
@@ -224,7 +225,7 @@ class _Part:
         return out
 
     @classmethod
-    def _from(cls, data: Mapping[str, Any], sender: str | None) -> Any:
+    def _from(cls, data: Mapping[str, Any], sender: str | None) -> Self:
         return cls(**_read(cls, data, sender))
 
 
@@ -405,7 +406,8 @@ def part_of(cls: type[_Part], name: str) -> type[_Part] | None:
     """The nested object type of field ``name`` (a hello's ``targets`` → TargetAnnouncement), if any."""
     for f in fields(cls):  # type: ignore[arg-type]
         if f.name == name:
-            return f.metadata["part"]
+            part: type[_Part] | None = f.metadata["part"]
+            return part
     return None
 
 

@@ -49,7 +49,8 @@ def _never_closed() -> bool:
 class AgentConnection:
     agent_id: str
     token_name: str
-    send_text: Callable[[str], None]
+    #: write one text frame to the socket (a returned future, as tornado's write_message gives, is not awaited)
+    send_text: Callable[[str], object]
     version: str = ""
     tags: list[str] = field(default_factory=list)
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -76,7 +77,7 @@ class AgentConnection:
         try:
             self.send(dataclasses.replace(frame, req_id=req_id))
             reply = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable(f"agent {self.agent_id} did not answer {frame.type} within {timeout:.0f} s") from None
         finally:
             self.pending.pop(req_id, None)

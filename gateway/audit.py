@@ -28,8 +28,8 @@ EXPORT_FIELDS = ["id", "ts", "actor", "action", "task_id", "target", "kernel_id"
 
 def _ts(value: dt.datetime) -> str:
     if value.tzinfo is None:  # SQLite hands back naive datetimes
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def event_digest(prev_hash: str, ev: AuditEvent) -> str:
@@ -111,7 +111,8 @@ def verify(session: Session) -> Verification:
     head = session.get(AuditHead, 1)
     if head is not None and (head.last_id != count or head.last_hash != prev):
         bad = count + 1 if head.last_id > count else min(head.last_id + 1, count)  # first event the head does not vouch for
-        return Verification(False, count, bad, f"events from {bad} on were deleted, added or replaced (head says {head.last_id} events, table has {count})")
+        return Verification(False, count, bad, f"events from {bad} on were deleted, added or replaced "
+                                               f"(head says {head.last_id} events, table has {count})")
     return Verification(True, count, None, f"{count} events, chain intact")
 
 
@@ -133,9 +134,9 @@ def as_record(ev: AuditEvent) -> dict[str, Any]:
 def query(session: Session, since: dt.datetime | None, until: dt.datetime | None) -> list[dict[str, Any]]:
     stmt = select(AuditEvent).order_by(AuditEvent.id)
     if since is not None:
-        stmt = stmt.where(AuditEvent.ts >= (since.astimezone(dt.timezone.utc) if since.tzinfo else since))  # SQLite compares text
+        stmt = stmt.where(AuditEvent.ts >= (since.astimezone(dt.UTC) if since.tzinfo else since))  # SQLite compares text
     if until is not None:
-        stmt = stmt.where(AuditEvent.ts < (until.astimezone(dt.timezone.utc) if until.tzinfo else until))
+        stmt = stmt.where(AuditEvent.ts < (until.astimezone(dt.UTC) if until.tzinfo else until))
     return [as_record(ev) for ev in session.execute(stmt).scalars()]
 
 

@@ -63,7 +63,7 @@ def new_token(session: Session, kind: str, *, user: User | None = None, name: st
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def identify(session: Session, raw: str) -> Identity | None:

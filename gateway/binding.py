@@ -55,13 +55,10 @@ def merged_kind(target: Target, data: dict[str, Any]) -> tuple[str, str, str] | 
     Giving ``kind`` without ``dialect`` keeps the current dialect when the kind stays ``sql``."""
     if "kind" not in data and "dialect" not in data:
         return None
-    kind = data["kind"] if "kind" in data else (target.kind or None)
+    kind = data.get("kind", target.kind or None)
     if kind is None:
         raise KindError("kind", "set the kind together with the dialect: \"kind\": \"sql\" or \"python\"")
-    if "dialect" in data:
-        dialect = data["dialect"]
-    else:
-        dialect = target.dialect if kind == "sql" and target.kind == "sql" else None
+    dialect = data.get("dialect", target.dialect if kind == "sql" and target.kind == "sql" else None)
     return check_kind(kind, dialect)
 
 

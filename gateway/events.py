@@ -44,7 +44,7 @@ class TaskEvents:
         try:
             await asyncio.wait_for(fut, timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             waiters = self._waiters.get(task_id)

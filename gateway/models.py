@@ -13,7 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -142,9 +142,9 @@ class Task(Base):
     user: Mapped[User] = relationship(lazy="joined")
     reviews: Mapped[list[Review]] = relationship(order_by="Review.id", lazy="selectin")
     #: not stored: what a pending task still needs, filled by reviews.annotate() for views
-    missing_approvals: tuple[str, ...] = ()  # type: ignore[misc]
+    missing_approvals: tuple[str, ...] = ()
     #: not stored: ((kind, dialect), statement texts) when this process analysed the task at submission
-    analysed: tuple[tuple[str, str | None], tuple[str, ...]] | None = None  # type: ignore[misc]
+    analysed: tuple[tuple[str, str | None], tuple[str, ...]] | None = None
 
 
 class Review(Base):

@@ -84,8 +84,8 @@ class Policy:
     limits: Limits = field(default_factory=Limits)
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        return _lists(data)
+        data: dict[str, Any] = _lists(asdict(self))  # a dict stays a dict, its tuples become lists
+        return data
 
     def extra(self) -> dict[str, Any]:
         """What lives in the target's ``policy`` JSON (the groups have columns of their own)."""

@@ -98,7 +98,8 @@ def annotate(session: Session, task: Task) -> Task:
 
 def check_reviewer(session: Session, task: Task, reviewer: User) -> None:
     if task.user_id == reviewer.id:
-        raise Forbidden(f"task {task.id} is yours: the author of a task can never review it (ask a member of {', '.join(task.review_groups)})")
+        raise Forbidden(f"task {task.id} is yours: the author of a task can never review it "
+                        f"(ask a member of {', '.join(task.review_groups)})")
     if not reviewer.active:
         raise Forbidden(f"{reviewer.name} is deactivated")
     mine = set(user_groups(session, reviewer.id))

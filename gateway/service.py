@@ -207,7 +207,7 @@ class Service:
         """An approved task past its approval window expires instead of starting."""
         if task.status != tasks.APPROVED or task.expires_at is None:
             return task
-        expires = task.expires_at if task.expires_at.tzinfo else task.expires_at.replace(tzinfo=dt.timezone.utc)
+        expires = task.expires_at if task.expires_at.tzinfo else task.expires_at.replace(tzinfo=dt.UTC)
         if utcnow() < expires:
             return task
         try:
@@ -229,7 +229,7 @@ class Service:
     async def review(self, ident: Identity, task_id: int, decision: str, comment: str, code_sha256: str | None) -> Task:
         if ident.user_id is None:
             raise Forbidden("only users review tasks")
-        task = await self.store.run(reviews.decide, task_id, ident.user_id, decision, comment, code_sha256)
+        await self.store.run(reviews.decide, task_id, ident.user_id, decision, comment, code_sha256)
         self.events.notify(task_id)
         return await self.get_task(task_id)
 
@@ -244,12 +244,12 @@ class Service:
                 raise Conflict(f"task {task_id} is {task.status}; only a task that has not started can be cancelled")
             return tasks.transition(session, task_id, task.status, tasks.CANCELLED, ident.actor, {"reason": reason},
                                     decided_by=ident.name, decision_comment=reason)
-        task = await self.store.run(_cancel)
+        await self.store.run(_cancel)
         self.events.notify(task_id)
         return await self.get_task(task_id)
 
     async def check_target(self, ident: Identity, target_name: str) -> Target:
-        target = await self.store.run(lambda s: s.get(Target, target_name))
+        target: Target | None = await self.store.run(lambda s: s.get(Target, target_name))
         if target is None or not policy.may_submit(ident, target):
             # the same answer for "absent" and "not yours": names of targets are not disclosed
             raise NotFound(f"target {target_name!r} not found (or you may not use it); see `cellgate targets`")
@@ -381,14 +381,14 @@ class Service:
         timeout = float(rule.get("timeout", policy.Limits().timeout))
         try:
             return await asyncio.wait_for(asyncio.shield(ex.done), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         ex.killed = f"the task ran longer than this target's limit of {timeout:.0f} s and was interrupted"
         self._notice(kernel, ex, msg.get("header", {}), f"[cellgate] {ex.killed}\n")
         try:
             await agent.request(protocol.KernelInterrupt(kernel_id=kernel.id), timeout=10)
             return await asyncio.wait_for(asyncio.shield(ex.done), 30)
-        except (Unavailable, asyncio.TimeoutError):
+        except (TimeoutError, Unavailable):
             await self._end_executions(kernel, tasks.KILLED, "TimeLimit", ex.killed)
             return {"status": "error", "ename": "TimeLimit", "evalue": ex.killed, "_arrivals": kernel.gate.arrivals + 1}
 
@@ -678,7 +678,8 @@ class Service:
         """On start: executions of a previous gateway process are not re-run; held cells are gone."""
         def _tx(session: Session) -> list[int]:
             resumed = []
-            for task in session.execute(select(Task).where(Task.status.in_([tasks.DISPATCHED, tasks.RUNNING, tasks.PENDING_REVIEW, tasks.APPROVED]))).scalars().all():
+            unfinished = [tasks.DISPATCHED, tasks.RUNNING, tasks.PENDING_REVIEW, tasks.APPROVED]
+            for task in session.execute(select(Task).where(Task.status.in_(unfinished))).scalars().all():
                 if task.status in (tasks.DISPATCHED, tasks.RUNNING):
                     tasks.transition(session, task.id, task.status, tasks.LOST, "gateway",
                                      {"reason": "the gateway restarted while it ran; it is not re-run automatically"},

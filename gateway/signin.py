@@ -136,7 +136,7 @@ def redeem(session: Session, code: str, verifier: str, *, note: str, lifetime_ho
                                                        LoginRequest.code_hash == row.code_hash).values(code_hash=None))
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         return Issued(refused="unknown or already used sign-in code; run `cellgate login` again")
-    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=dt.timezone.utc)
+    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=dt.UTC)
     if expires <= utcnow():
         return Issued(refused="the sign-in code expired (codes are valid for 2 minutes); run `cellgate login` again")
     if row.kind != "cli" or not row.client_challenge or row.user_id is None:

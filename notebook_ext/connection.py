@@ -21,4 +21,6 @@ class CellgateWebSocketConnection(GatewayWebSocketConnection):
     def _connection_done(self, fut: Any) -> None:
         super()._connection_done(fut)
         if self.ws is not None:
+            # the connection is done: its protocol and stream exist
+            assert self.ws.protocol is not None and self.ws.protocol.stream is not None
             self.ws.protocol.stream.set_nodelay(True)

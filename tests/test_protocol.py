@@ -95,8 +95,8 @@ def test_the_module_needs_the_standard_library_only() -> None:
 TARGET = p.TargetAnnouncement(name="pg", kind="sql", language="sql", display_name="PG", dialect="postgresql")
 #: (frame, its sender, the exact text today's code sends)
 WIRE = [
-    (p.Hello(agent_id="eu-1", version="0.1.0", tags=["a"], targets=[TARGET, dataclasses.replace(TARGET, name="py", kind="python", dialect=None)],
-             kernels=["k1"]), p.AGENT,
+    (p.Hello(agent_id="eu-1", version="0.1.0", tags=["a"],
+             targets=[TARGET, dataclasses.replace(TARGET, name="py", kind="python", dialect=None)], kernels=["k1"]), p.AGENT,
      '{"type": "hello", "agent_id": "eu-1", "version": "0.1.0", "tags": ["a"], "targets": [{"name": "pg", "kind": "sql", '
      '"language": "sql", "display_name": "PG", "dialect": "postgresql"}, {"name": "py", "kind": "python", "language": "sql", '
      '"display_name": "PG", "dialect": null}], "kernels": ["k1"]}'),
@@ -161,7 +161,8 @@ BAD = [
     ('{"agent_id": "a"}', p.AGENT, 'no "type"', "type"),
     ('{"type": 3}', p.GATEWAY, 'no "type"', "type"),
     ('{"type": "teleport"}', p.AGENT, "unknown frame type 'teleport'", "type"),
-    ('{"type": "kernel_start", "req_id": "r", "kernel_id": "k", "target": "t"}', p.AGENT, "kernel_start frame: the agent may not send it", "type"),
+    ('{"type": "kernel_start", "req_id": "r", "kernel_id": "k", "target": "t"}', p.AGENT,
+     "kernel_start frame: the agent may not send it", "type"),
     ('{"type": "hello", "agent_id": "a"}', p.GATEWAY, "hello frame: the gateway may not send it", "type"),
     ('{"type": "hello"}', p.AGENT, "hello frame: field 'agent_id' is missing", "agent_id"),
     ('{"type": "hello", "agent_id": 7}', p.AGENT, "hello frame: field 'agent_id' must be a string, got a number", "agent_id"),
@@ -173,7 +174,8 @@ BAD = [
     ('{"type": "hello", "agent_id": "a", "targets": ["pg"]}', p.AGENT, "field 'targets[0]' must be an object, got a string", "targets[0]"),
     ('{"type": "reply", "req_id": "r", "ok": "yes"}', p.AGENT, "reply frame: field 'ok' must be a boolean, got a string", "ok"),
     ('{"type": "reply", "ok": true}', p.AGENT, "reply frame: field 'req_id' is missing", "req_id"),
-    ('{"type": "reply", "req_id": "r", "ok": true, "rows": [1, "2"]}', p.AGENT, "field 'rows[1]' must be a number, got a string", "rows[1]"),
+    ('{"type": "reply", "req_id": "r", "ok": true, "rows": [1, "2"]}', p.AGENT,
+     "field 'rows[1]' must be a number, got a string", "rows[1]"),
     ('{"type": "kernel_msg", "kernel_id": "k", "channel": "bogus", "msg": {}}', p.AGENT,
      "kernel_msg frame: field 'channel' must be one of 'iopub', 'shell', 'control', 'stdin', got 'bogus'", "channel"),
     ('{"type": "kernel_msg", "kernel_id": "k", "channel": "iopub", "msg": {"content": {}}}', p.AGENT,
@@ -186,7 +188,8 @@ BAD = [
      "kernel_msg frame: field 'channel' must be one of 'shell', 'control', 'stdin' towards a kernel, got 'iopub'", "channel"),
     ('{"type": "kernel_msg", "kernel_id": "k", "channel": "shell", "msg": ' + json.dumps(JMSG) + ', "task_id": true}', p.GATEWAY,
      "field 'task_id' must be an integer, got a boolean", "task_id"),
-    ('{"type": "kernel_status", "kernel_id": "k", "state": "sleepy"}', p.AGENT, "kernel_status frame: field 'state' must be one of", "state"),
+    ('{"type": "kernel_status", "kernel_id": "k", "state": "sleepy"}', p.AGENT,
+     "kernel_status frame: field 'state' must be one of", "state"),
     ('{"type": "ping"}', p.GATEWAY, "ping frame: field 'ts' is missing", "ts"),
     ('{"type": "ping", "ts": "now"}', p.GATEWAY, "ping frame: field 'ts' must be a number, got a string", "ts"),
     ('{"type": "error", "code": "4003", "message": "m"}', p.GATEWAY, "error frame: field 'code' must be an integer", "code"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +48,14 @@ class Credentials:
         return f"Credentials(url={self.url!r}, token=<hidden>)"
 
 
-def config_dir(env: dict[str, str] | None = None) -> Path:
+def config_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get(CONFIG_DIR_ENV):
         return Path(env[CONFIG_DIR_ENV]).expanduser()
     return Path("~/.config/cellgate").expanduser()
 
 
-def credentials_path(env: dict[str, str] | None = None) -> Path:
+def credentials_path(env: Mapping[str, str] | None = None) -> Path:
     return config_dir(env) / FILENAME
 
 
@@ -94,7 +95,7 @@ def load_file(path: Path) -> dict[str, str]:
 
 
 def resolve(flag_url: str | None = None, flag_token: str | None = None,
-            env: dict[str, str] | None = None) -> Credentials:
+            env: Mapping[str, str] | None = None) -> Credentials:
     """The gateway URL and token to use, following the lookup order in the module docstring."""
     env = os.environ if env is None else env
     url = flag_url or env.get(URL_ENV) or None
@@ -128,7 +129,7 @@ def resolve(flag_url: str | None = None, flag_token: str | None = None,
     return Credentials(url=url, token=token)
 
 
-def save_credentials(url: str, token: str, env: dict[str, str] | None = None) -> Path:
+def save_credentials(url: str, token: str, env: Mapping[str, str] | None = None) -> Path:
     """Write the credentials file (mode 0600, its folder 0700) atomically; returns its path."""
     url = normalize_url(url)
     path = credentials_path(env)

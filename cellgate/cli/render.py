@@ -7,7 +7,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 # CSI sequences (colours, cursor moves) and OSC sequences (titles, hyperlinks).
@@ -27,7 +27,7 @@ def format_time(value: str | None) -> str:
     except (TypeError, ValueError):
         return str(value)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)  # the API's times are UTC
+        dt = dt.replace(tzinfo=UTC)  # the API's times are UTC
     return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -34,9 +34,10 @@ class AgentSocketHandler(websocket.WebSocketHandler):
 
     @property
     def service(self) -> Service:
-        return self.settings["service"]
+        service: Service = self.settings["service"]
+        return service
 
-    async def get(self, *args: Any) -> None:  # type: ignore[override]
+    async def get(self, *args: Any) -> None:
         try:
             self.ident = await authenticate(self.service, self.request)
             check_access(self, self.ident)
@@ -51,7 +52,7 @@ class AgentSocketHandler(websocket.WebSocketHandler):
     def check_origin(self, origin: str) -> bool:
         return True
 
-    def open(self, *args: Any) -> None:  # type: ignore[override]
+    def open(self, *args: Any) -> None:
         self.set_nodelay(True)
         self.service.sockets.add(self)
 

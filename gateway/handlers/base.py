@@ -26,7 +26,7 @@ RULES = ("anonymous", "user", "admin", "agent")
 
 
 def token_from(request: Any) -> str | None:
-    header = request.headers.get("Authorization", "")
+    header: str = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() in ("token", "bearer") and value.strip():
         return value.strip()
@@ -59,8 +59,10 @@ def check_access(handler: Any, ident: Identity | None) -> None:
     if allowed(rule, ident):
         return
     if ident is None:
-        raise web.HTTPError(401, reason="a valid token is required: pass `Authorization: token ...` (see `cellgate login` / CELLGATE_TOKEN)")
-    raise web.HTTPError(403, reason=f"{'an agent token' if ident.kind == 'agent' else ident.name} may not {handler.request.method} {handler.request.path}")
+        raise web.HTTPError(401, reason="a valid token is required: pass `Authorization: token ...` "
+                                        "(see `cellgate login` / CELLGATE_TOKEN)")
+    who = "an agent token" if ident.kind == "agent" else ident.name
+    raise web.HTTPError(403, reason=f"{who} may not {handler.request.method} {handler.request.path}")
 
 
 def require_upgrade(request: Any) -> None:
@@ -75,7 +77,8 @@ class APIHandler(web.RequestHandler):
 
     @property
     def service(self) -> Service:
-        return self.settings["service"]
+        service: Service = self.settings["service"]
+        return service
 
     @property
     def user(self) -> Identity:

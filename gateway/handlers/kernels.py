@@ -104,9 +104,10 @@ class ChannelsHandler(websocket.WebSocketHandler):
 
     @property
     def service(self) -> Service:
-        return self.settings["service"]
+        service: Service = self.settings["service"]
+        return service
 
-    async def get(self, kernel_id: str) -> None:  # type: ignore[override]
+    async def get(self, kernel_id: str) -> None:
         try:
             self.ident = await authenticate(self.service, self.request)
             check_access(self, self.ident)
@@ -128,7 +129,7 @@ class ChannelsHandler(websocket.WebSocketHandler):
     def check_origin(self, origin: str) -> bool:
         return True  # token-authenticated; no cookies are honoured
 
-    def open(self, kernel_id: str) -> None:  # type: ignore[override]
+    def open(self, kernel_id: str) -> None:
         assert self.kernel is not None
         self.kernel.clients.add(self)
         self.service.sockets.add(self)

@@ -84,7 +84,7 @@ class TaskHandler(APIHandler):
 class TaskOutputHandler(TaskHandler):
     access = {"GET": "user"}
 
-    async def get(self, task_id: str) -> None:  # type: ignore[override]
+    async def get(self, task_id: str) -> None:
         tid = int(task_id)
         try:
             after = int(self.get_argument("after", "0"))
@@ -114,7 +114,7 @@ def _outputs_after(session: Session, task_id: int, after: int) -> list[dict[str,
 class TaskReviewHandler(TaskHandler):
     access = {"POST": "user"}
 
-    async def post(self, task_id: str) -> None:  # type: ignore[override]
+    async def post(self, task_id: str) -> None:
         data = self.body()
         decision = self.field(data, "decision")
         comment = self.field(data, "comment", required=False, default="")
@@ -126,7 +126,7 @@ class TaskReviewHandler(TaskHandler):
 class TaskCancelHandler(TaskHandler):
     access = {"POST": "user"}
 
-    async def post(self, task_id: str) -> None:  # type: ignore[override]
+    async def post(self, task_id: str) -> None:
         await self.visible_task(int(task_id))
         reason = self.field(self.body(), "reason", required=False, default="cancelled by its author")
         task = await self.service.cancel(int(task_id), self.user, reason)

@@ -25,7 +25,7 @@ def token_state(tok: Token) -> str:
     if tok.revoked_at is not None:
         return "revoked"
     expires = tok.expires_at
-    if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=dt.timezone.utc)) <= utcnow():
+    if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)) <= utcnow():
         return "expired"
     return "active"
 

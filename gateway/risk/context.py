@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokens import Token, Tokenizer, TokenType
 
 from cellgate.kernels.registry import sqlglot_display
 from .model import Findings
@@ -21,7 +21,7 @@ from .functions import _function_rule
 
 
 _Node = getattr(exp, "Expr", None) or exp.Expression  # sqlglot ≥ 30 names the base class Expr
-_DIALECT_CACHE: dict[str, tuple[Dialect, type]] = {}
+_DIALECT_CACHE: dict[str, tuple[Dialect, type[Tokenizer]]] = {}
 
 
 # sqlglot logs a warning each time it falls back to exp.Command; those statements are handled
@@ -39,7 +39,7 @@ if not any(isinstance(f, _QuietFilter) for f in _sqlglot_logger.filters):
     _sqlglot_logger.addFilter(_QuietFilter())
 
 
-def _dialect(name: str) -> tuple[Dialect, type]:
+def _dialect(name: str) -> tuple[Dialect, type[Tokenizer]]:
     """The sqlglot dialect and a tokenizer for it that never folds a statement into one string.
 
     sqlglot's tokenizer turns everything after a "command" keyword (EXPLAIN, CALL, VACUUM, SHOW,
@@ -50,7 +50,7 @@ def _dialect(name: str) -> tuple[Dialect, type]:
     cached = _DIALECT_CACHE.get(name)
     if cached is None:
         dialect = Dialect.get_or_raise(name)
-        tokenizer = type(f"{type(dialect).__name__}RiskTokenizer", (dialect.tokenizer_class,), {"COMMANDS": set()})
+        tokenizer: type[Tokenizer] = type(f"{type(dialect).__name__}RiskTokenizer", (dialect.tokenizer_class,), {"COMMANDS": set()})
         cached = _DIALECT_CACHE[name] = (dialect, tokenizer)
     return cached
 

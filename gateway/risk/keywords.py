@@ -290,8 +290,7 @@ _NOT_TABLES = {"OUTFILE", "DUMPFILE", "FULL", "VERBOSE", "FREEZE", "READ", "WRIT
                "DATABASE", "SYSTEM", "NO_WRITE_TO_BINLOG", "QUICK", "EXTENDED", "USE_FRM", "MATERIALIZED",
                "VIEW", "TABLE", "TABLES", "ONLY", "CASCADE", "RESTRICT", "SKIP_LOCKED", "DISABLE_PAGE_SKIPPING",
                "INDEX_CLEANUP", "PROCESS_TOAST", "TRUNCATE", "PARALLEL", "WITH", "DATA", "NO", "INTO", "ALL",
-               "UPDATE", "SHARE", "MEDIUM", "CHANGED", "FOR", "UPGRADE", "ANALYZE", "IF", "NOT", "CONNECTION", "TO",
-               "LOW_PRIORITY"}
+               "UPDATE", "MEDIUM", "CHANGED", "FOR", "UPGRADE", "ANALYZE", "IF", "NOT", "CONNECTION", "TO"}
 
 
 def _read_name(toks: list[Token], i: int) -> tuple[str | None, int]:

@@ -7,6 +7,7 @@ vertical tabs across server versions). A doubt makes the cell ``unparseable``.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 
@@ -74,9 +75,11 @@ def _odd_char(text: str) -> str | None:
     """A character a server may read differently from the analysis: control, format, non-ASCII space."""
     match = _ASCII_ODD.search(text)
     if match:
-        return match.group(0)
+        found: str = match.group(0)
+        return found
     if not text.isascii():
-        for ch in set(_NON_ASCII.findall(text)):
+        found_chars: set[str] = set(_NON_ASCII.findall(text))
+        for ch in found_chars:
             if unicodedata.category(ch) in _ODD_CATEGORIES:
                 return ch
     return None
@@ -103,14 +106,14 @@ def _token_doubts(ctx: _Ctx, tokens: list[Token], cell: Findings) -> None:
     outside.append(code[prev_string_end:])
     gaps.append((prev_end, len(code)))
     if any(a.token_type == TokenType.STAR and b.token_type == TokenType.SLASH and b.start == a.end + 1
-           for a, b in zip(tokens, tokens[1:])):
+           for a, b in itertools.pairwise(tokens)):
         cell.add("sql.unparseable", "*/ outside a comment: a comment the analysis and the server may end in "
                  "different places", "unparseable")
-    if mysql and any(a.text in ("@", "@@") and b.start != a.end + 1 for a, b in zip(tokens, tokens[1:])):
+    if mysql and any(a.text in ("@", "@@") and b.start != a.end + 1 for a, b in itertools.pairwise(tokens)):
         cell.add("sql.unparseable", "an @ not followed directly by a variable name: the analysis and MySQL/MariaDB "
                  "may read it differently", "unparseable")
     if mysql and any(a.token_type == b.token_type == TokenType.DASH and b.start == a.end + 1
-                     for a, b in zip(tokens, tokens[1:])):
+                     for a, b in itertools.pairwise(tokens)):
         cell.add("sql.unparseable", "-- without a space after it: MySQL/MariaDB reads two minus signs, other tools a "
                  "comment, so the statements cannot be told apart reliably (write - -1, or -- with a space for a "
                  "comment)", "unparseable")

@@ -42,13 +42,13 @@ def _analyze_postgres(code: str, ctx: _Ctx, deadline: float | None) -> Risk:
         tree = pg.trees[i] if pg.trees is not None else _pg_parse_alone(text)
         sub = _Ctx(text, "postgres")
         facts = _pg_facts(tree) if tree is not None else None
-        if facts is not None and facts.pure_query():
+        if facts is not None and tree is not None and facts.pure_query():
             # a query without INTO, FOR UPDATE or a write inside: PostgreSQL's own reading says all there is
             found = [_Stmt("VALUES" if _pg_is_values(tree) else "SELECT")]
             found[0].read_only = True
         else:
             found = _sqlglot_statements(sub, text)
-        if facts is not None:
+        if facts is not None and tree is not None:  # facts come from a tree
             functions.update(facts.function_names())
             for st in found:
                 _pg_apply(st, facts, tree)
@@ -167,9 +167,9 @@ def _pg_facts(tree: dict[str, Any]) -> _PgFacts:
                 stack.append(value)
     for rel in relations:
         parts = [rel.get("catalogname"), rel.get("schemaname"), rel.get("relname")]
-        name = ".".join(str(p) for p in parts if p).lower()
-        if name and not ("." not in name and name in facts.ctes):
-            facts.tables.add(name)
+        table = ".".join(str(p) for p in parts if p).lower()
+        if table and not ("." not in table and table in facts.ctes):
+            facts.tables.add(table)
     return facts
 
 
@@ -203,9 +203,9 @@ def _pg_apply(st: _Stmt, facts: _PgFacts, tree: dict[str, Any]) -> None:
         if name and not known_operator(name[-1], schema):
             _unknown(st, f"operator {'.'.join(name)} is not a built-in PostgreSQL operator: it calls a function "
                      "the analysis cannot see")
-    for where, name in facts.row_uses:
-        if name in facts.ranges:
-            _unknown(st, f"the whole row {name} is passed to {where}: a user-defined function, operator or cast "
+    for where, row in facts.row_uses:
+        if row in facts.ranges:
+            _unknown(st, f"the whole row {row} is passed to {where}: a user-defined function, operator or cast "
                      "for that row type may be the one that runs")
     for name in facts.types:
         schema = _schema_of(name)

@@ -33,7 +33,7 @@ import re
 import threading
 import warnings
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 from .model import Findings, Risk
 from .sql import analyze_sql
@@ -204,7 +204,7 @@ def _transformer() -> Any:
         from IPython.core.inputtransformer2 import TransformerManager
     except Exception:  # IPython missing or broken: fall back to the raw-line scan
         return None
-    return TransformerManager()
+    return TransformerManager()  # type: ignore[no-untyped-call]  # IPython leaves its __init__ unannotated
 
 
 def _transform(code: str) -> str | None:
@@ -531,7 +531,7 @@ class _Scanner(ast.NodeVisitor):
     def check_yaml(self, node: ast.Call, name: str) -> None:
         loader = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "Loader"), None)
         loader_name = (self.resolve(loader) or getattr(loader, "attr", "") or getattr(loader, "id", "")) if loader else ""
-        if not str(loader_name).split(".")[-1] in ("SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"):
+        if str(loader_name).split(".")[-1] not in ("SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"):
             self.flag(node, _DYNAMIC, f"{name}() without a safe loader can build arbitrary objects")
 
     def check_sql(self, node: ast.Call, what: str, arg: ast.AST | None) -> None:
@@ -555,7 +555,7 @@ class _Scanner(ast.NodeVisitor):
         self.flag(node, "sql_write", sentence)
 
     # -- IPython
-    def is_ipython(self, func: ast.AST) -> bool:
+    def is_ipython(self, func: ast.AST) -> TypeGuard[ast.Attribute]:
         """`get_ipython().x`, or `ip.x` after `ip = get_ipython()`."""
         if not isinstance(func, ast.Attribute):
             return False

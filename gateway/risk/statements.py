@@ -123,7 +123,7 @@ def _explained_start(toks: list[Token]) -> int | None:
                     if depth == 0:
                         break
                 i += 1
-        elif up in _STATEMENT_START and tok.token_type not in (TokenType.VAR, TokenType.IDENTIFIER) or up == "REPLACE":
+        elif (up in _STATEMENT_START and tok.token_type not in (TokenType.VAR, TokenType.IDENTIFIER)) or up == "REPLACE":
             return i
         i += 1
     return None

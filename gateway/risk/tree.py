@@ -7,6 +7,7 @@ calls and every write hidden in a CTE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlglot import exp
@@ -202,7 +203,8 @@ def _create(ctx: _Ctx, st: _Stmt, tree: exp.Expr) -> None:
     elif kind == "INDEX":
         name = tree.this.name.lower() if isinstance(tree.this, exp.Index) and tree.this.name else name
         table = _list(sorted(st.tables)) or "a table"
-        how = "" if tree.args.get("concurrently") or ctx.sg != "postgres" else " (without CONCURRENTLY it blocks writes to the table while it builds)"
+        how = ("" if tree.args.get("concurrently") or ctx.sg != "postgres"
+               else " (without CONCURRENTLY it blocks writes to the table while it builds)")
         st.add("sql.ddl", f"CREATE INDEX {name} on {table}{how}", "ddl")
     else:
         what = f"CREATE {'MATERIALIZED ' if materialized else ''}{kind} {name}".rstrip() if kind else "CREATE"
@@ -297,7 +299,7 @@ def _pragma(st: _Stmt, tree: exp.Expr) -> None:
     if isinstance(body, exp.EQ):
         body, value = body.this, body.expression
     name = (body.expression if isinstance(body, exp.Dot) else body).name.lower() if body is not None else ""
-    if value is None and name in _PRAGMA_READ or name in _PRAGMA_READ_ARG:
+    if (value is None and name in _PRAGMA_READ) or name in _PRAGMA_READ_ARG:
         st.read_only = True
         if name in _PRAGMA_READ_ARG and isinstance(value, (exp.Column, exp.Identifier, exp.Literal)):
             st.tables.add(value.name.lower())
@@ -336,9 +338,8 @@ def _tables(tree: exp.Expr, nodes: _Nodes | None = None) -> set[str]:
     kind = str(tree.args.get("kind") or "").upper()
     if isinstance(tree, exp.Drop) and kind not in ("TABLE", "VIEW"):
         skip.update(id(t) for t in tree.args.get("tables") or [])
-    if isinstance(tree, exp.Create) and kind not in ("TABLE", "VIEW", "INDEX", "TRIGGER", ""):
-        if isinstance(tree.this, _Node):
-            skip.update(id(t) for t in tree.this.find_all(exp.Table))
+    if isinstance(tree, exp.Create) and kind not in ("TABLE", "VIEW", "INDEX", "TRIGGER", "") and isinstance(tree.this, _Node):
+        skip.update(id(t) for t in tree.this.find_all(exp.Table))
     if type(tree) in _GRANTS and kind not in ("", "TABLE"):
         securable = tree.args.get("securable")
         if securable is not None:
@@ -385,8 +386,9 @@ def _target(node: exp.Expr) -> str:
     return _list(names) if names else "?"
 
 
-_TAUTOLOGY_OPS = {exp.EQ: lambda a, b: a == b, exp.NEQ: lambda a, b: a != b, exp.GT: lambda a, b: a > b,
-                  exp.GTE: lambda a, b: a >= b, exp.LT: lambda a, b: a < b, exp.LTE: lambda a, b: a <= b}
+_TAUTOLOGY_OPS: dict[type[exp.Expr], Callable[[Any, Any], bool]] = {
+    exp.EQ: lambda a, b: a == b, exp.NEQ: lambda a, b: a != b, exp.GT: lambda a, b: a > b,
+    exp.GTE: lambda a, b: a >= b, exp.LT: lambda a, b: a < b, exp.LTE: lambda a, b: a <= b}
 _NULLSAFE_EQ = _node_class("NullSafeEQ")
 
 
@@ -440,13 +442,13 @@ def _always_true(node: exp.Expr | None) -> str | None:
                 return node.sql() if compare(a, b) else None
             except TypeError:
                 return None
-    if isinstance(node, exp.Like) and isinstance(node.expression, exp.Literal) and node.expression.is_string:
-        if node.expression.this and set(node.expression.this) == {"%"}:
-            return node.sql()
+    if (isinstance(node, exp.Like) and isinstance(node.expression, exp.Literal) and node.expression.is_string
+            and node.expression.this and set(node.expression.this) == {"%"}):
+        return node.sql()
     return None
 
 
-def _operands(node: exp.Expr, kind: type) -> list[exp.Expr]:
+def _operands(node: exp.Expr, kind: type[exp.Expr]) -> list[exp.Expr]:
     """The operands of a chain of ``kind`` (a OR b OR c …), parentheses included, left to right."""
     out: list[exp.Expr] = []
     stack = [node]

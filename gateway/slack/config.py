@@ -70,7 +70,7 @@ class Slack(Configurable):
 
     @validate("api_url")
     def _valid_api_url(self, proposal: Any) -> str:
-        url = proposal["value"]
+        url: str = proposal["value"]
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise TraitError(f"Slack.api_url must be an http(s) URL such as {SLACK_API_URL}, not {url!r}")
@@ -80,7 +80,8 @@ class Slack(Configurable):
     def _valid_retries(self, proposal: Any) -> int:
         if not 1 <= proposal["value"] <= 10:
             raise TraitError(f"Slack.retries must be 1-10 attempts, not {proposal['value']}")
-        return proposal["value"]
+        retries: int = proposal["value"]
+        return retries
 
     def channel_for(self, target: str) -> str:
         """Where the review notices of ``target`` go ('' for nowhere)."""

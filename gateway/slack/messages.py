@@ -69,8 +69,8 @@ def when(value: dt.datetime | None) -> str:
     if value is None:
         return "?"
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    fallback = value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        value = value.replace(tzinfo=dt.UTC)
+    fallback = value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"<!date^{int(value.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 

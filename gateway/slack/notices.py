@@ -25,9 +25,9 @@ import datetime as dt
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -186,8 +186,10 @@ class Notifier:
 
     @staticmethod
     def _claim(session: Session, task_id: int, old: str, new: str) -> bool:
-        result = session.execute(update(SlackMessage).where(SlackMessage.task_id == task_id, SlackMessage.shown_status == old)
-                                 .values(shown_status=new, updated_at=utcnow()))
+        # an UPDATE's result is a CursorResult (SQLAlchemy's typing says only Result: cast, as its docs do)
+        result = cast(CursorResult[Any], session.execute(
+            update(SlackMessage).where(SlackMessage.task_id == task_id, SlackMessage.shown_status == old)
+            .values(shown_status=new, updated_at=utcnow())))
         return result.rowcount == 1
 
     async def _post_notice(self, snap: Snapshot) -> None:

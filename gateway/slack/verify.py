@@ -112,12 +112,12 @@ class RequestVerifier:
     def _record(self, session: Session, digest: str, until: float) -> None:
         """Insert the signature's hash; a unique violation is a replay. Purge expired rows now and then."""
         if self._inserts % PURGE_EVERY == 0:
-            now = dt.datetime.fromtimestamp(self._now(), dt.timezone.utc)
+            now = dt.datetime.fromtimestamp(self._now(), dt.UTC)
             session.execute(delete(SlackSeenRequest).where(SlackSeenRequest.expires_at < now))
         self._inserts += 1
         try:
             with session.begin_nested():
-                session.add(SlackSeenRequest(signature=digest, expires_at=dt.datetime.fromtimestamp(until, dt.timezone.utc)))
+                session.add(SlackSeenRequest(signature=digest, expires_at=dt.datetime.fromtimestamp(until, dt.UTC)))
         except IntegrityError:
             raise Unauthorized(REPLAY) from None
 

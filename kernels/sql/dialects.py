@@ -72,10 +72,10 @@ class Dialect(abc.ABC):
     def cancel(self, conn: Any) -> None:
         """Cancel the statement running on ``conn``. Called from another thread."""
 
-    def recover(self, conn: Any) -> None:
+    def recover(self, conn: Any) -> None:  # noqa: B027 - a hook: nothing to do unless a dialect says so
         """Bring ``conn`` back to a usable state after an error (e.g. roll back)."""
 
-    def end_cell(self, conn: Any) -> None:
+    def end_cell(self, conn: Any) -> None:  # noqa: B027 - a hook: nothing to do unless a dialect says so
         """After the last statement of a cell (read-only connections end their transaction here)."""
 
     @abc.abstractmethod

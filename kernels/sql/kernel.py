@@ -155,6 +155,7 @@ class SQLKernel(Kernel):
     async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:  # type: ignore[override]
         """``interrupt_mode: message``: cancel on the server from the control thread, no signal."""
         self._interrupt()
+        assert self.session is not None  # a running kernel has its session
         self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
 
     def _interrupt(self) -> None:
@@ -194,7 +195,7 @@ def _no_readonly_credential(settings: Settings) -> str:
 
 def _message(exc: BaseException) -> str:
     """The database's message: PyMySQL errors are ``(code, message)`` tuples."""
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     if len(args) == 2 and isinstance(args[0], int):
         return f"({args[0]}) {args[1]}"
     return str(exc).strip() or type(exc).__name__

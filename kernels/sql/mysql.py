@@ -31,7 +31,9 @@ class MySQLDialect(Dialect):
     def _connect(self, **extra: object) -> pymysql.connections.Connection:
         t = self.target
         options = {k: v for k, v in t.query.items() if k in {"charset", "unix_socket", "ssl_ca"}}
-        return pymysql.connect(
+        # the URL's query options and the caller's extras are keyword arguments PyMySQL checks when it runs;
+        # its stubs' overloads cannot match a ** of mixed values
+        return pymysql.connect(  # type: ignore[call-overload]
             host=t.host or "localhost",
             port=t.port or 3306,
             user=t.user or "",
@@ -39,8 +41,8 @@ class MySQLDialect(Dialect):
             database=t.database,
             autocommit=True,
             connect_timeout=10,
-            **options,  # type: ignore[arg-type]
-            **extra,  # type: ignore[arg-type]
+            **options,
+            **extra,
         )
 
     def connect(self) -> pymysql.connections.Connection:

@@ -20,6 +20,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg import errors
 from psycopg.pq import TransactionStatus
@@ -34,7 +36,7 @@ class PostgresDialect(Dialect):
 
     def connect(self) -> psycopg.Connection:
         t = self.target
-        kwargs: dict[str, object] = dict(t.query)
+        kwargs: dict[str, Any] = dict(t.query)  # the URL's query options, passed to libpq as they are
         kwargs.setdefault("connect_timeout", 10)
         kwargs.setdefault("application_name", "cellgate-sql-kernel")
         timeout_ms = int(self.settings.statement_timeout * 1000)

@@ -46,7 +46,7 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
-_TYPES = [
+_TYPES: list[tuple[type | tuple[type, ...], str]] = [
     (bool, "boolean"),
     (int, "integer"),
     ((float, decimal.Decimal), "number"),

@@ -93,7 +93,8 @@ def split_postgres(sql: str) -> PostgresSplit:
     if has_code:
         ranges.append((start, len(sql)))
     if trees is not None and len(trees) != len(ranges):
-        trees, error = None, f"the parser read {len(trees)} statements where the scanner found {len(ranges)}"
+        error = f"the parser read {len(trees)} statements where the scanner found {len(ranges)}"
+        trees = None
     return PostgresSplit([sql[a:b].strip(WHITESPACE) for a, b in ranges], trees, error, True)
 
 

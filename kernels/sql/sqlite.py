@@ -78,7 +78,7 @@ class SQLiteDialect(Dialect):
 
     def is_usable(self, conn: sqlite3.Connection) -> bool:
         try:
-            conn.total_changes
+            conn.total_changes  # noqa: B018 - reading it raises ProgrammingError on a closed connection
         except sqlite3.ProgrammingError:
             return False
         return True

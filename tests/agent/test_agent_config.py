@@ -116,7 +116,7 @@ def test_readable_url_file_is_refused(tmp_path):
     url_file.write_text("sqlite:///x.db")
     url_file.chmod(0o644)
     path = write(tmp_path, f'[targets.x]\nkind = "sql"\nurl_file = "{url_file}"\n')
-    with pytest.raises(ConfigError, match="targets.x.url_file: .*readable by group or others"):
+    with pytest.raises(ConfigError, match=r"targets.x.url_file: .*readable by group or others"):
         load_config(path, environ={})
 
 

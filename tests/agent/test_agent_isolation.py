@@ -123,7 +123,7 @@ def test_a_cell_finds_no_secret_of_the_agent_or_another_kernel(tmp_path):
             await asyncio.wait_for(gw.hellos.get(), 15)
             assert agent.proc is not None
             agent_pid = agent.proc.pid
-            kid_a, uid_a, pid_a = await started(gw, "payments")
+            kid_a, uid_a, _pid_a = await started(gw, "payments")
             kid_b, uid_b, pid_b = await started(gw, "other")
             assert FIRST <= uid_a <= LAST and FIRST <= uid_b <= LAST and uid_a != uid_b
 

@@ -70,7 +70,7 @@ def test_postgres_never_executes(pg_table):
 
 def test_no_estimate_without_a_read_only_credential():
     target = _target(PG_ADMIN, None, "postgresql")
-    with pytest.raises(ExplainError, match="no read-only credential .*readonly_url_env"):
+    with pytest.raises(ExplainError, match=r"no read-only credential .*readonly_url_env"):
         estimate(target, ["DELETE FROM t"])
     with pytest.raises(ExplainError, match="no row estimate on sqlite"):
         estimate(_target("sqlite:///x.db", None, "sqlite"), ["DELETE FROM t"])

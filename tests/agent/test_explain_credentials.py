@@ -63,7 +63,7 @@ def test_readonly_url_errors(tmp_path, extra, field, message):
 
 def test_readonly_url_is_for_sql_targets_only(tmp_path):
     path = _write(tmp_path, '[targets.py]\nkind = "python"\nreadonly_url = "sqlite:///x.db"\n')
-    with pytest.raises(ConfigError, match="targets.py.readonly_url: a read-only credential is for sql targets only"):
+    with pytest.raises(ConfigError, match=r"targets.py.readonly_url: a read-only credential is for sql targets only"):
         load_config(path, {})
 
 
@@ -72,5 +72,5 @@ def test_readable_readonly_url_file_is_refused(tmp_path):
     ro_file.write_text("postgresql://ro:pw@db/x")
     ro_file.chmod(0o640)
     path = _write(tmp_path, f'[targets.x]\nkind = "sql"\nurl = "postgresql://app@db/x"\nreadonly_url_file = "{ro_file}"\n')
-    with pytest.raises(ConfigError, match="targets.x.readonly_url_file: .*readable by group or others"):
+    with pytest.raises(ConfigError, match=r"targets.x.readonly_url_file: .*readable by group or others"):
         load_config(path, {})

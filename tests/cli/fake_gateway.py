@@ -11,7 +11,7 @@ import asyncio
 import json
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from tornado.httpserver import HTTPServer
@@ -67,7 +67,7 @@ SCRIPTS: dict[str, tuple[str, dict[str, Any], list[tuple[dict[str, Any], list[di
 
 
 def now() -> str:
-    return datetime(2024, 5, 1, 12, 30, 0, tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime(2024, 5, 1, 12, 30, 0, tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
 
 class FakeGateway:

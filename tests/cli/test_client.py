@@ -45,9 +45,9 @@ def test_sends_token_and_decodes_json():
 
 
 def test_401_is_auth_error_without_the_token():
-    with client_for(lambda r: httpx.Response(401, json={"status": 401, "message": "token expired"})) as gw:
-        with pytest.raises(AuthError) as info:
-            gw.me()
+    with client_for(lambda r: httpx.Response(401, json={"status": 401, "message": "token expired"})) as gw, \
+            pytest.raises(AuthError) as info:
+        gw.me()
     assert info.value.exit_code == exitcodes.UNREACHABLE
     assert "token expired" in info.value.message and "cellgate login" in info.value.message
     assert "secret-token" not in info.value.message
@@ -59,9 +59,8 @@ def test_401_is_auth_error_without_the_token():
     (httpx.Response(502, text="bad gateway"), "HTTP 502: bad gateway"),
 ])
 def test_other_errors_are_api_errors(response, message):
-    with client_for(lambda r: response) as gw:
-        with pytest.raises(ApiError) as info:
-            gw.task(12)
+    with client_for(lambda r: response) as gw, pytest.raises(ApiError) as info:
+        gw.task(12)
     assert info.value.exit_code == exitcodes.ERROR
     assert info.value.status == response.status_code and info.value.message == message
 
@@ -74,9 +73,8 @@ def test_transport_errors_are_unreachable():
         raise httpx.ReadTimeout("slow", request=request)
 
     for handler, words in ((refuse, "could not be reached"), (slow, "timed out")):
-        with client_for(handler) as gw:
-            with pytest.raises(GatewayUnreachable) as info:
-                gw.targets()
+        with client_for(handler) as gw, pytest.raises(GatewayUnreachable) as info:
+            gw.targets()
         assert info.value.exit_code == exitcodes.UNREACHABLE
         assert words in info.value.message and "http://gw.test:1" in info.value.message
         assert "--gateway" in info.value.message
@@ -94,7 +92,7 @@ def test_all_outputs_pages_until_done():
         return httpx.Response(200, json={"task": task, "outputs": [{"seq": 2, "output": {}}], "done": True})
 
     with client_for(handler) as gw:
-        task, outputs = gw.all_outputs(1)
+        _task, outputs = gw.all_outputs(1)
     assert calls == [None, "1"] and len(outputs) == 2
 
 

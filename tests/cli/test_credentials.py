@@ -39,7 +39,7 @@ def test_url_and_token_resolve_separately(env):
 
 def test_saved_token_is_not_sent_to_another_gateway(env):
     save_credentials("http://file:1", "file-token", env)
-    with pytest.raises(CredentialsError, match="saved token .* is for http://file:1"):
+    with pytest.raises(CredentialsError, match=r"saved token .* is for http://file:1"):
         resolve("http://elsewhere:9", None, env)
     env["CELLGATE_URL"] = "http://elsewhere:9"
     with pytest.raises(CredentialsError, match="cellgate login --gateway http://elsewhere:9"):

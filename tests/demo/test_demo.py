@@ -100,7 +100,7 @@ def test_demo_is_rerunnable(demo: DemoRun) -> None:
     assert second["tokens"]["dev"] != first["tokens"]["dev"]  # fresh tokens each run
     assert get(f"{second['gateway_url']}/api/v1/me", second["tokens"]["dev"])[1]["name"] == "dev"
     assert get(f"{second['gateway_url']}/api/v1/me", first["tokens"]["dev"])[1]["name"] == "dev"  # old ones still work
-    status, users = get(f"{second['gateway_url']}/api/v1/users", second["tokens"]["admin"])
+    _status, users = get(f"{second['gateway_url']}/api/v1/users", second["tokens"]["admin"])
     assert sorted(u["name"] for u in users["users"]) == ["admin", "dev", "reviewer"]
     assert db.stat().st_mtime_ns == mtime  # not recreated
     assert "my own notes" in notebook.read_text()  # not overwritten

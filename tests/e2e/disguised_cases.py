@@ -393,14 +393,14 @@ SQLITE = _cases([
 # ------------------------------------------------------------------------------ Python
 TOUCH = "touch %TMP%/py-{}"
 PYTHON = _cases([
-    ("subprocess-run", f"import subprocess\nsubprocess.run(['touch', '%TMP%/py-subprocess'])", "runs a program"),
+    ("subprocess-run", "import subprocess\nsubprocess.run(['touch', '%TMP%/py-subprocess'])", "runs a program"),
     ("os-system", f"import os\nos.system('{TOUCH.format('os-system')}')", "runs a program"),
     ("posix-system", f"import posix\nposix.system('{TOUCH.format('posix')}')", "runs a program"),
     ("sys-modules", f"import sys\nsys.modules['o' + 's'].system('{TOUCH.format('sys-modules')}')", "runs a program"),
     ("getattr-computed", f"import os\ngetattr(os, 'sys' + 'tem')('{TOUCH.format('getattr')}')", "runs a program"),
     ("builtins-import", f"import builtins\nbuiltins.__import__('os').system('{TOUCH.format('builtins')}')",
      "runs a program"),
-    ("dunder-import", f"__import__('subprocess').call(['touch', '%TMP%/py-dunder'])", "runs a program"),
+    ("dunder-import", "__import__('subprocess').call(['touch', '%TMP%/py-dunder'])", "runs a program"),
     ("importlib", f"import importlib\nimportlib.import_module('o' + 's').system('{TOUCH.format('importlib')}')",
      "runs a program"),
     ("eval", f"eval(\"__import__('os').system('{TOUCH.format('eval')}')\")", "runs a program"),

@@ -298,7 +298,7 @@ class KernelConnection:
         try:
             while await asyncio.wait_for(self.ws.read_message(), 5) is not None:
                 pass
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
 
     def request(self, msg_type: str, content: dict[str, Any], channel: str = "shell",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import pytest
 from harness import CELLGATE, Gateway, cli, wait_until

@@ -172,7 +172,8 @@ def test_mariadb_row_estimate_before_review(gateway: Gateway, agent, users: dict
         cur.execute("CREATE TABLE policy_cards (id INT PRIMARY KEY, status VARCHAR(10))")
         cur.executemany("INSERT INTO policy_cards VALUES (%s, 'active')", [(i,) for i in range(1, 301)])
     mariadb_readonly_url()  # the read-only user is granted table by table: re-run after a new table, as documented
-    assert apply(gateway, tmp_path, '[targets.maria]\nauto_approve = "read-only"\n[targets.maria.review]\ngroups = ["dba"]\n').returncode == 0
+    assert apply(gateway, tmp_path,
+                 '[targets.maria]\nauto_approve = "read-only"\n[targets.maria.review]\ngroups = ["dba"]\n').returncode == 0
     env = {**os.environ, "CELLGATE_URL": gateway.url, "CELLGATE_TOKEN": users["dev"], "CELLGATE_CONFIG_DIR": "/nonexistent"}
     proc = subprocess.Popen([CELLGATE, "run", "--target", "maria", "-e", "DELETE FROM policy_cards WHERE id <= 50"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -84,14 +84,13 @@ def reset_pg(url: str) -> None:
 
     (DELETE, not TRUNCATE: for a handful of rows it is ten times faster.)
     """
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
-        with conn.transaction():
-            for table in reversed(Base.metadata.sorted_tables):
-                if table.name != "audit_head":
-                    conn.execute(f'DELETE FROM "{table.name}"')
-            conn.execute("UPDATE audit_head SET last_id = 0, last_hash = %s", (GENESIS,))
-            for (seq,) in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'S'").fetchall():
-                conn.execute(f'ALTER SEQUENCE "{seq}" RESTART')
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn, conn.transaction():
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name != "audit_head":
+                conn.execute(f'DELETE FROM "{table.name}"')
+        conn.execute("UPDATE audit_head SET last_id = 0, last_hash = %s", (GENESIS,))
+        for (seq,) in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'S'").fetchall():
+            conn.execute(f'ALTER SEQUENCE "{seq}" RESTART')
 
 
 @pytest.fixture(params=STORES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -85,7 +86,7 @@ class Seed:
             task = tasks.create(session, "tester", kind="script", target=target, user_id=user_id, code=code,
                                 review_groups=review_groups or [], review_rule=review_rule or {})
             steps = path_to(status)
-            for src, dest in zip(steps, steps[1:]):
+            for src, dest in itertools.pairwise(steps):
                 tasks.transition(session, task.id, src, dest, "tester")
             return task.id
         return self.store.call(_tx)

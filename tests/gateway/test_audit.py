@@ -17,7 +17,7 @@ from cellgate.gateway import audit
 from cellgate.gateway.models import AuditEvent, AuditHead
 from cellgate.gateway.store import Store
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _append_many(store: Store, n: int, start: int = 1) -> None:

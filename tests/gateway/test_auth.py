@@ -106,7 +106,7 @@ def test_expiry(store: Store, seed: Seed) -> None:
     seed.user("alice")
     raw, tok_id = make_token(store, user="alice", days=1)
     expires = store.call(lambda s: s.get(Token, tok_id).expires_at)
-    expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.timezone.utc)
+    expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
     assert dt.timedelta(hours=23) < expires - utcnow() <= dt.timedelta(days=1)
     assert identify(store, raw) is not None
     store.call(lambda s: s.execute(update(Token).where(Token.id == tok_id)

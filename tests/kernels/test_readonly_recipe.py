@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pymysql
 import pytest
-from readonly_roles import PASSWORD, PG_GRANTS, ROLE, mariadb_readonly_url, pg_readonly_url
+from readonly_roles import PASSWORD, PG_GRANTS, mariadb_readonly_url, pg_readonly_url
 from sql_kernel_harness import require_mariadb, require_postgres
 
 DOCS = (Path(__file__).parents[2] / "docs" / "agent.md").read_text()

@@ -43,7 +43,8 @@ from cellgate.kernels.sql.split import split_statements
 PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
 
 #: CELLGATE_DIFFERENTIAL_EXAMPLES=5000 for a longer hunt; 150 keeps the suite fast
-_SETTINGS = settings(max_examples=int(os.environ.get("CELLGATE_DIFFERENTIAL_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_SETTINGS = settings(max_examples=int(os.environ.get("CELLGATE_DIFFERENTIAL_EXAMPLES", "150")), deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 _STATEMENTS = [
     "SELECT 1", "SELECT 'a;b'", "SELECT 'it''s;'", "SELECT 2 AS x", "SELECT 'a\\'", "SELECT 'a\\';'",

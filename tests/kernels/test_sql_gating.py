@@ -99,8 +99,9 @@ def test_gated_kernel_refuses_statements_it_was_not_sent(gated_sqlite):
 
 
 def test_gated_kernel_runs_what_the_gateway_sent(gated_sqlite):
-    k, path = gated_sqlite
-    run = k.ok("INSERT INTO t VALUES (1); SELECT count(*) AS n FROM t", metadata=_meta(["INSERT INTO t VALUES (1)", "SELECT count(*) AS n FROM t"]))
+    k, _path = gated_sqlite
+    run = k.ok("INSERT INTO t VALUES (1); SELECT count(*) AS n FROM t",
+               metadata=_meta(["INSERT INTO t VALUES (1)", "SELECT count(*) AS n FROM t"]))
     assert run.tables[-1][TABLE]["data"] == [{"n": 1}]
     assert k.gated("SELECT a FROM t").tables[0][TABLE]["data"] == [{"a": 1}]  # read-only mode, same file
 

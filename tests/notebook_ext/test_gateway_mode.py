@@ -93,9 +93,9 @@ def test_credentials_file_is_used_for_its_own_gateway(make_jupyter, gateway: Gat
     creds.write_text(json.dumps({"gateway_url": gateway.url + "/", "token": gateway.dev_token}))
     creds.chmod(0o600)
     server = make_jupyter({"CELLGATE_CONFIG_DIR": str(config)})
-    status, model = server.get("/cellgate/api/status")
+    _status, model = server.get("/cellgate/api/status")
     assert model["gateway_ok"] is True and model["user"]["name"] == "dev", model
-    status, specs = server.get("/api/kernelspecs")
+    _status, specs = server.get("/api/kernelspecs")
     assert "payments" in specs["kernelspecs"]
 
 
@@ -108,7 +108,7 @@ def test_a_readable_credentials_file_is_refused(make_jupyter, gateway: Gateway, 
     server = make_jupyter({"CELLGATE_CONFIG_DIR": str(config)})
     log = server.log_text()
     assert "readable by others" in log and "normal mode" in log
-    status, specs = server.get("/api/kernelspecs")
+    _status, specs = server.get("/api/kernelspecs")
     assert "payments" not in specs["kernelspecs"]
 
 
@@ -119,6 +119,6 @@ def test_an_unreachable_gateway_is_reported(make_jupyter) -> None:  # type: igno
     status, model = server.get("/cellgate/api/status")
     assert status == 200 and model["gateway_ok"] is False
     assert "cannot reach" in model["message"] or "did not answer" in model["message"]
-    status, body = server.get("/cellgate/api/reviews")
+    status, _body = server.get("/cellgate/api/reviews")
     assert status == 502
     assert time.monotonic() - started < 30

@@ -14,8 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "e2e"))
 
-from harness import Gateway, free_port  # noqa: E402
-from oidc_harness import ALIAS_PATH, Provider, start_oidc_gateway, start_provider  # noqa: E402
+from harness import Gateway, free_port
+from oidc_harness import ALIAS_PATH, Provider, start_oidc_gateway, start_provider
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "e2e"))  # harness: how the e2e tests start gateways and agents
 
-from harness import agent_config, start_agent, wait_online  # noqa: E402
-from slack_standin import SlackStandIn, SlackUser  # noqa: E402
-from slack_world import World, seed, set_email, slack_config, start_slack_gateway  # noqa: E402
+from harness import agent_config, start_agent, wait_online
+from slack_standin import SlackStandIn, SlackUser
+from slack_world import World, seed, set_email, slack_config, start_slack_gateway
 
 
 @pytest.fixture(scope="session")

@@ -249,7 +249,7 @@ def test_links_admin_api_and_cli(world: World) -> None:
         assert api.put("/api/v1/slack/links/ULATER", json={"user": "ops", "team_id": "T0OTHER"}).status_code == 200
         assert api.put("/api/v1/slack/links/not-an-id", json={"user": "ops"}).status_code == 400
         assert api.put("/api/v1/slack/links/UNEW", json={"user": "nobody-here"}).status_code == 404
-        links = {(l["slack_user_id"], l["team_id"]): l for l in api.get("/api/v1/slack/links").json()["links"]}
+        links = {(link["slack_user_id"], link["team_id"]): link for link in api.get("/api/v1/slack/links").json()["links"]}
         assert links[("ULATER", "T0OTHER")]["how"] == "manual"
         assert api.delete("/api/v1/slack/links/ULATER", params={"team_id": "T0OTHER"}).status_code == 200
         assert api.delete("/api/v1/slack/links/ULATER", params={"team_id": "T0OTHER"}).status_code == 404

@@ -67,7 +67,7 @@ def test_an_unlinked_author_is_found_by_verified_email_for_direct_messages(world
     world.standin.wait_for("chat.postMessage", lambda c: f"cellgate task #{task['id']}>" in c.params["text"]
                            and "Rejected by rev: no" in c.params["text"], channel="DUDEV3")
     with world.gw.admin() as api:
-        links = {(l["slack_user_id"], l["user"], l["how"]) for l in api.get("/api/v1/slack/links").json()["links"]}
+        links = {(link["slack_user_id"], link["user"], link["how"]) for link in api.get("/api/v1/slack/links").json()["links"]}
     assert ("UDEV3", "dev3", "email") in links
 
 

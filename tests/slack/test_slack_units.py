@@ -90,9 +90,9 @@ def test_config_reads_secrets_from_env_then_a_private_file(tmp_path, monkeypatch
 
 def test_config_validates_and_routes_channels() -> None:
     assert Slack(api_url="http://127.0.0.1:9/api").api_url == "http://127.0.0.1:9/api/"
-    with pytest.raises(TraitError, match="Slack.api_url"):
+    with pytest.raises(TraitError, match=r"Slack.api_url"):
         Slack(api_url="ftp://slack.example")
-    with pytest.raises(TraitError, match="Slack.retries"):
+    with pytest.raises(TraitError, match=r"Slack.retries"):
         Slack(retries=0)
     slack = Slack(channels={"payments": "CPAY"}, default_channel="CALL")
     assert slack.channel_for("payments") == "CPAY" and slack.channel_for("other") == "CALL"
@@ -102,7 +102,7 @@ def test_config_validates_and_routes_channels() -> None:
 def _task(code: str = "UPDATE t SET a = 1 WHERE id = 2", status: str = "pending_review", **kw) -> Task:
     task = Task(id=7, kind="script", status=status, target="payments", user_id=1, code=code, code_sha256="0" * 64,
                 why=kw.pop("why", "SUP-1"), review_groups=["dba"], risk={"level": "medium", "reasons": ["UPDATE with WHERE"]},
-                row_estimate=kw.pop("row_estimate", 12), created_at=dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.timezone.utc), **kw)
+                row_estimate=kw.pop("row_estimate", 12), created_at=dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC), **kw)
     task.user = User(id=1, name="dev")
     task.missing_approvals = ("an approval from dba",) if status == "pending_review" else ()
     return task
@@ -114,7 +114,7 @@ def test_notice_shows_who_what_where_when_why_risk_and_buttons() -> None:
     for part in ("dev (<@UDEV>)", "payments", "UPDATE t SET a = 1", "SUP-1", "risk medium: UPDATE with WHERE",
                  "estimated rows affected: 12", "an approval from dba", "<!date^1767323040^"):
         assert part in shown, part
-    actions = [b for b in blocks if b["type"] == "actions"][0]["elements"]
+    actions = next(b for b in blocks if b["type"] == "actions")["elements"]
     assert [(a["action_id"], a["value"]) for a in actions] == [("cellgate_approve", "7"), ("cellgate_reject", "7")]
     assert text.startswith("cellgate task #7 on payments")
 
@@ -129,9 +129,9 @@ def test_code_is_cut_escaped_and_fits_a_section() -> None:
 
 
 def test_decided_and_finished_tasks_keep_who_decided() -> None:
-    task = _task(status="succeeded", decided_by="rev", approved_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
-                 started_at=dt.datetime(2026, 1, 1, 0, 0, 1, tzinfo=dt.timezone.utc),
-                 finished_at=dt.datetime(2026, 1, 1, 0, 0, 3, 500000, tzinfo=dt.timezone.utc))
+    task = _task(status="succeeded", decided_by="rev", approved_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                 started_at=dt.datetime(2026, 1, 1, 0, 0, 1, tzinfo=dt.UTC),
+                 finished_at=dt.datetime(2026, 1, 1, 0, 0, 3, 500000, tzinfo=dt.UTC))
     review = Review(decision="approve", user_id=2)
     review.user = User(id=2, name="rev")
     task.reviews = [review]
