@@ -134,3 +134,16 @@ def _function(st: _Stmt, name: str) -> None:
 _STRING_TOKENS = {t for t in (getattr(TokenType, n, None) for n in (
     "STRING", "NATIONAL_STRING", "HEX_STRING", "BIT_STRING", "BYTE_STRING", "RAW_STRING", "HEREDOC_STRING",
     "UNICODE_STRING")) if t is not None}
+
+
+def _closing_paren(toks: list[Token], at: int) -> int:
+    """Index of the parenthesis that closes the one at ``at`` (``len(toks)`` when none does)."""
+    depth = 0
+    for j in range(at, len(toks)):
+        if toks[j].token_type == TokenType.L_PAREN:
+            depth += 1
+        elif toks[j].token_type == TokenType.R_PAREN:
+            depth -= 1
+            if depth == 0:
+                return j
+    return len(toks)

@@ -14,7 +14,7 @@ from sqlglot.tokens import Token, TokenType
 
 from .text import _error_line, _list, _on, _snippet
 from .functions import _function_rule, known_function
-from .context import _chunks, _Ctx, _function, _Stmt, _STRING_TOKENS, _unknown
+from .context import _chunks, _closing_paren, _Ctx, _function, _Stmt, _STRING_TOKENS, _unknown
 
 
 #: statement keywords reported as such when a statement is classified from its tokens
@@ -262,15 +262,7 @@ def _token_functions(ctx: _Ctx, st: _Stmt, toks: list[Token]) -> set[str]:
 
 def _cte_columns(toks: list[Token], at: int) -> bool:
     """Whether the parenthesis at ``at`` is a column list followed by AS ( — WITH x(a, b) AS (…)."""
-    depth, j, n = 0, at, len(toks)
-    while j < n:
-        if toks[j].token_type == TokenType.L_PAREN:
-            depth += 1
-        elif toks[j].token_type == TokenType.R_PAREN:
-            depth -= 1
-            if depth == 0:
-                break
-        j += 1
+    j, n = _closing_paren(toks, at), len(toks)
     return j + 2 < n and toks[j + 1].text.upper() == "AS" and toks[j + 2].token_type == TokenType.L_PAREN
 
 

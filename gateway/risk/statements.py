@@ -9,7 +9,7 @@ from sqlglot import exp
 from sqlglot.tokens import Token, TokenType
 
 from .text import _error_line, _snippet
-from .context import _chunks, _Ctx, _node_class, _Stmt
+from .context import _chunks, _closing_paren, _Ctx, _node_class, _Stmt
 from .tree import _analyze_tree
 from .keywords import _analyze_keywords, _first_word_type, _guess_tables, _scan_text, _scan_tokens
 
@@ -114,15 +114,7 @@ def _explained_start(toks: list[Token]) -> int | None:
             nxt = toks[i + 1].text.upper() if i + 1 < n else ""
             if nxt in _STATEMENT_START or nxt == "(":
                 return i
-            depth = 0
-            while i < n:  # a PostgreSQL option list: (ANALYZE, BUFFERS)
-                if toks[i].token_type == TokenType.L_PAREN:
-                    depth += 1
-                elif toks[i].token_type == TokenType.R_PAREN:
-                    depth -= 1
-                    if depth == 0:
-                        break
-                i += 1
+            i = _closing_paren(toks, i)  # a PostgreSQL option list: (ANALYZE, BUFFERS)
         elif (up in _STATEMENT_START and tok.token_type not in (TokenType.VAR, TokenType.IDENTIFIER)) or up == "REPLACE":
             return i
         i += 1
