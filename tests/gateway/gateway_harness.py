@@ -13,7 +13,8 @@ import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cellgate.gateway import audit, auth, tasks
+from cellgate.gateway import audit, auth, policy, tasks
+from cellgate.gateway.auth import Identity
 from cellgate.gateway.models import AuditEvent, Target, Task
 from cellgate.gateway.store import Store
 
@@ -117,3 +118,17 @@ def race(n: int, work: Callable[[int], Any], timeout: float = 30) -> list[tuple[
         t.join(timeout)
     assert not any(t.is_alive() for t in threads), "a racing thread is stuck (deadlock?)"
     return results
+
+
+def reviewed_target(store: Store, name: str = "prod", kind: str = "sql", dialect: str = "postgresql") -> None:
+    """A target where read-only SQL is auto-approved and everything else waits for dba."""
+    def _tx(session: Any) -> None:
+        t = Target(name=name, description="", submit_groups=[], review_groups=[], policy={}, kind=kind, dialect=dialect)
+        policy.store(t, policy.parse({"auto_approve": "read-only", "review": {"groups": ["dba"]}}))
+        session.add(t)
+    store.call(_tx)
+
+
+def ident(user_id: int) -> Identity:
+    """The developer ``dev`` (user ``user_id``) as the gateway sees them."""
+    return Identity(kind="user", name="dev", user_id=user_id, groups=frozenset({"dev"}))

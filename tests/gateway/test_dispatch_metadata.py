@@ -7,26 +7,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from gateway_harness import Seed
+from gateway_harness import Seed, ident, reviewed_target
 
-from cellgate.gateway import analysis, jmsg, policy
-from cellgate.gateway.auth import Identity
-from cellgate.gateway.models import Target
+from cellgate.gateway import analysis, jmsg
 from cellgate.gateway.service import Service
 from cellgate.gateway.store import Store
 from cellgate.kernels.sql.split import split_statements
-
-
-def reviewed_target(store: Store, name: str = "prod", kind: str = "sql", dialect: str = "postgresql") -> None:
-    def _tx(session: Any) -> None:
-        t = Target(name=name, description="", submit_groups=[], review_groups=[], policy={}, kind=kind, dialect=dialect)
-        policy.store(t, policy.parse({"auto_approve": "read-only", "review": {"groups": ["dba"]}}))
-        session.add(t)
-    store.call(_tx)
-
-
-def ident(user_id: int) -> Identity:
-    return Identity(kind="user", name="dev", user_id=user_id, groups=frozenset({"dev"}))
 
 
 @pytest.fixture
