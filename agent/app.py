@@ -1,127 +1,340 @@
-"""The agent process: the gateway connection wired to the kernel host.
+"""The agent application: its configuration (traitlets, as the gateway's), its secrets, start and stop.
 
-Gateway requests that carry a ``req_id`` each run in their own task and end in a ``reply``;
-``kernel_msg`` frames are delivered at once, in arrival order.
+Configure with flags (``cellgate agent --gateway … --config agent.toml``), ``cellgate_config.py``
+(``c.Agent.kernel_start_timeout = 90``: the same file and kind of file as the gateway's
+``c.Gateway.*``) or the documented environment variables; flags win over the config file, which
+wins over the environment. The targets stay data, in the TOML file ``Agent.targets_file``
+(agent/config.py); its ``[agent]`` table may set ``id``, ``tags`` and the isolation settings
+instead of ``c.Agent.*``, not both (refused, naming both places).
+
+:meth:`Agent.configure` reads all of it; :meth:`Agent.prepare` reads the token, takes the
+secrets out of the process's reach (``isolation.hide_secrets``) and builds the
+:class:`~agent.runtime.AgentRuntime`; :meth:`Agent.start` serves until SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+import os
+import signal
+import socket
+import stat
+from collections.abc import Mapping
+from typing import Any, cast
 
-from cellgate import __version__, protocol
+from traitlets import Float, List, TraitError, Unicode, default, validate
+from traitlets.config import Application, Config
+from traitlets.config.loader import PyFileConfigLoader
 
-from . import explain
-from .config import AgentConfig
-from .connection import GatewayConnection
-from .kernels import KernelError, KernelHost
+from cellgate import __version__
+from cellgate.secret_files import SecretFileError, exposed_mode, read_private_file
 
-log = logging.getLogger(__name__)
+from . import config as targets_config
+from .config import AgentConfig, ConfigError
+from .connection import agent_ws_url
+from .isolation import hide_secrets
+from .runtime import AgentRuntime
+from .timeouts import Timeouts
+
+TOKEN_ENV = "CELLGATE_AGENT_TOKEN"
+URL_ENV = "CELLGATE_URL"
+
+#: Agent trait → Timeouts field
+TIMEOUT_FIELDS = {
+    "reconnect_delay_min": "reconnect_min", "reconnect_delay_max": "reconnect_max", "connect_timeout": "connect",
+    "ws_ping_interval": "ws_ping", "kernel_start_timeout": "kernel_start", "kernel_probe_interval": "kernel_probe",
+    "kernel_watch_interval": "kernel_watch", "kernel_shutdown_timeout": "kernel_shutdown",
+    "uid_kill_timeout": "uid_kill", "explain_timeout": "explain",
+}
+#: key of the targets file's ``[agent]`` table → Agent trait
+AGENT_TABLE = {"id": "agent_id", "tags": "tags", "kernel_isolation": "kernel_isolation",
+               "kernel_uids": "kernel_uids", "runtime_dir": "runtime_dir"}
+#: defaults computed when read, as the settings table in docs/agent.md shows them
+DYNAMIC_DEFAULTS = {"gateway_url": f"`${URL_ENV}`", "token": f"`${TOKEN_ENV}`", "agent_id": "the host name",
+                    "log_level": "`INFO`"}
 
 
-def _report_failure(task: asyncio.Future[Any]) -> None:
-    """Log a background task's exception; a cancelled task is no failure."""
-    if not (task.cancelled() or task.exception() is None):
-        log.error("background task failed: %s", task.exception())
+class Agent(Application):
+    name = "cellgate-agent"
+    description = "The cellgate agent: hosts the targets' kernels next to them and dials out to the gateway."
+    version = __version__
+
+    gateway_url = Unicode(config=True, help=(
+        f"Gateway URL, http(s)://host[:port][/prefix]; the agent connects to ws(s)://…/api/v1/agent (env {URL_ENV})."))
+    token_file = Unicode("", config=True, help=(
+        "File holding the agent token (not a user token), readable by its owner only (chmod 600): refused when "
+        "group or others have any access."))
+    token = Unicode(config=True, help=(
+        f"The agent token (env {TOKEN_ENV}). Prefer token_file or the variable: a command line is visible to "
+        "other users; in the config file, that file must be readable by its owner only."))
+    targets_file = Unicode("", config=True, help=(
+        "The TOML file of targets and their credentials' sources (required); its [agent] table may set "
+        "id, tags, kernel_isolation, kernel_uids and runtime_dir instead of c.Agent.*."))
+    config_file = Unicode("cellgate_config.py", config=True, help=(
+        "Python config file to load, if it exists (c.Agent.*, beside the gateway's c.Gateway.*). Refused when "
+        "any user may write to it: the agent runs it."))
+
+    agent_id = Unicode(config=True, help=(
+        "The agent's id (the targets file's [agent] id); keep it stable across restarts: the agent token is bound to it."))
+    tags = List(Unicode(), config=True, help="Free-form tags announced to the gateway ([agent] tags).")
+    kernel_isolation = Unicode("uid", config=True, help=(
+        '"uid": each kernel runs as its own unprivileged uid (needs root or CAP_SETUID, CAP_SETGID, CAP_KILL, '
+        'CAP_CHOWN, CAP_DAC_OVERRIDE); "off": as the agent\'s own user, development only ([agent] kernel_isolation).'))
+    kernel_uids = Unicode("{}-{}".format(*targets_config.DEFAULT_KERNEL_UIDS), config=True, help=(
+        'The uids kernels run as, "FIRST-LAST", used by nothing else on the host ([agent] kernel_uids).'))
+    runtime_dir = Unicode("", config=True, help=(
+        "Directory of the kernels' directories, owned by the agent's user, writable by nobody else "
+        "([agent] runtime_dir). Default: /run/cellgate-agent/<pid>-XXXX, removed at exit."))
+
+    # how long the agent waits (agent/timeouts.py); each trait fills the Timeouts field in TIMEOUT_FIELDS
+    reconnect_delay_min = Float(Timeouts.reconnect_min, config=True, help=(
+        "Seconds before the first reconnect to the gateway; the delay doubles per failed attempt up to "
+        "reconnect_delay_max, each randomised to 50-100 %, and resets once the gateway answers welcome."))
+    reconnect_delay_max = Float(Timeouts.reconnect_max, config=True, help=(
+        "Longest delay between reconnects, in seconds; keep it well below the gateway's Gateway.agent_grace."))
+    connect_timeout = Float(Timeouts.connect, config=True, help="Seconds one attempt to open the WebSocket to the gateway may take.")
+    ws_ping_interval = Float(Timeouts.ws_ping, config=True, help=(
+        "Seconds between WebSocket pings to the gateway; a ping unanswered this long drops the connection."))
+    kernel_start_timeout = Float(Timeouts.kernel_start, config=True, help=(
+        "Seconds a kernel has to become ready after a start or restart; keep it below the gateway's "
+        "Gateway.kernel_start_timeout so that the gateway gets the agent's reason."))
+    kernel_probe_interval = Float(Timeouts.kernel_probe, config=True, help="Seconds between kernel_info probes while a kernel starts.")
+    kernel_watch_interval = Float(Timeouts.kernel_watch, config=True, help=(
+        "Seconds between checks that a running kernel is alive (a dead one is reported as kernel_status dead)."))
+    kernel_shutdown_timeout = Float(Timeouts.kernel_shutdown, config=True, help=(
+        "Seconds a kernel has to exit after a shutdown request before it is killed."))
+    uid_kill_timeout = Float(Timeouts.uid_kill, config=True, help=(
+        "Seconds the agent keeps SIGKILLing what a kernel's uid left running; a uid with survivors stays out of the pool."))
+    explain_timeout = Float(Timeouts.explain, config=True, help=(
+        "Statement timeout, in seconds, of each EXPLAIN run for a row estimate; keep it at most the gateway's "
+        "Gateway.explain_timeout."))
+
+    aliases = {"gateway": "Agent.gateway_url", "gateway-url": "Agent.gateway_url", "token-file": "Agent.token_file",
+               "token": "Agent.token",
+               "config": "Agent.targets_file", "config-file": "Agent.config_file", "log-level": "Agent.log_level"}
+
+    #: the targets file, resolved (``load_targets``)
+    targets: AgentConfig | None = None
+
+    @default("log_level")
+    def _log_level_default(self) -> int:
+        return logging.INFO
+
+    @default("gateway_url")
+    def _gateway_url_default(self) -> str:
+        return os.environ.get(URL_ENV, "")
+
+    @default("token")
+    def _token_default(self) -> str:
+        return os.environ.get(TOKEN_ENV, "")
+
+    @default("agent_id")
+    def _agent_id_default(self) -> str:
+        return socket.gethostname()
+
+    @validate("gateway_url")
+    def _valid_gateway_url(self, proposal: Any) -> str:
+        value: str = proposal["value"]
+        _check_gateway_url(value)
+        return value
+
+    @validate("agent_id", "kernel_isolation", "kernel_uids", "runtime_dir")
+    def _valid_agent_setting(self, proposal: Any) -> str:
+        name, value = proposal["trait"].name, proposal["value"]
+        check = {"agent_id": targets_config.check_agent_id, "kernel_isolation": targets_config.check_isolation,
+                 "kernel_uids": targets_config.parse_kernel_uids, "runtime_dir": targets_config.check_runtime_dir}[name]
+        try:
+            check((value or None) if name == "runtime_dir" else value)
+        except ValueError as exc:
+            raise TraitError(f"Agent.{name} {exc}") from None
+        checked: str = value
+        return checked
+
+    @validate(*TIMEOUT_FIELDS)
+    def _valid_seconds(self, proposal: Any) -> float:
+        name, value = proposal["trait"].name, proposal["value"]
+        if not 0 < value <= 86400:
+            raise TraitError(f"Agent.{name} must be more than 0 and at most 86400 seconds, not {value}")
+        seconds: float = value
+        return seconds
+
+    def timeouts(self) -> Timeouts:
+        if self.reconnect_delay_max < self.reconnect_delay_min:
+            raise TraitError(f"Agent.reconnect_delay_max ({self.reconnect_delay_max:g}) must be at least "
+                             f"Agent.reconnect_delay_min ({self.reconnect_delay_min:g}): raise it or lower the other")
+        return Timeouts(**{fld: getattr(self, trait) for trait, fld in TIMEOUT_FIELDS.items()})
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def configure(self, flags: Mapping[str, Any] | None = None) -> None:
+        """Read the settings: ``flags`` (trait name → value, from the command line) over the config
+        file over the environment defaults. Raises ``TraitError``. The targets file is read by
+        ``load_targets`` (in ``prepare``, once the token is read)."""
+        cli = Config({"Agent": dict(flags or {})})
+        self.cli_config = cli
+        self.update_config(cli)
+        if os.path.exists(self.config_file):
+            self._load_file(self.config_file)
+        # traitlets types the log_level Enum as object; its validator leaves an int or a level name
+        logging.basicConfig(level=cast("int | str", self.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if self.gateway_url:  # a default from the environment is not validated on its own
+            _check_gateway_url(self.gateway_url)
+        self.timeouts()
+
+    def _load_file(self, path: str) -> None:
+        """Load the config file under the command line's settings. Not ``load_config_file``: on a
+        bad value that logs and exits 1 (traitlets' ``catch_config_error``), where the agent says
+        why and exits 2; and a file that fails to run is an error, not a log line."""
+        _check_not_writable(path)
+        loader = PyFileConfigLoader(os.path.basename(path), path=os.path.dirname(os.path.abspath(path)))
+        try:
+            found = loader.load_config()
+        except Exception as exc:  # the file is Python: any error of its own
+            raise TraitError(f"Agent.config_file {path} failed to run: {type(exc).__name__}: {exc}: fix the file") from None
+        found.merge(self.cli_config)
+        self.update_config(found)
+
+    def _in_file(self) -> set[str]:
+        """The traits the config file sets (and the command line does not)."""
+        return set(self.config.Agent) - set(self.cli_config.Agent)
+
+    def load_targets(self, environ: Mapping[str, str] | None = None) -> AgentConfig:
+        """Read the targets file (``environ``: where ``url_env`` variables are looked up, default
+        ``os.environ``); its ``[agent]`` table fills the traits that neither the command line nor
+        the config file sets (both: refused). Raises ``ConfigError`` or ``TraitError``."""
+        if not self.targets_file:
+            raise TraitError("Agent.targets_file is not set: pass --config FILE (the TOML file of targets) "
+                             "or set c.Agent.targets_file in the config file")
+        path = self.targets_file
+        found = targets_config.read_config(path, dict(os.environ if environ is None else environ))
+        in_file = self._in_file()
+        for key in sorted(found.agent_keys):
+            trait = AGENT_TABLE[key]
+            if trait in self.cli_config.Agent:
+                continue
+            if trait in in_file:
+                raise ConfigError(path, f"agent.{key}", f"is also set as c.Agent.{trait} in {self.config_file}: "
+                                  "set it in one place")
+            setattr(self, trait, _table_value(found, key))
+        uids = targets_config.parse_kernel_uids(self.kernel_uids)
+        where = "Agent.kernel_uids" if "kernel_uids" in self.config.Agent else "agent.kernel_uids"
+        targets_config.check_kernel_gids(path, found.targets.values(), uids, where)
+        self.targets = dataclasses.replace(found, agent_id=self.agent_id, tags=list(self.tags),
+                                           kernel_isolation=self.kernel_isolation, kernel_uids=uids,
+                                           runtime_dir=self.runtime_dir or None)
+        return self.targets
+
+    # -- secrets and start ------------------------------------------------------------------
+
+    def read_token(self) -> str:
+        """The token from the most preferred place that sets one: the command line, the config file
+        (``token_file`` or ``token``, not both), then ``$CELLGATE_AGENT_TOKEN``. Raises ``ValueError``."""
+        in_file = self._in_file()
+        if {"token", "token_file"} <= in_file:
+            raise ValueError(f"c.Agent.token and c.Agent.token_file are both set in {self.config_file}: keep one "
+                             "(token_file is preferred)")
+        for scope in (set(self.cli_config.Agent), in_file):
+            if "token_file" in scope and self.token_file:
+                try:
+                    return read_private_file(self.token_file)
+                except SecretFileError as exc:
+                    raise ValueError(f"--token-file (Agent.token_file): {exc}") from None
+            if "token" in scope and self.token:
+                if scope is in_file and (mode := exposed_mode(self.config_file)) is not None:
+                    raise ValueError(f"c.Agent.token is set in {self.config_file}, which is readable by group or "
+                                     f"others (mode {mode:o}): run `chmod 600 {self.config_file}` or use c.Agent.token_file")
+                return self.token
+        if self.token:
+            return self.token
+        raise ValueError(f"no agent token: pass --token-file FILE or set {TOKEN_ENV}")
+
+    def prepare(self) -> AgentRuntime:
+        """Read the token and the targets file, hide every secret from the process's own /proc
+        entries and from any child, and build the runtime (``configure`` first). Raises
+        ``ValueError`` (an ``IsolationError`` when kernels cannot be isolated as configured),
+        ``ConfigError`` or ``TraitError``."""
+        try:
+            if not self.gateway_url:
+                raise ValueError(f"no gateway URL: pass --gateway or set {URL_ENV}")
+            token = self.read_token()
+        finally:
+            os.environ.pop(TOKEN_ENV, None)  # no child inherits it
+        targets = self.load_targets()
+        hide_secrets([token, *pop_target_secrets(targets)])
+        return AgentRuntime(targets, self.gateway_url, token, self.timeouts())
+
+    def start(self) -> None:
+        asyncio.run(serve(self.prepare()))
 
 
-#: at most this many statements are EXPLAINed per task (as Bytebase does)
-MAX_EXPLAIN = 10
+def _check_gateway_url(value: str) -> None:
+    try:
+        agent_ws_url(value)
+    except ValueError:
+        raise TraitError(f"Agent.gateway_url (--gateway, env {URL_ENV}) must start with http://, https://, ws:// or "
+                         f"wss://, got {value!r}: e.g. --gateway https://cellgate.example.com") from None
 
 
-class Agent:
-    def __init__(self, config: AgentConfig, gateway_url: str, token: str,
-                 host: KernelHost | None = None) -> None:
-        self.config = config
-        self.connection = GatewayConnection(gateway_url, token, self.hello, self.dispatch,
-                                            on_welcome=self.welcomed)
-        self.host = host or KernelHost(config.targets, self.connection.send,
-                                       kernel_isolation=config.kernel_isolation,
-                                       kernel_uids=config.kernel_uids,
-                                       runtime_dir=config.runtime_dir)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._requests: dict[str, Callable[[Any], Awaitable[Any]]] = {
-            "kernel_start": lambda f: self.host.start(f.kernel_id, f.target, f.env,
-                                                      f.limits.to_dict() if f.limits else None),
-            "kernel_stop": lambda f: self.host.stop(f.kernel_id),
-            "kernel_interrupt": lambda f: self.host.interrupt(f.kernel_id),
-            "kernel_restart": lambda f: self.host.restart(f.kernel_id),
-            "explain": self._explain,
-        }
+def _check_not_writable(path: str) -> None:
+    """The config file is Python the agent runs: refused when any user may change it."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & stat.S_IWOTH:
+        raise TraitError(f"Agent.config_file {path} can be changed by any user (mode {mode:o}) and the agent "
+                         f"runs it: run `chmod o-w {path}`")
 
-    def hello(self) -> protocol.Hello:
-        return protocol.Hello(agent_id=self.config.agent_id, version=__version__, tags=self.config.tags,
-                              targets=[protocol.TargetAnnouncement(**t.announce())
-                                       for t in self.config.targets.values()],
-                              kernels=list(self.host.kernels))
 
-    def welcomed(self, welcome: protocol.Welcome) -> None:
-        """When ``welcome`` lists the kernels the gateway adopted, stop the others: nobody can
-        reach them any more. (Without that list every hosted kernel is kept.)"""
-        adopted = welcome.kernels
-        if adopted is None:
-            return
-        for kernel_id in set(self.host.kernels) - set(adopted):
-            log.info("kernel %s: not adopted by the gateway, stopping it", kernel_id)
-            self._spawn(self.host.stop(kernel_id))
+def _table_value(found: AgentConfig, key: str) -> Any:
+    """The value of ``[agent] key`` as the trait takes it."""
+    if key == "kernel_uids":
+        return f"{found.kernel_uids[0]}-{found.kernel_uids[1]}"
+    return {"id": found.agent_id, "tags": found.tags, "kernel_isolation": found.kernel_isolation,
+            "runtime_dir": found.runtime_dir}[key]
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set, then close the connection and shut every kernel down."""
-        for warning in self.config.warnings:
-            log.warning("%s", warning)
-        for t in self.config.targets.values():
-            log.info("serving target %s (%s, %s)", t.name, t.kind, t.dialect or "no dialect")
-        connection = asyncio.create_task(self.connection.run())
-        await stop.wait()
-        log.info("stopping: closing the connection and shutting %d kernel(s) down",
-                 len(self.host.kernels))
-        self.connection.close()
-        await connection
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.host.stop_all()
-        self.host.close()
 
-    def dispatch(self, frame: protocol.Frame) -> None:
-        """A valid gateway frame (``protocol.parse`` checked it: connection.py)."""
-        if isinstance(frame, protocol.KernelMsg):
-            self._deliver(frame)
-        elif frame.type in self._requests:
-            self._spawn(self._answer(frame, self._requests[frame.type]))  # type: ignore[arg-type]
+def pop_target_secrets(config: AgentConfig) -> list[str]:
+    """Drop the variables holding the targets' URLs from ``os.environ`` (``url_env``, and any
+    other variable whose value is a target's URL or read-only URL, such as
+    ``readonly_url_env``'s); return every URL, to scrub from the process memory."""
+    secrets: list[str] = []
+    for target in config.targets.values():
+        if target.url_env:
+            os.environ.pop(target.url_env, None)
+        for attr in ("url", "readonly_url"):
+            value = getattr(target, attr, None)
+            if isinstance(value, str) and value:
+                secrets.append(value)
+    for name, value in list(os.environ.items()):
+        if value.strip() in secrets:
+            del os.environ[name]
+    return secrets
+
+
+async def serve(runtime: AgentRuntime) -> None:
+    """Run until SIGINT or SIGTERM, then stop every kernel."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.run(stop)
+
+
+def settings_table() -> str:
+    """The Markdown table of the Agent's settings in docs/agent.md (a test compares the two)."""
+    flags: dict[str, list[str]] = {}
+    for flag, trait in Agent.aliases.items():
+        flags.setdefault(trait.split(".", 1)[1], []).append(f"`--{flag}`")
+    rows = ["| setting | flag | default | |", "|---|---|---|---|"]
+    traits = Agent.class_own_traits(config=True)
+    for name in [n for n in vars(Agent) if n in traits] + ["log_level"]:  # in the order of definition
+        trait = Agent.class_traits()[name]
+        if name in DYNAMIC_DEFAULTS:
+            shown = DYNAMIC_DEFAULTS[name]
+        elif isinstance(trait, List):
+            shown = "`[]`"
         else:
-            log.info("ignoring a frame of type %r", frame.type)
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_report_failure)
-
-    def _deliver(self, frame: protocol.KernelMsg) -> None:
-        if frame.task_id is not None:
-            log.info("kernel %s: running task %s", frame.kernel_id, frame.task_id)
-        try:
-            self.host.deliver(frame.kernel_id, frame.channel, frame.msg)
-        except KernelError as exc:
-            log.warning("dropping a kernel_msg: %s", exc)
-
-    async def _explain(self, frame: protocol.Explain) -> dict[str, Any]:
-        target = self.config.targets.get(frame.target)
-        if target is None:
-            raise KernelError(f"unknown target {frame.target!r}")
-        rows = await asyncio.to_thread(explain.estimate, target, frame.statements[:MAX_EXPLAIN])
-        return {"rows": rows}
-
-    async def _answer(self, frame: protocol.Request,
-                      handler: Callable[[Any], Awaitable[dict[str, Any] | None]]) -> None:
-        try:
-            reply = protocol.Reply(req_id=frame.req_id, ok=True, **(await handler(frame) or {}))
-        except (KernelError, explain.ExplainError) as exc:
-            reply = protocol.Reply(req_id=frame.req_id, ok=False, error=str(exc))
-        except Exception as exc:
-            log.exception("%s failed", frame.type)
-            reply = protocol.Reply(req_id=frame.req_id, ok=False, error=f"{frame.type} failed: {type(exc).__name__}")
-        self.connection.send(reply)
+            shown = f"`{trait.default_value!r}`" if trait.default_value != "" else ""
+        help_text = trait.help if name != "log_level" else "DEBUG, INFO, WARN or ERROR; logs go to stderr."
+        rows.append(f"| `c.Agent.{name}` | {', '.join(flags.get(name, []))} | {shown} | {help_text} |")
+    return "\n".join(rows) + "\n"

@@ -1,6 +1,9 @@
-"""The agent's configuration file: load, validate, resolve the targets' connection URLs.
+"""The agent's targets file: load, validate, resolve the targets' connection URLs.
 
-The file is TOML::
+The targets are data, in this TOML file (``Agent.targets_file``, flag ``--config``); the agent's
+own settings are ``Agent`` traits (agent/app.py), and the ``[agent]`` table below may set five of
+them instead (``id`` → ``Agent.agent_id``, ``tags``, ``kernel_isolation``, ``kernel_uids``,
+``runtime_dir``), checked by the same functions (``check_*``, ``parse_kernel_uids``). The file::
 
     [agent]
     id = "agent-eu-1"            # default: the host name
@@ -39,14 +42,15 @@ from __future__ import annotations
 import os
 import re
 import socket
-import stat
 import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from cellgate.kernels.registry import KINDS, dialect_for_scheme, family
+from cellgate.secret_files import SecretFileError, exposed_mode, read_private_file
 
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 AGENT_KEYS = {"id", "tags", "kernel_isolation", "kernel_uids", "runtime_dir"}
@@ -57,6 +61,7 @@ ISOLATION_MODES = ("uid", "off")
 DEFAULT_KERNEL_UIDS = (61000, 61999)
 KERNEL_UIDS = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 MIN_KERNEL_ID = 1000  # below: system users; never run a kernel as one
+_T = TypeVar("_T")
 
 
 class ConfigError(Exception):
@@ -111,10 +116,57 @@ class AgentConfig:
     kernel_isolation: str = "uid"  # uid | off
     kernel_uids: tuple[int, int] = DEFAULT_KERNEL_UIDS  # first, last (inclusive)
     runtime_dir: str | None = None  # None: /run/cellgate-agent/<pid>-XXXX, made and removed
+    #: the keys the file's ``[agent]`` table sets (the others are defaults); ``agent.app`` merges
+    #: them with the ``Agent`` traits
+    agent_keys: frozenset[str] = frozenset()
+
+
+# -- the [agent] settings: also the Agent traits' checks (agent/app.py); ValueError says what is wrong
+
+def check_agent_id(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def check_tags(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ValueError("must be a list of strings")
+    return list(value)
+
+
+def check_isolation(value: Any) -> str:
+    if value not in ISOLATION_MODES:
+        raise ValueError(f"must be one of {', '.join(map(repr, ISOLATION_MODES))}, got {value!r}")
+    return str(value)
+
+
+def check_runtime_dir(value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not os.path.isabs(value)):
+        raise ValueError(f"must be an absolute path, got {value!r}")
+    return value
+
+
+def parse_kernel_uids(value: Any) -> tuple[int, int]:
+    """``"FIRST-LAST"`` → (first, last)."""
+    match = KERNEL_UIDS.match(value) if isinstance(value, str) else None
+    first, last = (int(match[1]), int(match[2])) if match else (-1, -1)
+    if not match or not MIN_KERNEL_ID <= first <= last < 2**31 - 1:
+        raise ValueError(f"must be a range \"FIRST-LAST\" of unused uids >= {MIN_KERNEL_ID}, "
+                         f"e.g. \"61000-61999\", got {value!r}")
+    return first, last
 
 
 def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> AgentConfig:
     """Read and validate the file; resolve each target's URL. Raises ``ConfigError``."""
+    config = read_config(path, environ)
+    check_kernel_gids(path, config.targets.values(), config.kernel_uids, "agent.kernel_uids")
+    return config
+
+
+def read_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> AgentConfig:
+    """``load_config`` without the check of the targets' ``kernel_gid`` against the kernel uids
+    (``check_kernel_gids``), for when the uids may come from elsewhere (the ``Agent`` traits)."""
     environ = dict(os.environ if environ is None else environ)
     try:
         with open(path, "rb") as f:
@@ -126,47 +178,39 @@ def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
     _no_unknown(path, "", data, {"agent", "targets"})
     agent = _table(path, "agent", data.get("agent", {}))
     _no_unknown(path, "agent", agent, AGENT_KEYS)
-    agent_id = agent.get("id", socket.gethostname())
-    if not isinstance(agent_id, str) or not agent_id.strip():
-        raise ConfigError(path, "agent.id", "must be a non-empty string")
-    tags = agent.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise ConfigError(path, "agent.tags", "must be a list of strings")
+    agent_id = _checked(path, "agent.id", check_agent_id, agent.get("id", socket.gethostname()))
+    tags = _checked(path, "agent.tags", check_tags, agent.get("tags", []))
     targets_table = _table(path, "targets", data.get("targets", {}))
     if not targets_table:
         raise ConfigError(path, "targets", "no target configured: add a [targets.NAME] table")
     warnings: list[str] = []
     targets = {name: _target(path, name, raw, environ, warnings)
                for name, raw in targets_table.items()}
-    isolation = agent.get("kernel_isolation", "uid")
-    if isolation not in ISOLATION_MODES:
-        raise ConfigError(path, "agent.kernel_isolation",
-                          f"must be one of {', '.join(map(repr, ISOLATION_MODES))}, got {isolation!r}")
-    runtime_dir = agent.get("runtime_dir")
-    if runtime_dir is not None and (not isinstance(runtime_dir, str) or not os.path.isabs(runtime_dir)):
-        raise ConfigError(path, "agent.runtime_dir", f"must be an absolute path, got {runtime_dir!r}")
-    kernel_uids = _kernel_uids(path, agent.get("kernel_uids"))
-    for target in targets.values():
+    isolation = _checked(path, "agent.kernel_isolation", check_isolation, agent.get("kernel_isolation", "uid"))
+    runtime_dir = _checked(path, "agent.runtime_dir", check_runtime_dir, agent.get("runtime_dir"))
+    kernel_uids = DEFAULT_KERNEL_UIDS if agent.get("kernel_uids") is None else \
+        _checked(path, "agent.kernel_uids", parse_kernel_uids, agent["kernel_uids"])
+    return AgentConfig(agent_id=agent_id, tags=tags, targets=targets, warnings=warnings,
+                       kernel_isolation=isolation, kernel_uids=kernel_uids,
+                       runtime_dir=runtime_dir, agent_keys=frozenset(agent))
+
+
+def check_kernel_gids(path: str | os.PathLike[str], targets: Iterable[Target], kernel_uids: tuple[int, int],
+                      setting: str) -> None:
+    """Refuse a target ``kernel_gid`` inside the kernel uids (``setting`` names where they are set)."""
+    for target in targets:
         if target.kernel_gid is not None and kernel_uids[0] <= target.kernel_gid <= kernel_uids[1]:
             raise ConfigError(path, f"targets.{target.name}.kernel_gid",
-                              f"{target.kernel_gid} is inside agent.kernel_uids "
+                              f"{target.kernel_gid} is inside {setting} "
                               f"({kernel_uids[0]}-{kernel_uids[1]}), so the kernel running as "
                               "that uid would share the group: pick a gid outside the range")
-    return AgentConfig(agent_id=agent_id, tags=list(tags), targets=targets, warnings=warnings,
-                       kernel_isolation=isolation, kernel_uids=kernel_uids,
-                       runtime_dir=runtime_dir)
 
 
-def _kernel_uids(path: Any, value: Any) -> tuple[int, int]:
-    if value is None:
-        return DEFAULT_KERNEL_UIDS
-    match = KERNEL_UIDS.match(value) if isinstance(value, str) else None
-    first, last = (int(match[1]), int(match[2])) if match else (-1, -1)
-    if not match or not MIN_KERNEL_ID <= first <= last < 2**31 - 1:
-        raise ConfigError(path, "agent.kernel_uids",
-                          f"must be a range \"FIRST-LAST\" of unused uids >= {MIN_KERNEL_ID}, "
-                          f"e.g. \"61000-61999\", got {value!r}")
-    return first, last
+def _checked(path: Any, where: str, check: Callable[[Any], _T], value: Any) -> _T:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ConfigError(path, where, str(exc)) from None
 
 
 def _target(path: Any, name: str, raw: Any, environ: dict[str, str], warnings: list[str]) -> Target:
@@ -249,8 +293,8 @@ def _readonly_url(path: Any, where: str, raw: dict[str, Any], environ: dict[str,
 
 def _check_inline_secret(path: Any, where: str) -> None:
     """A config file that holds a password must be readable by its owner only."""
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
+    mode = exposed_mode(path)
+    if mode is not None:
         raise ConfigError(path, where, f"the inline URL carries a password but {path} is "
                           f"readable by group or others (mode {mode:o}): run `chmod 600 {path}` "
                           "or move the URL to url_env or url_file")
@@ -258,16 +302,9 @@ def _check_inline_secret(path: Any, where: str) -> None:
 
 def _read_url_file(path: Any, where: str, file: Path) -> str:
     try:
-        st = file.stat()
-    except OSError as exc:
-        raise ConfigError(path, where, f"cannot read {file}: {exc.strerror}") from None
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise ConfigError(path, where, f"{file} is readable by group or others "
-                          f"(mode {stat.S_IMODE(st.st_mode):o}): run `chmod 600 {file}`")
-    url = file.read_text(encoding="utf-8").strip()
-    if not url:
-        raise ConfigError(path, where, f"{file} is empty")
-    return url
+        return read_private_file(file)
+    except SecretFileError as exc:
+        raise ConfigError(path, where, str(exc)) from None
 
 
 def _dialect(path: Any, where: str, url: str | None, required: bool) -> str | None:

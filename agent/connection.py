@@ -22,6 +22,8 @@ from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, w
 
 from cellgate import protocol
 
+from .timeouts import Timeouts
+
 log = logging.getLogger(__name__)
 
 AGENT_PATH = "/api/v1/agent"
@@ -37,28 +39,29 @@ def agent_ws_url(gateway_url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + AGENT_PATH, "", ""))
 
 
-def backoff_delay(attempt: int, base: float = 0.5, cap: float = 10.0) -> float:
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with jitter: ``base * 2**attempt`` capped at ``cap``, then 50–100 %."""
     delay: float = min(cap, base * 2 ** min(attempt, 16))
     return delay * random.uniform(0.5, 1.0)
 
 
 class GatewayConnection:
-    """Keeps one WebSocket open to the gateway until ``close()``."""
+    """Keeps one WebSocket open to the gateway until ``close()``; waits as ``timeouts`` say
+    (``reconnect_min``/``reconnect_max``, ``connect``, ``ws_ping``)."""
 
     def __init__(self, gateway_url: str, token: str, hello: Callable[[], protocol.Hello],
                  dispatch: Callable[[protocol.Frame], None], *,
-                 on_welcome: Callable[[protocol.Welcome], None] | None = None, backoff_base: float = 0.5,
-                 backoff_cap: float = 10.0, connect_timeout: float = 10.0,
-                 ws_ping_interval: float = 20.0) -> None:
+                 on_welcome: Callable[[protocol.Welcome], None] | None = None,
+                 timeouts: Timeouts | None = None) -> None:
         self.url = agent_ws_url(gateway_url)
         self._token = token
         self._hello = hello
         self._dispatch = dispatch
         self._on_welcome = on_welcome
-        self._backoff = (backoff_base, backoff_cap)
-        self._connect_timeout = connect_timeout
-        self._ws_ping_interval = ws_ping_interval
+        timeouts = timeouts or Timeouts()
+        self._backoff = (timeouts.reconnect_min, timeouts.reconnect_max)
+        self._connect_timeout = timeouts.connect
+        self._ws_ping_interval = timeouts.ws_ping
         self._ws: WebSocketClientConnection | None = None
         self._closing = asyncio.Event()
         self._attempt = 0

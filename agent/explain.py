@@ -42,7 +42,7 @@ from .config import Target
 log = logging.getLogger(__name__)
 
 DML = re.compile(r"^\s*(UPDATE|DELETE)\b", re.IGNORECASE)
-EXPLAIN_TIMEOUT = 10.0
+#: at most this many statements are estimated per request (as Bytebase does)
 MAX_STATEMENTS = 10
 
 
@@ -50,8 +50,9 @@ class ExplainError(Exception):
     """No estimate: the dialect has no planner estimate here, or the database refused."""
 
 
-def estimate(target: Target, statements: list[str]) -> list[int]:
-    """Estimated affected rows, one per statement (of the first :data:`MAX_STATEMENTS`)."""
+def estimate(target: Target, statements: list[str], *, statement_timeout: float) -> list[int]:
+    """Estimated affected rows, one per statement (of the first :data:`MAX_STATEMENTS`); each
+    EXPLAIN may take ``statement_timeout`` seconds (``Agent.explain_timeout``)."""
     statements = statements[:MAX_STATEMENTS]
     bad = [s for s in statements if not DML.match(s) or ";" in s.strip().rstrip(";")]
     if bad:
@@ -60,9 +61,9 @@ def estimate(target: Target, statements: list[str]) -> list[int]:
         raise ExplainError(f"no row estimate on {target.dialect or target.kind}")
     if not target.readonly_url:
         raise ExplainError(f"no row estimate: target {target.name} has no read-only credential "
-                           "(set readonly_url_env in the agent config)")
+                           "(set readonly_url_env in the agent's targets file)")
     settings = Settings(target=parse_target_url(target.readonly_url, "readonly_url"), row_limit=1,
-                        statement_timeout=EXPLAIN_TIMEOUT, readonly=True)
+                        statement_timeout=statement_timeout, readonly=True)
     try:
         if settings.target.dialect == "postgresql":
             return _postgres(settings, [_pg_select(s) for s in statements])

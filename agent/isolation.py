@@ -84,7 +84,7 @@ def require_privileges() -> None:
     if not sys.platform.startswith("linux"):
         raise IsolationError("kernel_isolation = \"uid\" needs Linux (it finds a uid's processes "
                              "in /proc); elsewhere, for development only, set [agent] "
-                             "kernel_isolation = \"off\" in the config file")
+                             "kernel_isolation = \"off\" in the targets file (or c.Agent.kernel_isolation)")
     caps = _effective_caps()
     if caps is None:
         missing = [] if os.geteuid() == 0 else list(NEEDED_CAPS)
@@ -96,7 +96,7 @@ def require_privileges() -> None:
             f"agent (uid {os.geteuid()}) lacks {', '.join(missing)}: run the agent as root or "
             f"grant it CAP_SETUID, CAP_SETGID, CAP_KILL, CAP_CHOWN and CAP_DAC_OVERRIDE "
             f"(systemd: AmbientCapabilities=); for development only, set "
-            f"[agent] kernel_isolation = \"off\" in the config file")
+            f"[agent] kernel_isolation = \"off\" in the targets file (or c.Agent.kernel_isolation)")
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -132,8 +132,9 @@ def live_processes(uids: Iterable[int] | None = None) -> dict[int, list[int]]:
     return found
 
 
-def kill_uid(uid: int, timeout: float = 5.0) -> bool:
-    """SIGKILL every process of ``uid`` until none is left; False if some survived ``timeout``."""
+def kill_uid(uid: int, timeout: float) -> bool:
+    """SIGKILL every process of ``uid`` until none is left; False if some survived ``timeout``
+    seconds (``Agent.uid_kill_timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
         pids = live_processes([uid]).get(uid, [])
@@ -147,7 +148,7 @@ def kill_uid(uid: int, timeout: float = 5.0) -> bool:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        time.sleep(0.02)
+        time.sleep(0.02)  # a pause between SIGKILL rounds, not a wait: ``timeout`` bounds the loop
 
 
 def remove_uid_files(uid: int, places: Iterable[str] = SHARED_TMP) -> None:
@@ -231,7 +232,7 @@ class UidPool:
             self._next = uid + 1 if uid < self.last else self.first
             return uid
         raise IsolationError(f"every kernel uid in {self.first}-{self.last} is in use: stop a "
-                             f"kernel or widen [agent] kernel_uids")
+                             f"kernel or widen kernel_uids ([agent] or c.Agent)")
 
     def release(self, uid: int) -> None:
         """Give ``uid`` back, only once it has no process left (else it stays claimed)."""
@@ -319,17 +320,19 @@ class KernelDir:
 class IsolatedProvisioner(LocalProvisioner):
     """``LocalProvisioner`` that starts the kernel as ``kdir.uid`` in ``kdir.home``.
 
-    Set ``kdir`` before ``start_kernel``. Every Popen keyword reaches ``subprocess.Popen``
-    through ``launcher.launch_kernel(cmd, **kw)`` (checked in jupyter_client 8.10).
+    Set ``kdir`` and ``kill_timeout`` (``Agent.uid_kill_timeout``) before ``start_kernel``. Every
+    Popen keyword reaches ``subprocess.Popen`` through ``launcher.launch_kernel(cmd, **kw)``
+    (checked in jupyter_client 8.10).
     """
 
     kdir: KernelDir | None = None
+    kill_timeout: float | None = None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        kdir = self.kdir
-        assert kdir is not None, "IsolatedProvisioner.kdir is not set"
+        kdir, kill_timeout = self.kdir, self.kill_timeout
+        assert kdir is not None and kill_timeout is not None, "IsolatedProvisioner.kdir or kill_timeout is not set"
         if kdir.uid is not None:  # a restart: nothing of the previous run may survive it
-            await asyncio.to_thread(kill_uid, kdir.uid)
+            await asyncio.to_thread(kill_uid, kdir.uid, kill_timeout)
         kwargs = await super().pre_launch(**kwargs)
         kdir.own_connection_file()
         kwargs["cwd"] = str(kdir.home)

@@ -41,6 +41,7 @@ from cellgate import protocol
 from . import isolation
 from .config import DEFAULT_KERNEL_UIDS, Target
 from .isolation import IsolatedProvisioner, IsolationError, KernelDir, UidPool
+from .timeouts import Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,8 @@ class KernelHost:
 
     ``kernel_isolation`` "uid" (default) needs root or the capabilities of
     ``isolation.NEEDED_CAPS`` (else ``IsolationError``); "off" runs kernels as the agent's own
-    user and logs a warning at start and at every kernel start.
+    user and logs a warning at start and at every kernel start. ``timeouts``: how long a kernel
+    has to start and to exit, how often it is probed and watched, how long its uid is reclaimed.
     """
 
     def __init__(self, targets: Mapping[str, Target], emit: Emit, *,
@@ -138,7 +140,7 @@ class KernelHost:
                  kernel_isolation: str = "uid",
                  kernel_uids: tuple[int, int] = DEFAULT_KERNEL_UIDS,
                  runtime_dir: str | None = None,
-                 ready_timeout: float = 60.0, poll_interval: float = 1.0) -> None:
+                 timeouts: Timeouts | None = None) -> None:
         if kernel_isolation not in ("uid", "off"):
             raise IsolationError(f"kernel_isolation must be 'uid' or 'off', got {kernel_isolation!r}")
         self.isolated = kernel_isolation == "uid"
@@ -155,8 +157,7 @@ class KernelHost:
         self.emit = emit
         self.spec_manager = spec_manager or default_spec_manager()
         self.base_env = dict(os.environ if base_env is None else base_env)
-        self.ready_timeout = ready_timeout
-        self.poll_interval = poll_interval
+        self.timeouts = timeouts or Timeouts()
         self.kernels: dict[str, HostedKernel] = {}
         # CurveZMQ on the kernel's sockets when the kernelspec supports it: target data crosses them
         self.transport_encryption = "auto" if zmq.has("curve") else "disabled"
@@ -177,6 +178,7 @@ class KernelHost:
         manager = AsyncKernelManager(kernel_name=target.kernel_name,
                                      kernel_spec_manager=self.spec_manager,
                                      transport_encryption=self.transport_encryption,
+                                     shutdown_wait_time=self.timeouts.kernel_shutdown,
                                      connection_file=str(path / "connection.json"))
         kdir = self._kernel_dir(path, target)
         assert str(kdir.connection_file) == manager.connection_file
@@ -193,6 +195,7 @@ class KernelHost:
                 provisioner = IsolatedProvisioner(kernel_id=kernel_id, kernel_spec=manager.kernel_spec,
                                                   parent=manager)
                 provisioner.kdir = kdir
+                provisioner.kill_timeout = self.timeouts.uid_kill
                 manager.provisioner = provisioner
                 kdir.create()
                 await manager.start_kernel(
@@ -284,7 +287,7 @@ class KernelHost:
         """Kill what the kernel's uid left running, remove its files, give the uid back."""
         uid = kernel.kdir.uid
         if uid is not None:
-            await asyncio.to_thread(isolation.kill_uid, uid)
+            await asyncio.to_thread(isolation.kill_uid, uid, self.timeouts.uid_kill)
             await asyncio.to_thread(isolation.remove_uid_files, uid)
         await asyncio.to_thread(kernel.kdir.remove)
         if uid is not None and self.uids is not None:
@@ -354,25 +357,26 @@ class KernelHost:
     async def _wait_ready(self, kernel: HostedKernel) -> None:
         assert kernel.client is not None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ready_timeout
+        deadline = loop.time() + self.timeouts.kernel_start
         while True:
             probe = kernel.client.session.msg("kernel_info_request")
             future: asyncio.Future[None] = loop.create_future()
             kernel.probes[probe["header"]["msg_id"]] = future
             self._send(kernel, "shell", probe)
             try:
-                await asyncio.wait_for(future, 1.0)
+                await asyncio.wait_for(future, self.timeouts.kernel_probe)
                 return
             except TimeoutError:
                 pass
             if not await kernel.manager.is_alive():
                 raise KernelError("the kernel died before it was ready")
             if loop.time() > deadline:
-                raise KernelError(f"the kernel was not ready within {self.ready_timeout:g} s")
+                raise KernelError(f"the kernel was not ready within {self.timeouts.kernel_start:g} s "
+                                  "(Agent.kernel_start_timeout)")
 
     async def _watch(self, kernel: HostedKernel) -> None:
         while True:
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(self.timeouts.kernel_watch)
             if kernel.state != "running" or kernel.lock.locked():
                 continue
             if await kernel.manager.is_alive():
@@ -383,7 +387,7 @@ class KernelHost:
             reason = f"the kernel process exited (code {code})"
             log.warning("kernel %s: %s", kernel.kernel_id, reason)
             if kernel.kdir.uid is not None:  # what it left behind must not outlive it
-                await asyncio.to_thread(isolation.kill_uid, kernel.kdir.uid)
+                await asyncio.to_thread(isolation.kill_uid, kernel.kdir.uid, self.timeouts.uid_kill)
             self.emit(protocol.KernelStatus(kernel_id=kernel.kernel_id, state="dead", reason=reason))
 
     def _get(self, kernel_id: str) -> HostedKernel:

@@ -1,6 +1,6 @@
 """Risk analysis of one cell, off the event loop and within a time budget.
 
-``service.submit`` analyses each cell once, here, before its transaction. The analysis runs in a
+``flow.TaskFlow.submit`` analyses each cell once, here, before its transaction. The analysis runs in a
 small pool of worker *processes* (:class:`Analyser`): parsing 1 MiB of Python (``ast.parse``) or
 tokenising 1 MiB of SQL holds the GIL for half a second, which in a thread would stall the event
 loop just the same. Cells up to ``THREAD_BYTES`` (most cells) are analysed on a thread instead:

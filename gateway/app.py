@@ -1,7 +1,11 @@
-"""The gateway application: configuration (traitlets), routes, start and stop.
+"""The gateway application: configuration (traitlets), the parts wired together, routes, start and stop.
 
 Configure with flags (``cellgate gateway --port 8765 --db-url …``), environment variables
 (documented defaults below) or ``cellgate_config.py`` (``c.Gateway.port = 8765``).
+
+:func:`assemble` builds the gateway's parts and hands each the others it uses (task flow,
+relay, kernel lifecycle, agent sessions, scripts, the gate's host); :func:`make_app` gives the
+handlers those parts as tornado settings (``handlers/base.py``'s typed properties).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import os
 import re
 import signal
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from tornado import httpserver, web
@@ -20,14 +25,26 @@ from traitlets.config import Application
 
 from .. import __version__
 from . import analysis
+from .agents import AgentRegistry
+from .background import Background
+from .cells import CellHost
+from .events import TaskEvents
+from .flow import TaskFlow
+from .gate import Gate
 from .handlers import admin, agent_ws, audit, kernels, kernelspecs, login, targets, tasks, tokens
 from .handlers.base import APIHandler, NotFoundHandler
+from .kernels import KernelRegistry, LiveKernel
+from .lifecycle import KernelLifecycle
 from .oidc import CALLBACK_PATH, OIDC, OIDCProvider
-from .service import Service
+from .relay import Relay
+from .scripts import Scripts
+from .sessions import AgentSessions
 from .slack import handlers as slack_handlers
 from .slack.config import Slack
 from .slack.integration import SlackIntegration
+from .sockets import SocketRegistry
 from .store import Store
+from .timeouts import Timeouts
 
 HANDLER_MODULES = [kernelspecs, kernels, agent_ws, tasks, targets, admin, audit, slack_handlers, login, tokens]
 
@@ -88,10 +105,67 @@ def message_limit(max_code_bytes: int) -> int:
     return max(8 * 1024 * 1024, 6 * max_code_bytes + 64 * 1024)
 
 
-def make_app(service: Service, **settings: Any) -> web.Application:
+@dataclass
+class Parts:
+    """The gateway's parts, each given the others it uses. Shared state (``agents``, ``kernels``,
+    ``events``, ``sockets``) is one object each, held by the parts that need it."""
+
+    store: Store
+    public_url: str
+    timeouts: Timeouts
+    flow: TaskFlow
+    relay: Relay
+    lifecycle: KernelLifecycle
+    sessions: AgentSessions
+    scripts: Scripts
+    cells: CellHost
+    agents: AgentRegistry = field(default_factory=AgentRegistry)
+    kernels: KernelRegistry = field(default_factory=KernelRegistry)
+    events: TaskEvents = field(default_factory=TaskEvents)
+    sockets: SocketRegistry = field(default_factory=SocketRegistry)  # open WebSockets, closed when their token is revoked
+    background: Background = field(default_factory=Background)
+
+    def settings(self) -> dict[str, Any]:
+        """What handlers read (``handlers/base.Parts``)."""
+        return {"store": self.store, "public_url": self.public_url, "timeouts": self.timeouts, "flow": self.flow,
+                "lifecycle": self.lifecycle, "sessions": self.sessions, "scripts": self.scripts, "agents": self.agents,
+                "kernels": self.kernels, "events": self.events, "sockets": self.sockets, "background": self.background}
+
+
+def assemble(store: Store, public_url: str, *, timeouts: Timeouts | None = None, max_code_bytes: int = 1 << 20,
+             analysis_budget: float = 2.0, analyser: analysis.Analyser | None = None) -> Parts:
+    """Build the gateway's parts on ``store`` (``analyser`` None: the process-wide default)."""
+    timeouts = timeouts or Timeouts()
+    public_url = public_url.rstrip("/")
+    agents, kernels, events, sockets, background = AgentRegistry(), KernelRegistry(), TaskEvents(), SocketRegistry(), Background()
+    flow = TaskFlow(store, events, agents, public_url, timeouts=timeouts, max_code_bytes=max_code_bytes,
+                    analysis_budget=analysis_budget, analyser=analyser)
+    relay = Relay(store, events, agents, flow, timeouts)
+    cells = CellHost(store, events, agents, sockets, flow, relay)
+
+    def make_gate(kernel: LiveKernel) -> Gate:
+        return Gate(cells, kernel)
+    lifecycle = KernelLifecycle(store, agents, kernels, flow, relay, make_gate, timeouts)
+    sessions = AgentSessions(store, agents, kernels, lifecycle, relay, background, timeouts)
+    scripts = Scripts(store, events, agents, flow, relay, lifecycle, background, timeouts)
+    return Parts(store=store, public_url=public_url, timeouts=timeouts, flow=flow, relay=relay, lifecycle=lifecycle,
+                 sessions=sessions, scripts=scripts, cells=cells, agents=agents, kernels=kernels, events=events,
+                 sockets=sockets, background=background)
+
+
+def make_app(parts: Parts, **settings: Any) -> web.Application:
     """``settings``: e.g. ``slack=`` (a SlackIntegration; without it, requests from Slack are refused)."""
-    settings.setdefault("websocket_max_message_size", message_limit(service.max_code_bytes))
-    return web.Application(routes(), service=service, websocket_ping_interval=20, xsrf_cookies=False, **settings)
+    settings.setdefault("websocket_max_message_size", message_limit(parts.flow.max_code_bytes))
+    return web.Application(routes(), websocket_ping_interval=20, xsrf_cookies=False, **parts.settings(), **settings)
+
+
+#: Gateway trait → Timeouts field
+TIMEOUT_FIELDS = {
+    "agent_grace": "agent_grace", "agent_probe_timeout": "agent_probe", "agent_ping_interval": "agent_ping",
+    "explain_timeout": "explain", "kernel_start_timeout": "kernel_start", "kernel_request_timeout": "kernel_request",
+    "time_limit_interrupt_timeout": "time_limit_interrupt", "time_limit_reply_timeout": "time_limit_reply",
+    "task_poll_interval": "task_poll", "agent_poll_interval": "agent_poll", "long_poll_max": "long_poll_max",
+}
 
 
 class Gateway(Application):
@@ -116,6 +190,27 @@ class Gateway(Application):
     analysis_workers = Integer(analysis.WORKERS, config=True, help=(
         "Worker processes that analyse large cells' risk (off the event loop, at lower priority; a cell's "
         "analysis holds a worker for at most Gateway.analysis_budget). Default: CPU cores - 1 (1-4)."))
+
+    # how long the gateway waits (gateway/timeouts.py); each trait fills the Timeouts field in TIMEOUT_FIELDS
+    agent_grace = Float(30.0, config=True, help=(
+        "Seconds an agent may be away before the tasks running on its kernels end 'lost' (never re-run)."))
+    agent_probe_timeout = Float(3.0, config=True, help=(
+        "Seconds a connected agent has to answer a ping when a second connection claims its agent id; "
+        "silent, it is replaced."))
+    agent_ping_interval = Float(10.0, config=True, help="Seconds between the gateway's pings on an agent's socket.")
+    explain_timeout = Float(10.0, config=True, help=(
+        "Seconds an agent has to answer an EXPLAIN request (the row estimate reviewers see); over it, no estimate."))
+    kernel_start_timeout = Float(120.0, config=True, help="Seconds an agent has to start or restart a kernel.")
+    kernel_request_timeout = Float(30.0, config=True, help="Seconds an agent has to stop or interrupt a kernel.")
+    time_limit_interrupt_timeout = Float(10.0, config=True, help=(
+        "After a task's time limit: seconds the agent has to take the interrupt."))
+    time_limit_reply_timeout = Float(30.0, config=True, help=(
+        "After a task's time limit and interrupt: seconds the kernel has to end the cell before the task ends 'killed'."))
+    task_poll_interval = Float(2.0, config=True, help=(
+        "Seconds between re-reads of a waiting task from the store (a decision made by another gateway process "
+        "is seen this late)."))
+    agent_poll_interval = Float(1.0, config=True, help="Seconds between looks for an agent while an approved script waits for one.")
+    long_poll_max = Float(30.0, config=True, help="Longest wait of one long-poll request for a task's outputs, in seconds.")
 
     aliases = {"ip": "Gateway.ip", "port": "Gateway.port", "db-url": "Gateway.db_url",
                "max-code-bytes": "Gateway.max_code_bytes", "analysis-budget": "Gateway.analysis_budget",
@@ -157,12 +252,16 @@ class Gateway(Application):
         value: float = proposal["value"]
         return value
 
-    @validate("socket_recheck_interval")
-    def _valid_recheck(self, proposal: Any) -> float:
-        if not proposal["value"] > 0:
-            raise TraitError(f"Gateway.socket_recheck_interval must be positive, not {proposal['value']}")
+    @validate("socket_recheck_interval", *TIMEOUT_FIELDS)
+    def _valid_seconds(self, proposal: Any) -> float:
+        name = proposal["trait"].name
+        if not 0 < proposal["value"] <= 86400:
+            raise TraitError(f"Gateway.{name} must be more than 0 and at most 86400 seconds, not {proposal['value']}")
         value: float = proposal["value"]
         return value
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts(**{fld: getattr(self, trait) for trait, fld in TIMEOUT_FIELDS.items()})
 
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)
@@ -175,38 +274,38 @@ class Gateway(Application):
     def start(self) -> None:
         asyncio.run(self.serve())
 
-    async def serve(self, ready: asyncio.Event | None = None) -> None:
+    async def serve(self, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+        """Run until SIGINT/SIGTERM, or until ``stop`` is set when given (then no signal handlers are
+        installed: an in-process test gateway runs on a thread's own loop)."""
         store = Store(self.db_url)
         url = self.public_url or f"http://{self.ip}:{self.port}"
-        service = Service(store, url)
-        service.max_code_bytes = self.max_code_bytes
-        service.analysis_budget = self.analysis_budget
-        service.analyser = analysis.Analyser(self.analysis_workers)
-        service.analyser.start()
-        await service.recover()
-        slack = SlackIntegration(service, Slack(parent=self))
+        analyser = analysis.Analyser(self.analysis_workers)
+        analyser.start()
+        parts = assemble(store, url, timeouts=self.timeouts(), max_code_bytes=self.max_code_bytes,
+                         analysis_budget=self.analysis_budget, analyser=analyser)
+        await parts.scripts.recover()
+        slack = SlackIntegration(store, parts.flow, parts.events, parts.agents, parts.background, Slack(parent=self))
         slack.start()
         oidc_config = OIDC(parent=self)
         oidc = OIDCProvider(oidc_config, url.rstrip("/") + CALLBACK_PATH) if oidc_config.enabled else None
         self.log.info("OIDC sign-in: %s", f"issuer {oidc_config.issuer}" if oidc else "off (OIDC.issuer is not set)")
-        service.spawn(service.sockets.watch(store, self.socket_recheck_interval))
-        server = httpserver.HTTPServer(make_app(service, slack=slack, oidc=oidc), xheaders=True,
+        parts.background.spawn(parts.sockets.watch(store, self.socket_recheck_interval))
+        server = httpserver.HTTPServer(make_app(parts, slack=slack, oidc=oidc), xheaders=True,
                                        max_body_size=message_limit(self.max_code_bytes))
         server.listen(self.port, self.ip)
         self.log.info("cellgate gateway %s listening on %s (store: %s)", __version__, url,
                       store.engine.url.render_as_string(hide_password=True))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
         if ready is not None:
             ready.set()
         await stop.wait()
         self.log.info("stopping")
         server.stop()
         await slack.close()
-        for task in list(service.background):
-            task.cancel()
-        await asyncio.sleep(0)
-        service.analyser.close()
+        await parts.background.cancel_all()
+        analyser.close()
         store.close()

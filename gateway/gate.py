@@ -17,24 +17,16 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import audit, auth, jmsg, tasks, views
+from . import jmsg, tasks, views
 from .auth import Identity
 from .errors import TooLarge
+from .kernels import NotRun
 
 if TYPE_CHECKING:
-    from .kernels import LiveKernel
+    from .kernels import LiveKernel, Outcome
     from .models import Task
-    from .service import Service
-
-
-class NotRun(Exception):
-    """An approved task could not start (its approval expired); ``task`` says how it ended."""
-
-    def __init__(self, task: Task) -> None:
-        super().__init__(f"task {task.id} is {task.status}")
-        self.task = task
 
 log = logging.getLogger("cellgate.gateway.gate")
 
@@ -60,20 +52,43 @@ class Held:
     arrival: int = 0
 
 
+class GateHost(Protocol):
+    """Everything the gate needs from the rest of the gateway (``cells.CellHost`` in the gateway,
+    a fake in unit tests). The gate decides nothing about tasks itself: it queues, holds and shows."""
+
+    @property
+    def max_code_bytes(self) -> int: ...
+    @property
+    def task_poll(self) -> float: ...
+    def token_refused(self, ident: Identity) -> bool: ...
+    def check_size(self, code: str) -> None: ...
+    def agent_connected(self, agent_id: str) -> bool: ...
+    async def submit(self, ident: Identity, target_name: str, code: str, *, kind: str, refuse: str | None,
+                     dispatch_to: str | None, **context: Any) -> Task: ...
+    async def still_valid(self, ident: Identity) -> bool: ...
+    async def too_large(self, ident: Identity, kernel: LiveKernel, msg_id: str, size: int) -> None: ...
+    async def cancel(self, task_id: int, ident: Identity, reason: str) -> Task: ...
+    async def cancel_approved(self, task_id: int, why: str) -> Task: ...
+    async def changed(self, task_id: int, timeout: float) -> None: ...
+    async def get_task(self, task_id: int) -> Task: ...
+    async def dispatch(self, kernel: LiveKernel, task: Task, msg: dict[str, Any]) -> Outcome: ...
+    def refusal(self, task: Task) -> tuple[str, str]: ...
+    def task_url(self, task_id: int) -> str: ...
+
+
 class Gate:
-    def __init__(self, service: Service, kernel: LiveKernel) -> None:
-        self.service = service
+    def __init__(self, host: GateHost, kernel: LiveKernel) -> None:
+        self.host = host
         self.kernel = kernel
         self.queue: asyncio.Queue[Held] = asyncio.Queue()
         self.current: Held | None = None
         self.current_task_id: int | None = None
         self._worker: asyncio.Task[None] | None = None
         self._interrupted = asyncio.Event()
-        self.arrivals = 0  # requests received so far; fixes which ones an error aborts
 
     def submit(self, msg: dict[str, Any], ident: Identity) -> None:
-        self.arrivals += 1
-        self.queue.put_nowait(Held(msg, ident, self.arrivals))
+        self.kernel.arrivals += 1
+        self.queue.put_nowait(Held(msg, ident, self.kernel.arrivals))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
@@ -112,7 +127,7 @@ class Gate:
             except Exception as exc:
                 log.exception("gate failed on kernel %s", self.kernel.id)
                 self._refuse(held, "CellgateError", f"the gateway could not run this cell: {getattr(exc, 'message', exc)}")
-                failed_at = self.arrivals + 1
+                failed_at = self.kernel.arrivals + 1
             finally:
                 self.current = None
                 self.current_task_id = None
@@ -133,15 +148,15 @@ class Gate:
         refused = None
         if content.get("user_expressions"):
             refused = "user_expressions run code outside the reviewed cell and are not allowed by cellgate"
-        if self.service.sockets.refused(held.ident):  # sent, then its token was revoked: not even a task
+        if self.host.token_refused(held.ident):  # sent, then its token was revoked: not even a task
             self._refuse(held, "TokenRevoked", f"{REVOKED_WHY}; this cell was not submitted")
-            return self.arrivals + 1
+            return self.kernel.arrivals + 1
         try:
-            self.service.check_size(code)
+            self.host.check_size(code)
         except TooLarge as exc:  # not a task: nothing to review, nothing analysed
             await self._refuse_too_large(held, len(code.encode("utf-8", "surrogatepass")), exc.message)
-            return self.arrivals + 1
-        task = await self.service.submit(
+            return self.kernel.arrivals + 1
+        task = await self.host.submit(
             held.ident,
             self.kernel.target,
             code,
@@ -152,44 +167,30 @@ class Gate:
             cell_id=metadata.get("cellId") or metadata.get("cell_id"),
             why=justification(code),
             refuse=refused,
-            dispatch_to=self.kernel.agent_id if self.service.agents.get(self.kernel.agent_id) else None,
+            dispatch_to=self.kernel.agent_id if self.host.agent_connected(self.kernel.agent_id) else None,
         )
         was_held = task.status == tasks.PENDING_REVIEW
         if was_held:
             task = await self._hold(held, task)
-            if task.status == tasks.APPROVED and not await self.service.store.run(auth.still_valid, held.ident):
-                task = await self._cancel_revoked(task)
+            if task.status == tasks.APPROVED and not await self.host.still_valid(held.ident):
+                # approved while held, but the token that sent it no longer works: it never runs
+                task = await self.host.cancel_approved(task.id, REVOKED_WHY)
         if task.status in (tasks.APPROVED, tasks.DISPATCHED):
             try:
-                reply = await self.service.dispatch_cell(self.kernel, task, msg)
+                outcome = await self.host.dispatch(self.kernel, task, msg)
             except NotRun as exc:
                 task = exc.task
             else:
-                ok = reply.get("status") == "ok"
                 if was_held:  # the display said "running": say how it ended
-                    self._show(held, task, update=True, status=tasks.SUCCEEDED if ok else tasks.FAILED)
-                return None if ok else reply.get("_arrivals", self.arrivals + 1)
-        self._refuse(held, *self.service.refusal(task))
-        return self.arrivals + 1
+                    self._show(held, task, update=True, status=tasks.SUCCEEDED if outcome.ok else tasks.FAILED)
+                return None if outcome.ok else outcome.seen_at
+        self._refuse(held, *self.host.refusal(task))
+        return self.kernel.arrivals + 1
 
     async def _refuse_too_large(self, held: Held, size: int, message: str) -> None:
         """Audited first, then refused: what the client sends once it sees the error is not aborted."""
-        detail = {"bytes": size, "limit": self.service.max_code_bytes, "msg_id": held.msg["header"]["msg_id"]}
-        await self.service.store.run(lambda s: audit.append(s, held.ident.actor, "cell.too_large", target=self.kernel.target,
-                                                            kernel_id=self.kernel.id, detail=detail))
+        await self.host.too_large(held.ident, self.kernel, held.msg["header"]["msg_id"], size)
         self._refuse(held, "CellTooLarge", f"{message}; the cell was not submitted (split it, or load the data another way)")
-
-    async def _cancel_revoked(self, task: Task) -> Task:
-        """Approved while held, but the token that sent it no longer works: it never runs."""
-        def _tx(session: Any) -> None:
-            tasks.transition(session, task.id, tasks.APPROVED, tasks.CANCELLED, "gateway", {"reason": REVOKED_WHY},
-                             decided_by="gateway", decision_comment=REVOKED_WHY)
-        try:
-            await self.service.store.run(_tx)
-        except tasks.TransitionError as exc:
-            log.info("task %s: %s", task.id, exc)
-        self.service.events.notify(task.id)
-        return await self.service.get_task(task.id)
 
     async def _hold(self, held: Held, task: Task) -> Task:
         """Show the status display and wait for a decision (or an interrupt)."""
@@ -199,14 +200,14 @@ class Gate:
         last_seen = (task.status, len(task.reviews))
         while task.status == tasks.PENDING_REVIEW:
             interrupted = asyncio.ensure_future(self._interrupted.wait())
-            changed = asyncio.ensure_future(self.service.events.wait(task.id, 2.0))
+            changed = asyncio.ensure_future(self.host.changed(task.id, self.host.task_poll))
             await asyncio.wait({interrupted, changed}, return_when=asyncio.FIRST_COMPLETED)
             interrupted.cancel()
             changed.cancel()
             if self._interrupted.is_set():
-                task = await self.service.cancel(task.id, held.ident, "interrupted while awaiting review")
+                task = await self.host.cancel(task.id, held.ident, "interrupted while awaiting review")
                 break
-            task = await self.service.get_task(task.id)
+            task = await self.host.get_task(task.id)
             if (task.status, len(task.reviews)) != last_seen:
                 last_seen = (task.status, len(task.reviews))
                 self._show(held, task, update=True)
@@ -214,5 +215,5 @@ class Gate:
 
     def _show(self, held: Held, task: Task, *, update: bool, status: str | None = None) -> None:
         """The held cell's status display (one ``display_id`` per task, updated in place)."""
-        text, html = views.status_display(task, self.service.task_url(task.id), status)
+        text, html = views.status_display(task, self.host.task_url(task.id), status)
         self.kernel.to_clients(jmsg.display(held.msg, f"cellgate-task-{task.id}", text, html, update=update))

@@ -14,7 +14,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .auth import Identity
+    from .models import Task
 
 log = logging.getLogger("cellgate.gateway.kernels")
 
@@ -23,6 +27,39 @@ OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error", "
 
 class Client(Protocol):
     def send_text(self, text: str) -> None: ...
+
+
+class KernelGate(Protocol):
+    """What the rest of the gateway asks of a kernel's gate (``gate.Gate``)."""
+
+    def submit(self, msg: dict[str, Any], ident: Identity) -> None: ...
+    def close(self) -> None: ...
+    async def interrupt(self) -> bool: ...
+    def abort_queued(self, received_before: int | None = None) -> None: ...
+
+
+class NoGate:
+    """The gate of a kernel not attached yet: refuses what it is given."""
+
+    def submit(self, msg: dict[str, Any], ident: Identity) -> None:
+        raise RuntimeError("this kernel has no gate yet; it is being attached")
+
+    def close(self) -> None:
+        return None
+
+    async def interrupt(self) -> bool:
+        return False
+
+    def abort_queued(self, received_before: int | None = None) -> None:
+        return None
+
+
+class NotRun(Exception):
+    """An approved task could not start (its approval expired); ``task`` says how it ended."""
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(f"task {task.id} is {task.status}")
+        self.task = task
 
 
 def _now() -> dt.datetime:
@@ -43,7 +80,21 @@ class Execution:
     truncated: bool = False
     killed: str | None = None  # why the gateway stopped it (time limit)
     reply: dict[str, Any] | None = None  # the execute_reply content
+    seen_at: int | None = None  # the kernel's arrival count + 1 when that reply was relayed
     idle: bool = False  # iopub idle seen: every output has been relayed (iopub and shell are not ordered)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an execution ended: the ``execute_reply`` content, and ``seen_at``: the kernel's arrival
+    count when the client saw that reply (requests that arrived from then on are not aborted by it)."""
+
+    reply: dict[str, Any]
+    seen_at: int
+
+    @property
+    def ok(self) -> bool:
+        return self.reply.get("status") == "ok"
 
 
 @dataclass
@@ -59,7 +110,9 @@ class LiveKernel:
     last_activity: dt.datetime = field(default_factory=_now)
     clients: set[Client] = field(default_factory=set)
     executions: dict[str, Execution] = field(default_factory=dict)
-    gate: Any = None  # gate.Gate, set by the service
+    gate: KernelGate = field(default_factory=NoGate)  # gate.Gate, set when the kernel is attached
+    #: execute requests received from clients so far: fixes which queued ones a failure aborts
+    arrivals: int = 0
 
     def model(self) -> dict[str, Any]:
         return {

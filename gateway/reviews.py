@@ -1,8 +1,9 @@
-"""Review decisions: who may decide, and when a task counts as approved.
+"""Review decisions: recording them, and when a task counts as approved.
 
-Checked here, at decision time, against the store (never against a cached identity):
-the reviewer is not the author (admins included), is a member of one of the task's review groups
-now, and approves the exact code (its SHA-256). One rejection rejects. The task is approved once
+Who may decide is ``access.review_refusal``'s rule, asked here at decision time with the
+reviewer's groups read from the store (never from a cached identity): the reviewer is not the
+author (admins included), is active and a member of one of the task's review groups now. The
+reviewer approves the exact code (its SHA-256). One rejection rejects. The task is approved once
 the task's review rule is met (a distinct person for each group, one from any group, or N distinct
 people): approvals count people, so one person in two groups never stands in for two reviewers.
 Two reviewers deciding at the same instant give exactly one outcome: the transition is a compare-and-set.
@@ -16,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import audit, tasks
+from . import access, audit, tasks
 from .auth import user_groups
 from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .models import Review, Task, User, utcnow
@@ -97,14 +98,11 @@ def annotate(session: Session, task: Task) -> Task:
 
 
 def check_reviewer(session: Session, task: Task, reviewer: User) -> None:
-    if task.user_id == reviewer.id:
-        raise Forbidden(f"task {task.id} is yours: the author of a task can never review it "
-                        f"(ask a member of {', '.join(task.review_groups)})")
-    if not reviewer.active:
-        raise Forbidden(f"{reviewer.name} is deactivated")
-    mine = set(user_groups(session, reviewer.id))
-    if not mine & set(task.review_groups):
-        raise Forbidden(f"{reviewer.name} is not in a review group of task {task.id} ({', '.join(task.review_groups)})")
+    """Raise :class:`Forbidden` unless ``reviewer`` may decide on ``task`` now (``access.review_refusal``,
+    with the reviewer's groups read from the store)."""
+    why = access.review_refusal(task, reviewer, user_groups(session, reviewer.id))
+    if why is not None:
+        raise Forbidden(why)
 
 
 def decide(session: Session, task_id: int, reviewer_id: int, decision: str, comment: str,
@@ -151,9 +149,8 @@ def approval_fields(task: Task) -> dict[str, object]:
 
 def inbox(session: Session, reviewer_id: int) -> list[Task]:
     """Pending tasks this user may decide."""
-    mine = set(user_groups(session, reviewer_id))
+    mine = user_groups(session, reviewer_id)
     pending = session.execute(
-        select(Task).where(Task.status == tasks.PENDING_REVIEW, Task.user_id != reviewer_id).order_by(Task.id)
+        select(Task).where(Task.status == tasks.PENDING_REVIEW, access.reviewable_tasks(reviewer_id, mine)).order_by(Task.id)
     ).unique().scalars()
-    return [annotate(session, t) for t in pending if mine & set(t.review_groups)
-            and not any(r.user_id == reviewer_id for r in t.reviews)]
+    return [annotate(session, t) for t in pending if not any(r.user_id == reviewer_id for r in t.reviews)]

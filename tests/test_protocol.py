@@ -222,23 +222,25 @@ def test_a_refusal_keeps_the_req_id_so_a_request_can_be_answered() -> None:
 
 # --------------------------------------------------------------- the gateway refuses
 
-class _Service:
+class _Sessions:
+    """Stands in for gateway/sessions.AgentSessions: records the frames the socket handler passes on."""
+
     def __init__(self) -> None:
         self.frames: list[p.Frame] = []
 
-    def on_agent_message(self, conn: Any, frame: p.Frame) -> None:
+    def on_message(self, conn: Any, frame: p.Frame) -> None:
         self.frames.append(frame)
 
 
-def _agent_socket(connected: bool = True) -> tuple[Any, _Service, list[dict[str, Any]], list[int]]:
+def _agent_socket(connected: bool = True) -> tuple[Any, _Sessions, list[dict[str, Any]], list[int]]:
     from cellgate.gateway.agents import AgentConnection
     from cellgate.gateway.handlers.agent_ws import AgentSocketHandler
 
     sent: list[dict[str, Any]] = []
     closed: list[int] = []
-    service = _Service()
+    service = _Sessions()
     handler = AgentSocketHandler.__new__(AgentSocketHandler)
-    handler.application = SimpleNamespace(settings={"service": service})  # type: ignore[assignment]
+    handler.application = SimpleNamespace(settings={"sessions": service})  # type: ignore[assignment]
     handler.write_message = lambda text: sent.append(json.loads(text))  # type: ignore[assignment,method-assign]
     handler.close = lambda code=None, reason=None: closed.append(code)  # type: ignore[assignment,method-assign]
     handler._closed = lambda: bool(closed)  # type: ignore[method-assign]

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from cellgate.cli import exitcodes
+from cellgate.secret_files import exposed_mode
 
 URL_ENV = "CELLGATE_URL"
 TOKEN_ENV = "CELLGATE_TOKEN"
@@ -72,13 +72,12 @@ def normalize_url(url: str) -> str:
 def load_file(path: Path) -> dict[str, str]:
     """The saved credentials, or ``{}`` when there is no file. Refuses a file others can read."""
     try:
-        st = path.stat()
+        mode = exposed_mode(path)
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise CredentialsError(f"cannot read {path}: {exc.strerror}") from None
-    if os.name == "posix" and st.st_mode & 0o077:
-        mode = stat.S_IMODE(st.st_mode)
+    if mode is not None:
         raise CredentialsError(
             f"{path} holds a token and is readable by others (mode {mode:04o}); "
             f"refusing to use it. Run: chmod 600 {path}"

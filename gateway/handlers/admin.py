@@ -44,7 +44,7 @@ class UsersHandler(APIHandler):
         def _list(session: Session) -> list[dict[str, Any]]:
             users = session.execute(select(User).order_by(User.name)).scalars()
             return [user_json(u, auth.user_groups(session, u.id)) for u in users]
-        self.send({"users": await self.service.store.run(_list)})
+        self.send({"users": await self.store.run(_list)})
 
     async def post(self) -> None:
         data = self.body()
@@ -59,7 +59,7 @@ class UsersHandler(APIHandler):
                 raise Conflict(f"user {name!r} already exists")
             user = auth.ensure_user(session, name, is_admin=is_admin, actor=actor)
             return user_json(user, [])
-        self.send(await self.service.store.run(_create), 201)
+        self.send(await self.store.run(_create), 201)
 
 
 class UserHandler(APIHandler):
@@ -73,8 +73,8 @@ class UserHandler(APIHandler):
             user.active = False
             audit.append(session, actor, "user.deactivated", detail={"user": name})
             return user.id, user_json(user, auth.user_groups(session, user.id))
-        user_id, body = await self.service.store.run(_deactivate)
-        self.service.sockets.close_user(user_id)  # their open WebSockets too, now
+        user_id, body = await self.store.run(_deactivate)
+        self.sockets.close_user(user_id)  # their open WebSockets too, now
         self.send(body)
 
 
@@ -85,7 +85,7 @@ class GroupsHandler(APIHandler):
         def _list(session: Session) -> list[dict[str, Any]]:
             return [{"name": g.name, "members": sorted(m.user.name for m in g.memberships)}
                     for g in session.execute(select(Group).order_by(Group.name)).scalars()]
-        self.send({"groups": await self.service.store.run(_list)})
+        self.send({"groups": await self.store.run(_list)})
 
     async def post(self) -> None:
         name = self.field(self.body(), "name")
@@ -98,7 +98,7 @@ class GroupsHandler(APIHandler):
                 raise Conflict(f"group {name!r} already exists")
             auth.ensure_group(session, name, actor=actor)
             return {"name": name, "members": []}
-        self.send(await self.service.store.run(_create), 201)
+        self.send(await self.store.run(_create), 201)
 
 
 class GroupMemberHandler(APIHandler):
@@ -111,7 +111,7 @@ class GroupMemberHandler(APIHandler):
             g, u = _group(session, group), _user(session, user)
             changed = (auth.add_member if add else auth.remove_member)(session, g, u, actor=actor)
             return {"group": group, "user": user, "changed": changed}
-        self.send(await self.service.store.run(_tx))
+        self.send(await self.store.run(_tx))
 
     async def put(self, group: str, user: str) -> None:
         await self._change(group, user, True)
@@ -135,7 +135,7 @@ class UserTokensHandler(APIHandler):
             raw, tok = auth.new_token(session, "user", user=_user(session, name), name=note,
                                       expires_in_days=days, actor=actor)
             return {"token": raw, "id": tok.id, "user": name}
-        self.send(await self.service.store.run(_create), 201)
+        self.send(await self.store.run(_create), 201)
 
 
 def agent_token_json(tok: Token) -> dict[str, Any]:
@@ -169,7 +169,7 @@ class AgentTokensHandler(APIHandler):
         def _list(session: Session) -> list[dict[str, Any]]:
             return [agent_token_json(t) for t in
                     session.execute(select(Token).where(Token.kind == "agent").order_by(Token.id)).scalars()]
-        self.send({"agent_tokens": await self.service.store.run(_list)})
+        self.send({"agent_tokens": await self.store.run(_list)})
 
     async def post(self) -> None:
         data = self.body()
@@ -183,7 +183,7 @@ class AgentTokensHandler(APIHandler):
             allowed = _agent_targets(session, targets)
             raw, tok = auth.new_token(session, "agent", name=name, agent_targets=allowed, actor=actor)
             return {"token": raw, **agent_token_json(tok)}
-        self.send(await self.service.store.run(_create), 201)
+        self.send(await self.store.run(_create), 201)
 
 
 class AgentTokenHandler(APIHandler):
@@ -209,9 +209,9 @@ class AgentTokenHandler(APIHandler):
                 audit.append(session, actor, "agent_token.targets_changed",
                              detail={"token_id": tok.id, "agent": tok.agent_name, "before": before, "after": allowed})
             return agent_token_json(tok)
-        body = await self.service.store.run(_change)
+        body = await self.store.run(_change)
         # a connected agent stops serving what it lost at once; what it gained it serves after its next hello
-        for conn in list(self.service.agents.agents.values()):
+        for conn in list(self.agents.agents.values()):
             if conn.token_id == body["id"]:
                 for name in [t for t in conn.targets if t not in body["targets"]]:
                     del conn.targets[name]
@@ -225,7 +225,7 @@ class AgentsHandler(APIHandler):
         self.send({"agents": [{"agent_id": a.agent_id, "token": a.token_name, "token_id": a.token_id,
                                "version": a.version, "tags": a.tags,
                                "targets": sorted(a.targets), "kernels": len(a.kernels)}
-                              for a in self.service.agents.agents.values()]})
+                              for a in self.agents.agents.values()]})
 
 
 default_handlers = [

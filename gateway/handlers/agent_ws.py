@@ -13,17 +13,15 @@ from cellgate import protocol
 
 from ..agents import AgentConnection, AgentRefused
 from ..auth import Identity
-from ..service import Service
 from ..sockets import CLOSE_REVOKED
-from .base import authenticate, check_access, require_upgrade
+from .base import Parts, authenticate, check_access, require_upgrade
 
 log = logging.getLogger("cellgate.gateway.agent_ws")
-PING_INTERVAL = 10.0
 #: invalid frames logged per connection (each one is still refused with an error frame)
 INVALID_LOGGED = 10
 
 
-class AgentSocketHandler(websocket.WebSocketHandler):
+class AgentSocketHandler(Parts, websocket.WebSocketHandler):
     access = {"GET": "agent"}
     ident: Identity | None = None
     conn: AgentConnection | None = None
@@ -32,14 +30,10 @@ class AgentSocketHandler(websocket.WebSocketHandler):
     _greeted = False  # a hello arrived (being decided, accepted or refused)
     _invalid = 0  # frames refused as invalid on this socket
 
-    @property
-    def service(self) -> Service:
-        service: Service = self.settings["service"]
-        return service
 
     async def get(self, *args: Any) -> None:
         try:
-            self.ident = await authenticate(self.service, self.request)
+            self.ident = await authenticate(self.store, self.request)
             check_access(self, self.ident)
             require_upgrade(self.request)
         except web.HTTPError as exc:
@@ -54,7 +48,7 @@ class AgentSocketHandler(websocket.WebSocketHandler):
 
     def open(self, *args: Any) -> None:
         self.set_nodelay(True)
-        self.service.sockets.add(self)
+        self.sockets.add(self)
 
     def revoke(self, reason: str) -> None:
         """The agent token was revoked: refuse what follows and close (sockets.py)."""
@@ -76,7 +70,7 @@ class AgentSocketHandler(websocket.WebSocketHandler):
             await self._hello(frame)
             return
         self.conn.heard()
-        self.service.on_agent_message(self.conn, frame)
+        self.sessions.on_message(self.conn, frame)
 
     def _refuse_frame(self, exc: protocol.ProtocolError) -> None:
         """An invalid frame: nothing of it is applied; the agent gets an ``error`` frame, we a log line.
@@ -119,13 +113,13 @@ class AgentSocketHandler(websocket.WebSocketHandler):
                                version=frame.version, tags=list(frame.tags),
                                token_id=self.ident.token_id, is_closed=self._closed, close=self.close)
         try:
-            accepted, refused, adopted = await self.service.agent_hello(conn, frame)
+            accepted, refused, adopted = await self.sessions.hello(conn, frame)
         except AgentRefused as exc:
             log.warning("refused agent %r (token %s): %s", conn.agent_id, self.ident.name, exc.reason)
             self._send_error(exc.code, exc.reason, close=True)
             return
         if self._closed():  # it went away while the hello was decided
-            self.service.spawn(self.service.agent_gone(conn))
+            self.background.spawn(self.sessions.gone(conn))
             return
         self.conn = conn
         self.write_message(protocol.Welcome(agent_id=conn.agent_id, targets=accepted, refused=refused,
@@ -138,19 +132,19 @@ class AgentSocketHandler(websocket.WebSocketHandler):
 
     async def _ping(self) -> None:
         while True:
-            await asyncio.sleep(PING_INTERVAL)
+            await asyncio.sleep(self.timeouts.agent_ping)
             try:
                 self.write_message(protocol.Ping(ts=asyncio.get_running_loop().time()).to_json())
             except websocket.WebSocketClosedError:
                 return
 
     def on_close(self) -> None:
-        self.service.sockets.discard(self)
+        self.sockets.discard(self)
         if self._pinger is not None:
             self._pinger.cancel()
         if self.conn is not None:
             log.info("agent %s disconnected", self.conn.agent_id)
-            self.service.spawn(self.service.agent_gone(self.conn))
+            self.background.spawn(self.sessions.gone(self.conn))
 
 
 def _close_reason(reason: str) -> str:

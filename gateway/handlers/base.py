@@ -3,7 +3,11 @@
 Authorization is declared, not coded: each handler class sets ``access``, a mapping from HTTP
 method to a rule (``anonymous``, ``user``, ``admin``, ``agent``), checked in ``prepare`` before
 the method runs. A method without a rule is refused (and ``tests/gateway/test_authz.py`` fails
-on it). Object-level rules (a kernel's owner, a task's reviewers) live in the service.
+on it). Object-level rules (a kernel's owner, a task's reviewers) live in ``gateway/access.py``.
+
+Handlers get the parts of the gateway they use as typed properties (``self.store``,
+``self.flow``, ``self.lifecycle``, …) from the application's settings, filled by
+``app.make_app`` (as jupyter_server's handlers get ``self.kernel_manager``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,20 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 
+from ..agents import AgentRegistry
 from ..auth import Identity, identify
+from ..background import Background
 from ..errors import CellgateError
-from ..service import Service
+from ..events import TaskEvents
+from ..flow import TaskFlow
+from ..kernels import KernelRegistry
+from ..lifecycle import KernelLifecycle
+from ..scripts import Scripts
+from ..sessions import AgentSessions
+from ..sockets import SocketRegistry
+from ..store import Store
 from ..tasks import TransitionConflict
+from ..timeouts import Timeouts
 
 log = logging.getLogger("cellgate.gateway.api")
 
@@ -33,11 +47,11 @@ def token_from(request: Any) -> str | None:
     return None
 
 
-async def authenticate(service: Service, request: Any) -> Identity | None:
+async def authenticate(store: Store, request: Any) -> Identity | None:
     raw = token_from(request)
     if raw is None:
         return None
-    return await service.store.run(identify, raw)
+    return await store.run(identify, raw)
 
 
 def allowed(rule: str, ident: Identity | None) -> bool:
@@ -71,14 +85,75 @@ def require_upgrade(request: Any) -> None:
         raise web.HTTPError(400, reason="this endpoint is a WebSocket: connect with Upgrade: websocket")
 
 
-class APIHandler(web.RequestHandler):
-    access: dict[str, str] = {}
-    ident: Identity | None = None
+class Parts:
+    """The gateway's parts, as typed properties of a handler (tornado's ``settings``, set by ``make_app``)."""
+
+    settings: dict[str, Any]
 
     @property
-    def service(self) -> Service:
-        service: Service = self.settings["service"]
-        return service
+    def store(self) -> Store:
+        store: Store = self.settings["store"]
+        return store
+
+    @property
+    def flow(self) -> TaskFlow:
+        flow: TaskFlow = self.settings["flow"]
+        return flow
+
+    @property
+    def scripts(self) -> Scripts:
+        scripts: Scripts = self.settings["scripts"]
+        return scripts
+
+    @property
+    def lifecycle(self) -> KernelLifecycle:
+        lifecycle: KernelLifecycle = self.settings["lifecycle"]
+        return lifecycle
+
+    @property
+    def sessions(self) -> AgentSessions:
+        sessions: AgentSessions = self.settings["sessions"]
+        return sessions
+
+    @property
+    def agents(self) -> AgentRegistry:
+        agents: AgentRegistry = self.settings["agents"]
+        return agents
+
+    @property
+    def kernels(self) -> KernelRegistry:
+        kernels: KernelRegistry = self.settings["kernels"]
+        return kernels
+
+    @property
+    def events(self) -> TaskEvents:
+        events: TaskEvents = self.settings["events"]
+        return events
+
+    @property
+    def sockets(self) -> SocketRegistry:
+        sockets: SocketRegistry = self.settings["sockets"]
+        return sockets
+
+    @property
+    def background(self) -> Background:
+        background: Background = self.settings["background"]
+        return background
+
+    @property
+    def timeouts(self) -> Timeouts:
+        timeouts: Timeouts = self.settings["timeouts"]
+        return timeouts
+
+    @property
+    def public_url(self) -> str:
+        url: str = self.settings["public_url"]
+        return url
+
+
+class APIHandler(Parts, web.RequestHandler):
+    access: dict[str, str] = {}
+    ident: Identity | None = None
 
     @property
     def user(self) -> Identity:
@@ -86,7 +161,7 @@ class APIHandler(web.RequestHandler):
         return self.ident
 
     async def prepare(self) -> None:
-        self.ident = await authenticate(self.service, self.request)
+        self.ident = await authenticate(self.store, self.request)
         check_access(self, self.ident)
 
     def check_xsrf_cookie(self) -> None:  # token auth only; no cookies

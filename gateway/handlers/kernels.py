@@ -27,12 +27,12 @@ from tornado import web, websocket
 from cellgate import protocol
 
 from .. import jmsg, policy
+from ..access import may_use_kernel
 from ..auth import Identity
 from ..kernels import LiveKernel
 from ..models import Target, Task
-from ..service import Service
 from ..sockets import CLOSE_REVOKED
-from .base import APIHandler, authenticate, check_access, require_upgrade
+from .base import APIHandler, Parts, authenticate, check_access, require_upgrade
 
 log = logging.getLogger("cellgate.gateway.channels")
 
@@ -54,7 +54,7 @@ class MainKernelHandler(APIHandler):
     access = {"GET": "user", "POST": "user"}
 
     async def get(self) -> None:
-        self.send([k.model() for k in self.service.kernels.owned_by(self.user.user_id or -1)])
+        self.send([k.model() for k in self.kernels.kernels.values() if may_use_kernel(self.user, k)])
 
     async def post(self) -> None:
         data = self.body()
@@ -62,7 +62,7 @@ class MainKernelHandler(APIHandler):
         env = data.get("env") or {}
         if not isinstance(env, dict):
             raise web.HTTPError(400, reason="field 'env' must be an object")
-        kernel = await self.service.start_kernel(self.user, name, {str(k): str(v) for k, v in env.items()})
+        kernel = await self.lifecycle.start(self.user, name, {str(k): str(v) for k, v in env.items()})
         self.set_header("Location", f"/api/kernels/{kernel.id}")
         self.send(kernel.model(), 201)
 
@@ -71,11 +71,11 @@ class KernelHandler(APIHandler):
     access = {"GET": "user", "DELETE": "user"}
 
     async def get(self, kernel_id: str) -> None:
-        self.send(self.service.owned_kernel(self.user, kernel_id).model())
+        self.send(self.lifecycle.owned(self.user, kernel_id).model())
 
     async def delete(self, kernel_id: str) -> None:
-        kernel = self.service.owned_kernel(self.user, kernel_id)
-        await self.service.stop_kernel(kernel, self.user.actor)
+        kernel = self.lifecycle.owned(self.user, kernel_id)
+        await self.lifecycle.stop(kernel, self.user.actor)
         self.set_status(204)
         self.finish()
 
@@ -84,17 +84,17 @@ class KernelActionHandler(APIHandler):
     access = {"POST": "user"}
 
     async def post(self, kernel_id: str, action: str) -> None:
-        kernel = self.service.owned_kernel(self.user, kernel_id)
+        kernel = self.lifecycle.owned(self.user, kernel_id)
         if action == "interrupt":
-            await self.service.interrupt_kernel(kernel, self.user.actor)
+            await self.lifecycle.interrupt(kernel, self.user.actor)
             self.set_status(204)
             self.finish()
         else:
-            await self.service.restart_kernel(kernel, self.user.actor)
+            await self.lifecycle.restart(kernel, self.user.actor)
             self.send(kernel.model())
 
 
-class ChannelsHandler(websocket.WebSocketHandler):
+class ChannelsHandler(Parts, websocket.WebSocketHandler):
     """``/api/kernels/{id}/channels``: the JSON websocket protocol, with the gate in the middle."""
 
     access = {"GET": "user"}
@@ -102,16 +102,12 @@ class ChannelsHandler(websocket.WebSocketHandler):
     kernel: LiveKernel | None = None
     revoked: str | None = None  # why the socket was closed under its user (sockets.py)
 
-    @property
-    def service(self) -> Service:
-        service: Service = self.settings["service"]
-        return service
 
     async def get(self, kernel_id: str) -> None:
         try:
-            self.ident = await authenticate(self.service, self.request)
+            self.ident = await authenticate(self.store, self.request)
             check_access(self, self.ident)
-            self.kernel = self.service.owned_kernel(self.ident, kernel_id)  # type: ignore[arg-type]
+            self.kernel = self.lifecycle.owned(self.ident, kernel_id)  # type: ignore[arg-type]
             require_upgrade(self.request)
         except web.HTTPError as exc:
             self._refuse(exc.status_code, exc.reason or "refused")
@@ -132,7 +128,7 @@ class ChannelsHandler(websocket.WebSocketHandler):
     def open(self, kernel_id: str) -> None:
         assert self.kernel is not None
         self.kernel.clients.add(self)
-        self.service.sockets.add(self)
+        self.sockets.add(self)
         self.set_nodelay(True)
 
     def send_text(self, text: str) -> None:
@@ -159,9 +155,9 @@ class ChannelsHandler(websocket.WebSocketHandler):
         if channel == "shell" and msg_type == "execute_request":
             self.kernel.gate.submit(msg, self.ident)
         elif channel == "shell" and msg_type == "history_request":
-            self.service.spawn(self._history(msg))
+            self.background.spawn(self._history(msg))
         elif channel == "shell" and msg_type in INTROSPECTION:
-            self.service.spawn(self._introspect(msg))
+            self.background.spawn(self._introspect(msg))
         elif msg_type in ALLOWED.get(channel, frozenset()):
             self._forward(channel, msg)
         else:
@@ -169,7 +165,7 @@ class ChannelsHandler(websocket.WebSocketHandler):
 
     def _forward(self, channel: str, msg: dict[str, Any]) -> None:
         assert self.kernel is not None
-        agent = self.service.agents.get(self.kernel.agent_id)
+        agent = self.agents.get(self.kernel.agent_id)
         if agent is None:
             self._answer(msg, "AgentUnavailable", "the agent hosting this kernel is not connected")
             return
@@ -182,7 +178,7 @@ class ChannelsHandler(websocket.WebSocketHandler):
         assert self.kernel is not None
         msg_type = msg["header"]["msg_type"]
         try:
-            kind, allowed = await self.service.store.run(_introspection_of, self.kernel.target)
+            kind, allowed = await self.store.run(_introspection_of, self.kernel.target)
         except Exception as exc:  # an unreadable policy: refuse, visibly
             log.warning("introspection policy of %s: %s", self.kernel.target, exc)
             kind, allowed = "python", False
@@ -202,7 +198,7 @@ class ChannelsHandler(websocket.WebSocketHandler):
         """``history_request``, answered from the gateway's record of this user's cells on this kernel."""
         assert self.kernel is not None and self.ident is not None
         try:
-            codes = await self.service.store.run(_cells_on, self.kernel.id, self.ident.user_id)
+            codes = await self.store.run(_cells_on, self.kernel.id, self.ident.user_id)
             self._reply(msg, {"status": "ok", "history": history(codes, msg.get("content") or {})})
         except Exception as exc:
             log.exception("history of kernel %s", self.kernel.id)
@@ -226,7 +222,7 @@ class ChannelsHandler(websocket.WebSocketHandler):
             log.debug("the client of kernel %s left before its reply", self.kernel.id if self.kernel else "?")
 
     def on_close(self) -> None:
-        self.service.sockets.discard(self)
+        self.sockets.discard(self)
         if self.kernel is not None:
             self.kernel.clients.discard(self)
 

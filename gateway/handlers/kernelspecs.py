@@ -35,8 +35,8 @@ class KernelSpecsHandler(APIHandler):
     access = {"GET": "user"}
 
     async def get(self) -> None:
-        targets = await self.service.store.run(lambda s: list(s.execute(select(Target).order_by(Target.name)).scalars()))
-        specs = {t.name: spec_model(t, bool(self.service.agents.serving(t.name)))
+        targets = await self.store.run(lambda s: list(s.execute(select(Target).order_by(Target.name)).scalars()))
+        specs = {t.name: spec_model(t, bool(self.agents.serving(t.name)))
                  for t in targets if may_submit(self.user, t)}
         self.send({"default": next(iter(specs), ""), "kernelspecs": specs})
 
@@ -45,8 +45,8 @@ class KernelSpecHandler(APIHandler):
     access = {"GET": "user"}
 
     async def get(self, name: str) -> None:
-        target = await self.service.check_target(self.user, name)
-        self.send(spec_model(target, bool(self.service.agents.serving(name))))
+        target = await self.flow.check_target(self.user, name)
+        self.send(spec_model(target, bool(self.agents.serving(name))))
 
 
 class KernelSpecResourceHandler(APIHandler):
@@ -55,7 +55,7 @@ class KernelSpecResourceHandler(APIHandler):
     access = {"GET": "user"}
 
     async def get(self, name: str, path: str) -> None:
-        await self.service.check_target(self.user, name)
+        await self.flow.check_target(self.user, name)
         self.send({"status": 404, "message": f"kernel spec {name} has no resource {path}"}, 404)
 
 

@@ -63,7 +63,7 @@ class LoginHandler(SignInHandler):
         elif self.arg("return_to") or self.arg("challenge"):
             raise SignInRefused("return_to and challenge are for the command line's sign-in (cli=1) only")
         await provider.metadata()  # the provider is reachable before anything is stored
-        row = await self.service.store.run(signin.start, "cli" if cli else "browser", return_to=return_to,
+        row = await self.store.run(signin.start, "cli" if cli else "browser", return_to=return_to,
                                            client_challenge=challenge, client_state=client_state)
         self.redirect(await provider.authorization_url(row.state, row.nonce, row.code_verifier))
 
@@ -76,12 +76,12 @@ class CallbackHandler(SignInHandler):
         state = self.arg("state")
         if state is None:
             raise SignInRefused("the answer from the identity provider has no state; start again at /login")
-        row = await self.service.store.run(signin.spend, state)
+        row = await self.store.run(signin.spend, state)
         try:
             signed = await self._sign_in(provider, row)
         except CellgateError as exc:
             reason = exc.message
-            await self.service.store.run(lambda s: audit.append(
+            await self.store.run(lambda s: audit.append(
                 s, "oidc", "user.sign_in_refused", detail={"via": row.kind, "reason": reason}))
             if row.kind != "cli" or not row.return_to:
                 raise
@@ -89,7 +89,7 @@ class CallbackHandler(SignInHandler):
                                              error_description=reason, state=row.client_state or ""))
             return
         if row.kind == "cli" and row.return_to:
-            code = await self.service.store.run(signin.issue_code, row.state, signed.user_id)
+            code = await self.store.run(signin.issue_code, row.state, signed.user_id)
             self.redirect(signin.with_params(row.return_to, code=code, state=row.client_state or ""))
             return
         self._page(signed)
@@ -104,12 +104,12 @@ class CallbackHandler(SignInHandler):
         if code is None:
             raise SignInRefused("the answer from the identity provider has no code")
         claims = await provider.exchange(code, row.code_verifier, row.nonce)
-        return await self.service.store.run(provision.sign_in, provider.config, provider.issuer, claims, via=row.kind)
+        return await self.store.run(provision.sign_in, provider.config, provider.issuer, claims, via=row.kind)
 
     def _page(self, signed: provision.SignedIn) -> None:
         name = html.escape(signed.name)
         groups = html.escape(", ".join(signed.groups)) or "none"
-        url = html.escape(self.service.public_url)
+        url = html.escape(self.public_url)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.finish(f"""<!doctype html><meta charset="utf-8"><title>Signed in to cellgate</title>
 <h1>Signed in to cellgate as {name}</h1>
@@ -129,7 +129,7 @@ class LoginTokenHandler(SignInHandler):
         note = self.field(data, "note", required=False, default="cellgate login")[:200]
         if not signin.VERIFIER_RE.match(verifier):
             raise SignInRefused("code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~ (RFC 7636)")
-        issued = await self.service.store.run(signin.redeem, code, verifier, note=note,
+        issued = await self.store.run(signin.redeem, code, verifier, note=note,
                                               lifetime_hours=provider.config.token_lifetime_hours)
         if issued.refused:
             raise SignInRefused(issued.refused)

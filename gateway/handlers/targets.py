@@ -28,8 +28,8 @@ class TargetsHandler(APIHandler):
     access = {"GET": "user"}
 
     async def get(self) -> None:
-        targets = await self.service.store.run(lambda s: list(s.execute(select(Target).order_by(Target.name)).scalars()))
-        self.send({"targets": [target_json(t, bool(self.service.agents.serving(t.name)))
+        targets = await self.store.run(lambda s: list(s.execute(select(Target).order_by(Target.name)).scalars()))
+        self.send({"targets": [target_json(t, bool(self.agents.serving(t.name)))
                                for t in targets if may_submit(self.user, t)]})
 
 
@@ -37,8 +37,8 @@ class TargetHandler(APIHandler):
     access = {"GET": "user", "PUT": "admin"}
 
     async def get(self, name: str) -> None:
-        target = await self.service.check_target(self.user, name)
-        self.send(target_json(target, bool(self.service.agents.serving(name))))
+        target = await self.flow.check_target(self.user, name)
+        self.send(target_json(target, bool(self.agents.serving(name))))
 
     async def put(self, name: str) -> None:
         """Create or update: fields given replace the current ones (``review``/``deny``/``limits`` merge per key).
@@ -91,9 +91,9 @@ class TargetHandler(APIHandler):
                                  "display_name": target.display_name, "policy": rules.as_dict()})
             return target
 
-        target = await self.service.store.run(_put)
-        binding.recheck(self.service.agents, target)
-        self.send(target_json(target, bool(self.service.agents.serving(name))))
+        target = await self.store.run(_put)
+        binding.recheck(self.agents, target)
+        self.send(target_json(target, bool(self.agents.serving(name))))
 
 
 class ApplyHandler(APIHandler):
@@ -116,12 +116,12 @@ class ApplyHandler(APIHandler):
             return changes, [t for t in (session.get(Target, n) for n in names) if t is not None]
 
         try:
-            changes, touched = await self.service.store.run(_apply)
+            changes, touched = await self.store.run(_apply)
         except policy_apply.ApplyError as exc:
             self.send({"status": 400, "message": str(exc), "field": exc.field}, 400)
             return
         for target in touched:
-            binding.recheck(self.service.agents, target)
+            binding.recheck(self.agents, target)
         self.send({"changes": changes, "dry_run": dry_run})
 
 

@@ -9,12 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import reviews, tasks
+from ..access import may_see_task, visible_tasks
 from ..errors import BadRequest, NotFound
 from ..models import Task, TaskOutput, User
-from ..views import may_see, task_json
+from ..views import task_json
 from .base import APIHandler
-
-MAX_WAIT = 30.0
 
 
 class TasksHandler(APIHandler):
@@ -40,20 +39,11 @@ class TasksHandler(APIHandler):
                 stmt = stmt.where(Task.target == target)
             if user:
                 stmt = stmt.join(User, User.id == Task.user_id).where(User.name == user)
-            if ident.is_admin or not ident.groups:
-                if not ident.is_admin:
-                    stmt = stmt.where(Task.user_id == ident.user_id)
-                return [reviews.annotate(session, t) for t in session.execute(stmt.limit(limit)).unique().scalars()]
-            found: list[Task] = []  # visible through a review group: filtered here (JSON lists)
-            for task in session.execute(stmt.execution_options(yield_per=200)).scalars():
-                if may_see(ident, task):
-                    found.append(reviews.annotate(session, task))
-                    if len(found) >= limit:
-                        break
-            return found
+            stmt = stmt.where(visible_tasks(ident)).limit(limit)
+            return [reviews.annotate(session, t) for t in session.execute(stmt).unique().scalars()]
 
-        found = await self.service.store.run(_list)
-        self.send({"tasks": [task_json(t, self.service.task_url(t.id)) for t in found]})
+        found = await self.store.run(_list)
+        self.send({"tasks": [task_json(t, self.flow.task_url(t.id)) for t in found]})
 
     async def post(self) -> None:
         data = self.body()
@@ -62,23 +52,23 @@ class TasksHandler(APIHandler):
         why = self.field(data, "why", required=False, default="")
         if not code.strip():
             raise BadRequest("code is empty: pass the script with -f FILE or -e CODE")
-        self.service.check_size(code, "script")  # 413 over Gateway.max_code_bytes
-        task = await self.service.submit_script(self.user, target, code, why)
-        self.send(task_json(task, self.service.task_url(task.id)), 201)
+        self.flow.check_size(code, "script")  # 413 over Gateway.max_code_bytes
+        task = await self.scripts.submit(self.user, target, code, why)
+        self.send(task_json(task, self.flow.task_url(task.id)), 201)
 
 
 class TaskHandler(APIHandler):
     access = {"GET": "user"}
 
     async def visible_task(self, task_id: int) -> Task:
-        task = await self.service.get_task(task_id)
-        if not may_see(self.user, task):
-            raise NotFound(f"task {task_id} not found")
+        task = await self.flow.get_task(task_id)
+        if not may_see_task(self.user, task):
+            raise NotFound(f"task {task_id} not found")  # the same answer as an absent task
         return task
 
     async def get(self, task_id: str) -> None:
         task = await self.visible_task(int(task_id))
-        self.send(task_json(task, self.service.task_url(task.id)))
+        self.send(task_json(task, self.flow.task_url(task.id)))
 
 
 class TaskOutputHandler(TaskHandler):
@@ -88,21 +78,21 @@ class TaskOutputHandler(TaskHandler):
         tid = int(task_id)
         try:
             after = int(self.get_argument("after", "0"))
-            wait = min(float(self.get_argument("wait", "0")), MAX_WAIT)
+            wait = min(float(self.get_argument("wait", "0")), self.timeouts.long_poll_max)
         except ValueError:
             raise BadRequest("after must be an integer and wait a number of seconds") from None
         deadline = time.monotonic() + wait
         while True:
             task = await self.visible_task(tid)
-            outputs = await self.service.store.run(_outputs_after, tid, after)
+            outputs = await self.store.run(_outputs_after, tid, after)
             final = task.status in tasks.FINAL
             remaining = deadline - time.monotonic()
             if outputs or final or remaining <= 0:
                 break
-            await self.service.events.wait(tid, min(remaining, 2.0))
+            await self.events.wait(tid, min(remaining, self.timeouts.task_poll))
         if final:  # outputs may have landed between the two reads
-            outputs = await self.service.store.run(_outputs_after, tid, after)
-        self.send({"task": task_json(task, self.service.task_url(tid)), "outputs": outputs, "done": final})
+            outputs = await self.store.run(_outputs_after, tid, after)
+        self.send({"task": task_json(task, self.flow.task_url(tid)), "outputs": outputs, "done": final})
 
 
 def _outputs_after(session: Session, task_id: int, after: int) -> list[dict[str, Any]]:
@@ -119,8 +109,8 @@ class TaskReviewHandler(TaskHandler):
         decision = self.field(data, "decision")
         comment = self.field(data, "comment", required=False, default="")
         code_sha256 = self.field(data, "code_sha256", required=False)
-        task = await self.service.review(self.user, int(task_id), decision, comment, code_sha256)
-        self.send(task_json(task, self.service.task_url(task.id)))
+        task = await self.flow.review(self.user, int(task_id), decision, comment, code_sha256)
+        self.send(task_json(task, self.flow.task_url(task.id)))
 
 
 class TaskCancelHandler(TaskHandler):
@@ -129,16 +119,16 @@ class TaskCancelHandler(TaskHandler):
     async def post(self, task_id: str) -> None:
         await self.visible_task(int(task_id))
         reason = self.field(self.body(), "reason", required=False, default="cancelled by its author")
-        task = await self.service.cancel(int(task_id), self.user, reason)
-        self.send(task_json(task, self.service.task_url(task.id)))
+        task = await self.flow.cancel(int(task_id), self.user, reason)
+        self.send(task_json(task, self.flow.task_url(task.id)))
 
 
 class ReviewsHandler(APIHandler):
     access = {"GET": "user"}
 
     async def get(self) -> None:
-        found = await self.service.store.run(reviews.inbox, self.user.user_id)
-        self.send({"tasks": [task_json(t, self.service.task_url(t.id)) for t in found]})
+        found = await self.store.run(reviews.inbox, self.user.user_id)
+        self.send({"tasks": [task_json(t, self.flow.task_url(t.id)) for t in found]})
 
 
 default_handlers = [

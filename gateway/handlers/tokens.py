@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import audit, auth
+from ..access import may_list_tokens, may_revoke_token, visible_tokens
 from ..errors import BadRequest, Forbidden, NotFound
 from ..models import Token, utcnow
 from ..sockets import REVOKED
@@ -48,22 +49,22 @@ class TokensHandler(APIHandler):
         kind = self.get_query_argument("kind", None) or None
         if kind not in (None, "user", "agent"):
             raise BadRequest("kind must be user or agent")
-        others = kind == "agent" or (name is not None and name != self.user.name)
-        if others and not self.user.is_admin:
+        if not may_list_tokens(self.user, name, kind):
             raise Forbidden("only admins list other users' or agents' tokens")
-        current = self.user.token_id
+        ident = self.user
+        current = ident.token_id
 
         def _list(session: Session) -> list[dict[str, Any]]:
-            query = select(Token).order_by(Token.id)
+            query = select(Token).where(visible_tokens(ident)).order_by(Token.id)
             if kind == "agent":
                 query = query.where(Token.kind == "agent")
             else:
-                user = auth.get_user(session, name or self.user.name)
+                user = auth.get_user(session, name or ident.name)
                 if user is None:
                     raise NotFound(f"user {name!r} not found")
                 query = query.where(Token.user_id == user.id, Token.kind == "user")
             return [token_json(t, current) for t in session.execute(query).scalars()]
-        self.send({"tokens": await self.service.store.run(_list)})
+        self.send({"tokens": await self.store.run(_list)})
 
 
 class TokenHandler(APIHandler):
@@ -76,7 +77,7 @@ class TokenHandler(APIHandler):
 
         def _revoke(session: Session) -> dict[str, Any]:
             tok = session.get(Token, int(token_id))
-            if tok is None or (tok.user_id != ident.user_id and not ident.is_admin):
+            if tok is None or not may_revoke_token(ident, tok):
                 raise NotFound(f"token {token_id} not found")  # another user's token is not disclosed
             if tok.revoked_at is None:
                 tok.revoked_at = utcnow()
@@ -84,8 +85,8 @@ class TokenHandler(APIHandler):
                              detail={"token_id": tok.id, "kind": tok.kind, "prefix": tok.prefix,
                                      "user": tok.user.name if tok.user else None, "name": tok.name})
             return token_json(tok, ident.token_id)
-        body = await self.service.store.run(_revoke)
-        body["closed_sockets"] = self.service.sockets.close_token(int(token_id), REVOKED)
+        body = await self.store.run(_revoke)
+        body["closed_sockets"] = self.sockets.close_token(int(token_id), REVOKED)
         self.send(body)
 
 

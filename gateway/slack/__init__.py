@@ -8,7 +8,7 @@
     links.py        Slack user → cellgate user (admin link, or verified email)
     messages.py     what the notice, thread replies, DMs and the reject modal say
     notices.py      the notifier: posts, updates in place, threads, DMs (a TaskEvents listener)
-    actions.py      button clicks, the reject modal and /cellgate, decided through Service.review
+    actions.py      button clicks, the reject modal and /cellgate, decided through TaskFlow.review
     integration.py  the pieces of one gateway process together
     handlers.py     /slack/interactions, /slack/commands, /api/v1/slack/links
 """

@@ -1,9 +1,9 @@
 """What a verified Slack request does: Approve and Reject clicks, the reject modal, ``/cellgate``.
 
-Every decision goes through :meth:`Service.review` with the identity of the cellgate user the Slack
+Every decision goes through ``TaskFlow.review`` with the identity of the cellgate user the Slack
 user is linked to (:func:`links.resolve`, groups read now): the same state machine and the same
-checks as the CLI and the API, so only a current member of a review group of the task decides,
-never its author. A refusal (403, 409…) is shown to the clicking user in Slack — as an ephemeral
+checks as the CLI and the API (``access.py``), so only a current member of a review group of the
+task decides, never its author. A refusal (403, 409…) is shown to the clicking user in Slack — as an ephemeral
 message for buttons, as a field error for the modal — and changes nothing.
 """
 
@@ -18,11 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import reviews, tasks
+from ..access import may_see_task, may_submit
 from ..auth import Identity
 from ..errors import CellgateError, Conflict, Forbidden, NotFound
 from ..models import Target, Task, User
-from ..policy import may_submit
-from ..views import may_see
 from . import links, messages
 from .client import SlackCallFailed
 from .integration import SlackIntegration
@@ -47,7 +46,7 @@ def refusal(exc: Exception) -> str:
 
 async def identify(slack: SlackIntegration, slack_user_id: str, team_id: str) -> Identity:
     """The linked cellgate identity; raises :class:`Forbidden` with the way out when there is none."""
-    ident = await links.resolve(slack.service, slack.client, slack_user_id, team_id)
+    ident = await links.resolve(slack.store, slack.client, slack_user_id, team_id)
     if ident is None:
         raise Forbidden(links.not_linked(slack_user_id))
     return ident
@@ -64,7 +63,7 @@ async def interaction(slack: SlackIntegration, payload: dict[str, Any]) -> dict[
     """Handle one interaction payload; the JSON body to answer with (None: an empty 200)."""
     kind = payload.get("type")
     if kind == "block_actions":  # answered at once (Slack waits 3 s at most); refusals come as ephemeral messages
-        slack.service.spawn(_logged(block_action(slack, payload)))
+        slack.background.spawn(_logged(block_action(slack, payload)))
         return None
     if kind == "view_submission" and (payload.get("view") or {}).get("callback_id") == messages.REJECT_MODAL:
         return await reject_submission(slack, payload)
@@ -96,12 +95,12 @@ async def block_action(slack: SlackIntegration, payload: dict[str, Any]) -> None
     try:
         ident = await identify(slack, slack_user_id, team_id)
         if action_id == messages.APPROVE:
-            task = await slack.service.review(ident, task_id, "approve", "approved in Slack", None)
+            task = await slack.flow.review(ident, task_id, "approve", "approved in Slack", None)
             log.info("task %s approved from Slack by %s (Slack user %s)", task_id, ident.name, slack_user_id)
             if task.status == tasks.PENDING_REVIEW:
                 await tell(f"Your approval of task #{task_id} is recorded; still needed: {'; '.join(task.missing_approvals)}")
             return
-        task = await slack.service.store.run(_reviewable, task_id, ident)
+        task = await slack.store.run(_reviewable, task_id, ident)
     except (CellgateError, tasks.TransitionError) as exc:
         log.info("Slack user %s on task %s: %s", slack_user_id, task_id, exc)
         await tell(refusal(exc))
@@ -116,7 +115,7 @@ async def block_action(slack: SlackIntegration, payload: dict[str, Any]) -> None
 
 
 def _reviewable(session: Session, task_id: int, ident: Identity) -> Task:
-    """The task, if ``ident`` may decide on it now (the same checks Service.review makes); else raise."""
+    """The task, if ``ident`` may decide on it now (the same checks as ``reviews.decide``: ``access.review_refusal``); else raise."""
     task = session.get(Task, task_id)
     reviewer = session.get(User, ident.user_id)
     if task is None or reviewer is None:
@@ -145,7 +144,7 @@ async def reject_submission(slack: SlackIntegration, payload: dict[str, Any]) ->
         return error("a rejection needs a reason: the author sees it")
     try:
         ident = await identify(slack, slack_user_id, team_id)
-        await slack.service.review(ident, task_id, "reject", reason, None)
+        await slack.flow.review(ident, task_id, "reject", reason, None)
     except (CellgateError, tasks.TransitionError) as exc:
         log.info("Slack user %s rejecting task %s: %s", slack_user_id, task_id, exc)
         return error(refusal(exc))
@@ -172,9 +171,9 @@ async def command(slack: SlackIntegration, form: dict[str, str]) -> dict[str, An
     except CellgateError as exc:
         return reply(exc.message)
     if verb == "targets":
-        return reply(await slack.service.store.run(_targets, ident, slack))
+        return reply(await slack.store.run(_targets, ident, slack))
     if verb == "tasks":
-        return reply(await slack.service.store.run(_tasks, ident))
+        return reply(await slack.store.run(_tasks, ident))
     if verb == "task" and len(words) == 2 and words[1].lstrip("#").isdigit():
         return await _task(slack, ident, int(words[1].lstrip("#")))
     if verb == "templates":
@@ -188,7 +187,7 @@ def _targets(session: Session, ident: Identity, slack: SlackIntegration) -> str:
     for target in session.execute(select(Target).order_by(Target.name)).scalars():
         if not may_submit(ident, target):
             continue
-        online = "online" if slack.service.agents.serving(target.name) else "offline"
+        online = "online" if slack.agents.serving(target.name) else "offline"
         review = f"reviewed by {', '.join(target.review_groups)}" if target.review_groups else "no review"
         desc = f" — {messages.esc(target.description)}" if target.description else ""
         lines.append(f"• *{messages.esc(target.name)}*{desc} ({online}; {review})")
@@ -205,10 +204,10 @@ def _tasks(session: Session, ident: Identity) -> str:
 
 async def _task(slack: SlackIntegration, ident: Identity, task_id: int) -> dict[str, Any]:
     try:
-        task = await slack.service.get_task(task_id)
+        task = await slack.flow.get_task(task_id)
     except NotFound:
         task = None
-    if task is None or not may_see(ident, task):  # "absent" and "not yours" answer alike
+    if task is None or not may_see_task(ident, task):  # "absent" and "not yours" answer alike
         return reply(f"task {task_id} not found")
-    text, blocks = messages.notice(task, slack.service.task_url(task.id), messages.Facts())
+    text, blocks = messages.notice(task, slack.flow.task_url(task.id), messages.Facts())
     return reply(text, [b for b in blocks if b.get("type") != "actions"])

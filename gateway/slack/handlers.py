@@ -25,7 +25,7 @@ class SlackRequestHandler(APIHandler):
     (:class:`~cellgate.gateway.slack.verify.RequestVerifier`: signing secret configured, timestamp
     within five minutes, valid ``v0=`` HMAC-SHA256, not a replay — checked in the store) before the body is even parsed,
     and every refusal is a 401. The person acting is then the cellgate user the Slack user is
-    linked to, and what they may do is checked by the service as for any other client.
+    linked to, and what they may do is checked by the gateway as for any other client.
     """
 
     @property
@@ -99,7 +99,7 @@ class SlackLinksHandler(APIHandler):
     access = {"GET": "admin"}
 
     async def get(self) -> None:
-        self.send({"links": await self.service.store.run(links.all_links)})
+        self.send({"links": await self.store.run(links.all_links)})
 
 
 class SlackLinkHandler(APIHandler):
@@ -117,13 +117,13 @@ class SlackLinkHandler(APIHandler):
         _slack_id(slack_user_id, "Slack user")
         if team_id:
             _slack_id(team_id, "Slack workspace")
-        body = await self.service.store.run(links.link, slack_user_id, user, team_id=team_id, how="manual",
+        body = await self.store.run(links.link, slack_user_id, user, team_id=team_id, how="manual",
                                             actor=self.user.actor)
         self.send(body)
 
     async def delete(self, slack_user_id: str) -> None:
         team_id = self.get_argument("team_id", "")
-        await self.service.store.run(links.unlink, slack_user_id, team_id=team_id, actor=self.user.actor)
+        await self.store.run(links.unlink, slack_user_id, team_id=team_id, actor=self.user.actor)
         self.send({"slack_user_id": slack_user_id, "team_id": team_id, "unlinked": True})
 
 

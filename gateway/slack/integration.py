@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from ..service import Service
+from ..agents import AgentRegistry
+from ..background import Background
+from ..events import TaskEvents
+from ..flow import TaskFlow
+from ..store import Store
 from .client import SlackCallFailed, SlackClient
 from .config import Slack
 from .notices import Notifier
@@ -14,12 +18,16 @@ log = logging.getLogger("cellgate.gateway.slack")
 
 
 class SlackIntegration:
-    def __init__(self, service: Service, config: Slack) -> None:
-        self.service = service
+    def __init__(self, store: Store, flow: TaskFlow, events: TaskEvents, agents: AgentRegistry, background: Background,
+                 config: Slack) -> None:
+        self.store = store
+        self.flow = flow
+        self.agents = agents  # "online"/"offline" in the target list
+        self.background = background
         self.config = config
         self.client = SlackClient(config)
-        self.verifier = RequestVerifier(config.signing_secret, store=service.store)  # replays: in the store
-        self.notifier = Notifier(service, config, self.client)
+        self.verifier = RequestVerifier(config.signing_secret, store=store)  # replays: in the store
+        self.notifier = Notifier(store, flow, events, background, config, self.client)
 
     def start(self) -> None:
         """Subscribe the notifier (with a bot token); say once what is on and off."""
@@ -45,5 +53,5 @@ class SlackIntegration:
             log.warning("could not tell Slack user %s (%s): %s", slack_user_id, text, exc)
 
     async def close(self) -> None:
-        """Stop calling Slack (the notifier's workers are the service's background tasks: cancelled with them)."""
+        """Stop calling Slack (the notifier's workers are the gateway's background tasks: cancelled with them)."""
         self.client.close()

@@ -25,7 +25,7 @@ from .. import audit, auth
 from ..auth import Identity
 from ..errors import Forbidden, NotFound
 from ..models import SlackLink, User
-from ..service import Service
+from ..store import Store
 from ..views import iso
 from .client import SlackCallFailed, SlackClient
 
@@ -122,12 +122,12 @@ def link_by_email(session: Session, slack_user_id: str, team_id: str, email: str
     return identity_of(session, user)
 
 
-async def resolve(service: Service, client: SlackClient, slack_user_id: str, team_id: str) -> Identity | None:
+async def resolve(store: Store, client: SlackClient, slack_user_id: str, team_id: str) -> Identity | None:
     """The cellgate identity of a Slack user, linking by verified email on first use; None if unmapped.
 
     Raises :class:`Forbidden` when the linked user is deactivated.
     """
-    ident = await service.store.run(linked_identity, slack_user_id, team_id)
+    ident = await store.run(linked_identity, slack_user_id, team_id)
     if ident is not None or not client.enabled:
         return ident
     try:
@@ -139,7 +139,7 @@ async def resolve(service: Service, client: SlackClient, slack_user_id: str, tea
     email = str((profile_user.get("profile") or {}).get("email") or "")
     if not email or profile_user.get("deleted") or profile_user.get("is_bot") or profile_user.get("is_email_confirmed") is False:
         return None
-    return await service.store.run(link_by_email, slack_user_id, team_id or str(profile_user.get("team_id") or ""), email)
+    return await store.run(link_by_email, slack_user_id, team_id or str(profile_user.get("team_id") or ""), email)
 
 
 def slack_id_of(session: Session, user_id: int) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import tasks
 from ..models import Task
-from ..views import LEVEL_MARK, risk_lines
+from ..display import LEVEL_MARK, risk_lines
 
 #: characters of code (and of output) shown in Slack; the rest is behind the task's link
 CODE_LIMIT = 1800

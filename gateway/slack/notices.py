@@ -33,7 +33,10 @@ from sqlalchemy.orm import Session
 
 from .. import reviews, tasks
 from ..models import SlackLink, SlackMessage, Task, TaskOutput, utcnow
-from ..service import Service
+from ..background import Background
+from ..events import TaskEvents
+from ..flow import TaskFlow
+from ..store import Store
 from . import links, messages
 from .client import SlackCallFailed, SlackClient
 from .config import Slack
@@ -76,8 +79,12 @@ class Snapshot:
 
 
 class Notifier:
-    def __init__(self, service: Service, config: Slack, client: SlackClient) -> None:
-        self.service = service
+    def __init__(self, store: Store, flow: TaskFlow, events: TaskEvents, background: Background, config: Slack,
+                 client: SlackClient) -> None:
+        self.store = store
+        self.flow = flow
+        self.events = events
+        self.background = background
         self.config = config
         self.client = client
         self._dirty: set[int] = set()
@@ -88,8 +95,8 @@ class Notifier:
 
     def start(self) -> None:
         """Listen to task changes, and catch up with those made while no gateway was listening."""
-        self.service.events.subscribe(self.on_task_changed)
-        self.service.spawn(self.catch_up())
+        self.events.subscribe(self.on_task_changed)
+        self.background.spawn(self.catch_up())
 
     async def catch_up(self) -> None:
         """Sync every notice not showing a final status (e.g. held cells a restart cancelled); forget a
@@ -100,7 +107,7 @@ class Notifier:
             return list(session.execute(select(SlackMessage.task_id)
                                         .where(SlackMessage.shown_status.not_in(sorted(tasks.FINAL)))).scalars())
         try:
-            open_ids = await self.service.store.run(_open)
+            open_ids = await self.store.run(_open)
         except Exception:
             log.exception("could not read the open Slack notices; they catch up at their next change")
             return
@@ -115,7 +122,7 @@ class Notifier:
         self._dirty.add(task_id)
         if task_id not in self._workers:
             try:
-                self._workers[task_id] = self.service.spawn(self._work(task_id))
+                self._workers[task_id] = self.background.spawn(self._work(task_id))
             except RuntimeError:  # no running loop (a notify from a thread): nothing to do it on
                 self._dirty.discard(task_id)
                 log.warning("task %s changed outside the event loop; its Slack notice is not updated", task_id)
@@ -141,7 +148,7 @@ class Notifier:
     # ------------------------------------------------------------------ one step
     async def sync(self, task_id: int) -> None:
         """Bring Slack up to date with task ``task_id``."""
-        snap = await self.service.store.run(self._snapshot, task_id)
+        snap = await self.store.run(self._snapshot, task_id)
         if snap is None:
             return
         task, message = snap.task, snap.message
@@ -156,7 +163,7 @@ class Notifier:
             return  # being posted (another replica); it will render the latest state
         new = shown_key(task)
         old = message.shown_status
-        if new == old or not await self.service.store.run(self._claim, task_id, old, new):
+        if new == old or not await self.store.run(self._claim, task_id, old, new):
             return
         if task.status in tasks.FINAL:
             self._be_quiet(task_id)
@@ -209,18 +216,18 @@ class Notifier:
                 return True
             except IntegrityError:
                 return False
-        if not await self.service.store.run(_claim_new):
+        if not await self.store.run(_claim_new):
             return
-        text, blocks = messages.notice(task, self.service.task_url(task.id), snap.facts)
+        text, blocks = messages.notice(task, self.flow.task_url(task.id), snap.facts)
         try:
             posted = await self.client.call("chat.postMessage", channel=channel, text=text, blocks=blocks, unfurl_links=False)
         except SlackCallFailed as exc:
             log.warning("task %s: review notice not posted to Slack channel %s: %s", task.id, channel, exc)
-            await self.service.store.run(lambda s: s.execute(delete(SlackMessage).where(SlackMessage.task_id == task.id)))
+            await self.store.run(lambda s: s.execute(delete(SlackMessage).where(SlackMessage.task_id == task.id)))
             self._be_quiet(task.id)
             return
         ts, where = str(posted.get("ts") or ""), str(posted.get("channel") or channel)
-        await self.service.store.run(lambda s: s.execute(update(SlackMessage).where(SlackMessage.task_id == task.id)
+        await self.store.run(lambda s: s.execute(update(SlackMessage).where(SlackMessage.task_id == task.id)
                                                          .values(ts=ts, channel=where, updated_at=utcnow())))
         log.info("task %s: review notice posted to Slack channel %s", task.id, where)
         self._dirty.add(task.id)  # render whatever happened meanwhile
@@ -228,14 +235,14 @@ class Notifier:
     async def _update(self, snap: Snapshot) -> None:
         task, message = snap.task, snap.message
         assert task is not None and message is not None
-        text, blocks = messages.notice(task, self.service.task_url(task.id), snap.facts)
+        text, blocks = messages.notice(task, self.flow.task_url(task.id), snap.facts)
         await self._try("update the notice of", task.id, "chat.update", channel=message.channel, ts=message.ts,
                         text=text, blocks=blocks)
 
     async def _thread_and_dm(self, snap: Snapshot, before: str) -> None:
         task, message = snap.task, snap.message
         assert task is not None and message is not None
-        url = self.service.task_url(task.id)
+        url = self.flow.task_url(task.id)
         posts: list[str] = []
         dms: list[str] = []
         if task.status == tasks.PENDING_REVIEW:
@@ -294,7 +301,7 @@ class Notifier:
             links.link(session, slack_id, user.name, team_id=str(member.get("team_id") or ""), how="email", actor="slack")
             return True
         try:
-            mine = await self.service.store.run(_link)
+            mine = await self.store.run(_link)
         except IntegrityError:
             return None  # linked meanwhile: next time
         if not mine:

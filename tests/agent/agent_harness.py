@@ -202,8 +202,10 @@ class AgentProcess:
     """`cellgate agent` as a subprocess; its stderr goes to a file readable as ``log``."""
 
     def __init__(self, config: Path, gateway_url: str, env: dict[str, str] | None = None,
-                 token_arg: str | None = TOKEN, token_file: Path | None = None) -> None:
+                 token_arg: str | None = TOKEN, token_file: Path | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.config, self.gateway_url = config, gateway_url
+        self.args = args
         self.env = {**os.environ, **(env or {})}
         self.token_arg = token_arg
         self.token_file = token_file
@@ -215,7 +217,7 @@ class AgentProcess:
         return self.log_path.read_text()
 
     async def start(self) -> None:
-        args = [CELLGATE, "agent", "--gateway", self.gateway_url, "--config", str(self.config)]
+        args = [CELLGATE, "agent", "--gateway", self.gateway_url, "--config", str(self.config), *self.args]
         if self.token_file:
             args += ["--token-file", str(self.token_file)]
         elif self.token_arg:
@@ -240,11 +242,12 @@ class AgentProcess:
 
 @asynccontextmanager
 async def running(config: Path, reject: int = 0, env: dict[str, str] | None = None,
-                  token_arg: str | None = TOKEN, token_file: Path | None = None):
-    """A started fake gateway and a started agent (its hello may still be on the way)."""
+                  token_arg: str | None = TOKEN, token_file: Path | None = None, args: tuple[str, ...] = ()):
+    """A started fake gateway and a started agent (its hello may still be on the way); ``args``:
+    more flags for `cellgate agent`."""
     gw = FakeGateway(free_port(), reject=reject)
     gw.start()
-    agent = AgentProcess(config, gw.url, env=env, token_arg=token_arg, token_file=token_file)
+    agent = AgentProcess(config, gw.url, env=env, token_arg=token_arg, token_file=token_file, args=args)
     await agent.start()
     try:
         yield gw, agent

@@ -266,7 +266,7 @@ def test_uid_pool_skips_uids_with_processes_and_claimed_ones(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert isolation.kill_uid(high) and uid_processes(high) == []
+    assert isolation.kill_uid(high, 5.0) and uid_processes(high) == []
 
 
 def test_token_file_readable_by_others_is_refused(tmp_path):

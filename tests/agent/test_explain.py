@@ -10,8 +10,14 @@ import pymysql
 import pytest
 from readonly_roles import PG_ADMIN, mariadb_readonly_url, pg_readonly_url
 
+from cellgate.agent import explain
 from cellgate.agent.config import Target
-from cellgate.agent.explain import MAX_STATEMENTS, ExplainError, estimate
+from cellgate.agent.explain import MAX_STATEMENTS, ExplainError
+from cellgate.agent.timeouts import Timeouts
+
+
+def estimate(target: Target, statements: list[str]) -> list[int]:
+    return explain.estimate(target, statements, statement_timeout=Timeouts().explain)
 
 
 def _target(url: str, readonly_url: str | None, dialect: str) -> Target:

@@ -1,4 +1,4 @@
-"""service.submit: one analysis per cell, off the loop and within its budget; the size cap; run_as.
+"""TaskFlow.submit: one analysis per cell, off the loop and within its budget; the size cap; run_as.
 
 And the gateway's own answer to ``history_request`` (handlers/kernels.history).
 """
@@ -17,18 +17,17 @@ from gateway_harness import Seed, ident, reviewed_target
 from cellgate.gateway import analysis, risk
 from cellgate.gateway.errors import TooLarge
 from cellgate.gateway.handlers.kernels import history
-from cellgate.gateway.service import Service
+from cellgate.gateway.app import Parts, assemble
 from cellgate.gateway.store import Store
 
 
 @pytest.fixture
-def service(store: Store, seed: Seed) -> Iterator[Service]:
-    """A service whose analyses run in threads (so tests can replace risk.analyze); see test_worker_processes."""
+def service(store: Store, seed: Seed) -> Iterator[Parts]:
+    """Gateway parts whose analyses run in threads (so tests can replace risk.analyze); see test_worker_processes."""
     reviewed_target(store)
-    svc = Service(store, "http://gw.test")
-    svc.analyser = analysis.Analyser(processes=False)
-    yield svc
-    svc.analyser.close()
+    analyser = analysis.Analyser(processes=False)
+    yield assemble(store, "http://gw.test", analyser=analyser)
+    analyser.close()
 
 
 @pytest.fixture
@@ -36,21 +35,21 @@ def dev(seed: Seed) -> int:
     return seed.user("dev", ["dev"])
 
 
-def submit(service: Service, who: int, code: str, kind: str = "script") -> Any:
-    return asyncio.run(service.submit(ident(who), "prod", code, kind=kind))
+def submit(service: Parts, who: int, code: str, kind: str = "script") -> Any:
+    return asyncio.run(service.flow.submit(ident(who), "prod", code, kind=kind))
 
 
 @pytest.mark.parametrize(("code", "status", "run_as"), [
     ("SELECT * FROM accounts", "approved", "read-only"),
     ("UPDATE accounts SET x = 1 WHERE id = 2", "pending_review", "read-write"),
 ])
-def test_run_as_is_recorded_on_the_task(service: Service, dev: int, code: str, status: str, run_as: str) -> None:
+def test_run_as_is_recorded_on_the_task(service: Parts, dev: int, code: str, status: str, run_as: str) -> None:
     task = submit(service, dev, code)
     assert task.status == status
     assert task.review_rule["run_as"] == run_as
 
 
-def test_the_analysis_runs_once_off_the_event_loop(service: Service, dev: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_analysis_runs_once_off_the_event_loop(service: Parts, dev: int, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     real = risk.analyze
 
@@ -62,29 +61,29 @@ def test_the_analysis_runs_once_off_the_event_loop(service: Service, dev: int, m
     assert len(calls) == 1 and calls[0].startswith("risk"), calls
 
 
-def test_worker_processes_analyse_and_answer(service: Service, dev: int) -> None:
+def test_worker_processes_analyse_and_answer(service: Parts, dev: int) -> None:
     """What the gateway runs: the analysis in a worker process; the Risk comes back whole."""
-    service.analyser = analysis.Analyser(1)
+    service.flow.analyser = analysis.Analyser(1)
     try:
-        service.analyser.start()
+        service.flow.analyser.start()
         pad = "\n-- " + "x" * analysis.THREAD_BYTES  # past THREAD_BYTES: a worker process analyses it
         task = submit(service, dev, "SELECT * FROM accounts" + pad)
         assert task.status == "approved" and task.risk["read_only"] is True, task.risk
         pending = submit(service, dev, "DELETE FROM accounts WHERE id = 1" + pad)
         assert pending.status == "pending_review" and pending.risk["statements"] == ["DELETE"]
-        assert service.analyser._pool is not None and service.analyser._threads is None
+        assert service.flow.analyser._pool is not None and service.flow.analyser._threads is None
     finally:
-        service.analyser.close()
+        service.flow.analyser.close()
 
 
-def test_an_analysis_over_its_budget_means_review(service: Service, dev: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_analysis_over_its_budget_means_review(service: Parts, dev: int, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
 
     def stuck(code: str, kind: str, dialect: str | None, **kw: Any) -> risk.Risk:
         release.wait(10)
         return risk.Risk(level="low", reasons=(), flags=(), statements=("SELECT",), tables=(), read_only=True, parsed=True)
     monkeypatch.setattr(risk, "analyze", stuck)
-    service.analysis_budget = 0.2
+    service.flow.analysis_budget = 0.2
     t0 = time.monotonic()
     task = submit(service, dev, "SELECT 1")
     elapsed = time.monotonic() - t0
@@ -104,8 +103,8 @@ def test_a_late_analysis_never_approves(monkeypatch: pytest.MonkeyPatch) -> None
     assert not found.parsed and not found.read_only and "analysis_timeout" in found.flags
 
 
-def test_code_over_the_cap_is_refused_before_anything(service: Service, dev: int, store: Store) -> None:
-    service.max_code_bytes = 4096
+def test_code_over_the_cap_is_refused_before_anything(service: Parts, dev: int, store: Store) -> None:
+    service.flow.max_code_bytes = 4096
     with pytest.raises(TooLarge) as err:
         submit(service, dev, "SELECT '" + "ü" * 2100 + "'")  # 2,109 characters, 4,209 bytes
     assert err.value.status == 413

@@ -1,0 +1,225 @@
+"""The execution relay: an approved request sent to its kernel, its messages relayed and recorded.
+
+``dispatch`` binds the request to its task (``metadata.cellgate``: the statements the analysis
+read and the mode), sends it to the agent and waits for the kernel's ``execute_reply`` within the
+target's time limit. Messages from the agent about the kernel go to the attached clients; those
+of an approved execution are also recorded against its task, in order, by the kernel's
+:class:`~.kernels.Recorder` (running, each output up to the byte limit, the result).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from cellgate import protocol
+from cellgate.kernels.sql.split import split_statements
+
+from . import jmsg, policy, tasks
+from .agents import AgentRegistry
+from .errors import Unavailable
+from .events import TaskEvents
+from .flow import TaskFlow
+from .kernels import OUTPUT_TYPES, Execution, LiveKernel, NotRun, Outcome, Recorder
+from .models import Target, Task, TaskOutput
+from .store import Store
+from .timeouts import Timeouts
+
+log = logging.getLogger("cellgate.gateway.relay")
+
+
+def finish_tx(session: Session, task_id: int, status: str, ename: str | None, evalue: str | None) -> None:
+    try:
+        tasks.advance(session, task_id, status, "agent", {"ename": ename} if ename else None,
+                      error_ename=ename, error_evalue=evalue)
+    except tasks.TransitionError as exc:
+        log.info("task %s already final: %s", task_id, exc)
+
+
+def _running_tx(session: Session, task_id: int) -> None:
+    try:
+        tasks.transition(session, task_id, tasks.DISPATCHED, tasks.RUNNING, "agent")
+    except tasks.TransitionError as exc:
+        log.info("task %s: %s", task_id, exc)
+
+
+def _output_tx(session: Session, task_id: int, seq: int, msg_type: str, content: dict[str, Any], size: int) -> None:
+    if session.get(TaskOutput, (task_id, seq)) is None:  # stored once per (task, seq)
+        session.add(TaskOutput(task_id=task_id, seq=seq, output={"output_type": msg_type, **content}))
+        session.execute(update(Task).where(Task.id == task_id).values(output_bytes=Task.output_bytes + size))
+
+
+class Relay:
+    def __init__(self, store: Store, events: TaskEvents, agents: AgentRegistry, flow: TaskFlow,
+                 timeouts: Timeouts | None = None) -> None:
+        self.store = store
+        self.events = events
+        self.agents = agents
+        self.flow = flow
+        self.timeouts = timeouts or Timeouts()
+        self.recorders: dict[str, Recorder] = {}
+
+    # ------------------------------------------------------------ recording
+    def open(self, kernel: LiveKernel) -> None:
+        """Start recording what ``kernel``'s executions do."""
+        self.recorders[kernel.id] = Recorder(self.store.run, self.events.notify)
+
+    async def close(self, kernel: LiveKernel) -> None:
+        """Write everything recorded so far, then stop recording."""
+        recorder = self.recorders.pop(kernel.id, None)
+        if recorder is not None:
+            await recorder.drain()
+            recorder.close()
+
+    async def drain(self, kernel: LiveKernel) -> None:
+        await self.recorders[kernel.id].drain()
+
+    async def finish(self, task_id: int, status: str, ename: str | None, evalue: str | None) -> None:
+        """End a task (``advance``: whatever state it reached) and wake its waiters."""
+        await self.store.run(finish_tx, task_id, status, ename, evalue)
+        self.events.notify(task_id)
+
+    async def end_executions(self, kernel: LiveKernel, status: str, ename: str, evalue: str) -> None:
+        """End every execution in flight on ``kernel`` (it died, was stopped, restarted or lost)."""
+        for ex in kernel.finish_all("error", ename, evalue):
+            await self.finish(ex.task_id, status, ename, evalue)
+
+    # ------------------------------------------------------------ dispatch
+    async def dispatch(self, kernel: LiveKernel, task: Task, msg: dict[str, Any]) -> Outcome:
+        """Send an approved request to the agent; return how the kernel ended it.
+
+        Raises :class:`NotRun` when the approval expired first, :class:`Unavailable` when the
+        kernel's agent is not connected (the task fails). A task still running after the target's
+        time limit is interrupted and ends ``killed``.
+        """
+        task = await self.flow.ensure_fresh(task)
+        if task.status not in (tasks.APPROVED, tasks.DISPATCHED):
+            raise NotRun(task)
+        agent = self.agents.get(kernel.agent_id)
+        if agent is None:
+            await self.finish(task.id, tasks.FAILED, "AgentUnavailable", f"agent {kernel.agent_id} is not connected")
+            raise Unavailable(f"the agent hosting this kernel ({kernel.agent_id}) is not connected; task #{task.id} did not run")
+        if task.status == tasks.APPROVED:  # (submit may have dispatched it already)
+            await self.store.run(lambda s: tasks.transition(s, task.id, tasks.APPROVED, tasks.DISPATCHED, "gateway",
+                                                              {"agent": agent.agent_id}, agent_id=agent.agent_id))
+        rule = task.review_rule or {}
+        await self.bind_to_task(msg, task)
+        msg_id = msg["header"]["msg_id"]
+        ex = Execution(task_id=task.id, msg_id=msg_id, done=asyncio.get_running_loop().create_future(),
+                       max_bytes=int(rule.get("max_bytes", policy.Limits().max_bytes)))
+        kernel.executions[msg_id] = ex
+        agent.send(protocol.KernelMsg(kernel_id=kernel.id, channel="shell", msg=msg, task_id=task.id))
+        self.events.notify(task.id)
+        timeout = float(rule.get("timeout", policy.Limits().timeout))
+        try:
+            return self._outcome(kernel, ex, await asyncio.wait_for(asyncio.shield(ex.done), timeout))
+        except TimeoutError:
+            pass
+        ex.killed = f"the task ran longer than this target's limit of {timeout:.0f} s and was interrupted"
+        self._notice(kernel, ex, msg.get("header", {}), f"[cellgate] {ex.killed}\n")
+        try:
+            await agent.request(protocol.KernelInterrupt(kernel_id=kernel.id), timeout=self.timeouts.time_limit_interrupt)
+            return self._outcome(kernel, ex, await asyncio.wait_for(asyncio.shield(ex.done), self.timeouts.time_limit_reply))
+        except (TimeoutError, Unavailable):
+            await self.end_executions(kernel, tasks.KILLED, "TimeLimit", ex.killed)
+            return Outcome({"status": "error", "ename": "TimeLimit", "evalue": ex.killed}, kernel.arrivals + 1)
+
+    @staticmethod
+    def _outcome(kernel: LiveKernel, ex: Execution, reply: dict[str, Any]) -> Outcome:
+        return Outcome(reply, ex.seen_at if ex.seen_at is not None else kernel.arrivals + 1)
+
+    async def bind_to_task(self, msg: dict[str, Any], task: Task) -> None:
+        """Tell the kernel exactly what to run: ``metadata.cellgate`` (any client-sent one replaced).
+
+        ``statements`` is the split the analysis read (the SQL kernel refuses a cell whose own
+        split differs); ``mode`` is "read-only" when policy auto-approved it as read-only SQL.
+        """
+        if task.analysed is not None:  # this process analysed it at submission: the same split
+            (kind, dialect), texts = task.analysed
+        else:
+            target = await self.store.run(lambda s: s.get(Target, task.target))
+            kind = (target.kind if target is not None else "") or "sql"
+            dialect = (target.dialect if target is not None else "") or ""
+            texts = tuple(await asyncio.to_thread(split_statements, task.code, dialect)) if kind == "sql" and dialect else ()
+        sql = kind == "sql" and bool(dialect)
+        metadata = msg.get("metadata")
+        metadata = dict(metadata) if isinstance(metadata, dict) else {}
+        metadata["cellgate"] = {
+            "task_id": task.id,
+            "statements": list(texts) if sql else [],
+            "mode": (task.review_rule or {}).get("run_as", "read-write") if sql else "read-write",
+        }
+        msg["metadata"] = metadata
+
+    # ------------------------------------------------------------- relaying
+    def on_kernel_msg(self, kernel: LiveKernel, frame: protocol.KernelMsg) -> None:
+        """A kernel message from the agent hosting ``kernel``: recorded if it is an execution's, then relayed."""
+        msg = frame.msg
+        channel = frame.channel
+        msg["channel"] = channel
+        header = msg.get("header", {})
+        msg.setdefault("msg_id", header.get("msg_id"))
+        msg.setdefault("msg_type", header.get("msg_type"))
+        kernel.touch(msg)
+        parent_id = (msg.get("parent_header") or {}).get("msg_id")
+        ex = kernel.executions.get(parent_id) if parent_id else None
+        if ex is None or self._track(kernel, ex, channel, msg):
+            kernel.to_clients(msg)
+
+    def _track(self, kernel: LiveKernel, ex: Execution, channel: str, msg: dict[str, Any]) -> bool:
+        """Record what an approved execution does; False when the message must not be relayed."""
+        msg_type = msg["header"].get("msg_type")
+        recorder = self.recorders[kernel.id]
+        content = msg.get("content", {})
+        if channel == "iopub" and msg_type == "status" and content.get("execution_state") == "busy" and not ex.started:
+            ex.started = True
+            recorder.put(ex.task_id, lambda s: _running_tx(s, ex.task_id))
+        elif channel == "iopub" and msg_type in OUTPUT_TYPES:
+            size = len(json.dumps(content))
+            if ex.truncated or ex.bytes + size > ex.max_bytes:
+                if not ex.truncated:
+                    ex.truncated = True
+                    self._notice(kernel, ex, msg.get("parent_header", {}),
+                                 f"[cellgate] output truncated: this target allows {ex.max_bytes} bytes of output per task\n")
+                return False
+            ex.bytes += size
+            ex.seq += 1
+            seq = ex.seq
+            recorder.put(ex.task_id, lambda s: _output_tx(s, ex.task_id, seq, msg_type, content, size))
+        elif channel == "shell" and msg_type == "execute_reply":
+            # what the client sends from now on is not aborted by a failure of this one
+            ex.reply = content
+            ex.seen_at = kernel.arrivals + 1
+            self._maybe_finish(kernel, ex)
+        elif channel == "iopub" and msg_type == "status" and content.get("execution_state") == "idle":
+            ex.idle = True
+            self._maybe_finish(kernel, ex)
+        return True
+
+    def _notice(self, kernel: LiveKernel, ex: Execution, parent_header: dict[str, Any], text: str) -> None:
+        """A line from cellgate itself in the cell's output (stderr), recorded with the task's outputs."""
+        content = {"name": "stderr", "text": text}
+        kernel.to_clients(jmsg.make("stream", content, {"header": parent_header}, "iopub"))
+        ex.seq += 1
+        seq = ex.seq
+        self.recorders[kernel.id].put(ex.task_id, lambda s: _output_tx(s, ex.task_id, seq, "stream", content, len(text)))
+
+    def _maybe_finish(self, kernel: LiveKernel, ex: Execution) -> None:
+        """Finish once both the reply and the idle status were relayed (an aborted request may lack idle)."""
+        if ex.reply is None or not (ex.idle or ex.reply.get("status") == "aborted"):
+            return
+        kernel.executions.pop(ex.msg_id, None)
+        status = ex.reply.get("status")
+        dest = tasks.SUCCEEDED if status == "ok" else tasks.FAILED
+        ename = None if status == "ok" else ex.reply.get("ename", "Aborted" if status == "aborted" else "Error")
+        evalue = None if status == "ok" else ex.reply.get("evalue", "")
+        if ex.killed:
+            dest, ename, evalue = tasks.KILLED, "TimeLimit", ex.killed
+        if not ex.done.done():
+            ex.done.set_result(ex.reply)
+        self.recorders[kernel.id].put(ex.task_id, lambda s: finish_tx(s, ex.task_id, dest, ename, evalue))
