@@ -17,7 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from cellgate import protocol
 
-from . import analysis, audit, auth, policy, reviews, risk, tasks
+from . import access, analysis, audit, auth, policy, reviews, risk, tasks
 from .agents import AgentRegistry
 from .auth import Identity
 from .errors import Conflict, Forbidden, NotFound, TooLarge, Unavailable
@@ -214,8 +214,8 @@ class TaskFlow:
         return await self.get_task(task.id)
 
     async def review(self, ident: Identity, task_id: int, decision: str, comment: str, code_sha256: str | None) -> Task:
-        if ident.user_id is None:
-            raise Forbidden("only users review tasks")
+        if not access.may_decide_reviews(ident):
+            raise Forbidden(access.ONLY_USERS_REVIEW)
         await self.store.run(reviews.decide, task_id, ident.user_id, decision, comment, code_sha256)
         self.events.notify(task_id)
         return await self.get_task(task_id)
@@ -225,7 +225,7 @@ class TaskFlow:
             task = session.get(Task, task_id)
             if task is None:
                 raise NotFound(f"task {task_id} not found")
-            if task.user_id != ident.user_id and not ident.is_admin:
+            if not access.may_cancel_task(ident, task):
                 raise Forbidden(f"only the author of task {task_id} or an admin can cancel it")
             if task.status not in (tasks.SUBMITTED, tasks.PENDING_REVIEW, tasks.APPROVED):
                 raise Conflict(f"task {task_id} is {task.status}; only a task that has not started can be cancelled")
@@ -249,7 +249,7 @@ class TaskFlow:
 
     async def check_target(self, ident: Identity, target_name: str) -> Target:
         target: Target | None = await self.store.run(lambda s: s.get(Target, target_name))
-        if target is None or not policy.may_submit(ident, target):
+        if target is None or not access.may_submit(ident, target):
             # the same answer for "absent" and "not yours": names of targets are not disclosed
             raise NotFound(f"target {target_name!r} not found (or you may not use it); see `cellgate targets`")
         return target

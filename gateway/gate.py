@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import jmsg, tasks, views
+from . import display, jmsg, tasks
 from .auth import Identity
 from .errors import TooLarge
 from .kernels import NotRun
@@ -215,5 +215,5 @@ class Gate:
 
     def _show(self, held: Held, task: Task, *, update: bool, status: str | None = None) -> None:
         """The held cell's status display (one ``display_id`` per task, updated in place)."""
-        text, html = views.status_display(task, self.host.task_url(task.id), status)
+        text, html = display.status_display(task, self.host.task_url(task.id), status)
         self.kernel.to_clients(jmsg.display(held.msg, f"cellgate-task-{task.id}", text, html, update=update))

@@ -219,8 +219,5 @@ class KernelRegistry:
     def get(self, kernel_id: str) -> LiveKernel | None:
         return self.kernels.get(kernel_id)
 
-    def owned_by(self, user_id: int) -> list[LiveKernel]:
-        return [k for k in self.kernels.values() if k.user_id == user_id and not k.ephemeral]
-
     def on_agent(self, agent_id: str) -> list[LiveKernel]:
         return [k for k in self.kernels.values() if k.agent_id == agent_id]

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cellgate import protocol
 
-from . import audit, jmsg, policy, tasks
+from . import access, audit, jmsg, policy, tasks
 from .agents import AgentConnection, AgentRegistry
 from .auth import Identity
 from .errors import NotFound, Unavailable
@@ -77,7 +77,7 @@ class KernelLifecycle:
     def owned(self, ident: Identity, kernel_id: str) -> LiveKernel:
         """The kernel, if ``ident`` owns it; otherwise 404 (another user's kernel is not disclosed)."""
         kernel = self.kernels.get(kernel_id)
-        if kernel is None or kernel.ephemeral or kernel.user_id != ident.user_id:
+        if kernel is None or not access.may_use_kernel(ident, kernel):
             raise NotFound(f"kernel {kernel_id} not found")
         return kernel
 

@@ -210,11 +210,6 @@ class Decision:
         return "read-only" if self.action == APPROVE and self.read_only else "read-write"
 
 
-def may_submit(ident: Identity, target: Target) -> bool:
-    """``access.may_submit`` (kept for flow.py, handlers/targets.py and handlers/kernelspecs.py until they call it)."""
-    return access.may_submit(ident, target)
-
-
 def denial(policy: Policy, code: str, risk: Risk | None) -> str | None:
     """Why the code is denied outright, or None."""
     rule = policy.deny

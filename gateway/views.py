@@ -9,7 +9,6 @@ import datetime as dt
 from typing import Any
 
 from . import policy
-from .display import status_display as status_display  # gate.py's import, until it imports display
 from .models import Target, Task, User
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ..models import Target
-from ..policy import may_submit
+from ..access import may_submit
 from .base import APIHandler
 
 LANGUAGES = {"sql": "sql", "python": "python"}

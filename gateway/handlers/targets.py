@@ -12,7 +12,7 @@ from .. import audit, binding, policy
 from ..errors import BadRequest
 from ..models import Target
 from ..names import NAME_RE
-from ..policy import may_submit
+from ..access import may_submit
 from ..views import target_json
 from .base import APIHandler
 

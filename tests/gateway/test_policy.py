@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cellgate.gateway import policy
+from cellgate.gateway import access, policy
 from cellgate.gateway.auth import Identity
 from cellgate.gateway.models import Target
 
@@ -50,7 +50,7 @@ CASES = [
 def test_may_submit_and_evaluate(who: Identity, submit: list[str], review: list[str], may: bool, action: str,
                                  groups: tuple[str, ...]) -> None:
     t = target(submit, review)
-    assert policy.may_submit(who, t) is may
+    assert access.may_submit(who, t) is may
     decision = policy.evaluate(who, t, "select 1")
     assert (decision.action, decision.review_groups) == (action, groups)
     assert decision.reason, "a decision always says why"
