@@ -29,6 +29,7 @@ from traitlets.config import Application, Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from cellgate import __version__
+from cellgate.seconds import check_seconds, from_traits
 from cellgate.secret_files import SecretFileError, exposed_mode, read_private_file
 
 from . import config as targets_config
@@ -154,17 +155,13 @@ class Agent(Application):
 
     @validate(*TIMEOUT_FIELDS)
     def _valid_seconds(self, proposal: Any) -> float:
-        name, value = proposal["trait"].name, proposal["value"]
-        if not 0 < value <= 86400:
-            raise TraitError(f"Agent.{name} must be more than 0 and at most 86400 seconds, not {value}")
-        seconds: float = value
-        return seconds
+        return check_seconds("Agent", proposal["trait"].name, proposal["value"])
 
     def timeouts(self) -> Timeouts:
         if self.reconnect_delay_max < self.reconnect_delay_min:
             raise TraitError(f"Agent.reconnect_delay_max ({self.reconnect_delay_max:g}) must be at least "
                              f"Agent.reconnect_delay_min ({self.reconnect_delay_min:g}): raise it or lower the other")
-        return Timeouts(**{fld: getattr(self, trait) for trait, fld in TIMEOUT_FIELDS.items()})
+        return from_traits(Timeouts, self, TIMEOUT_FIELDS)
 
     # -- configuration ----------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
+from ..seconds import check_seconds, from_traits
 from . import analysis
 from .agents import AgentRegistry
 from .background import Background
@@ -191,26 +192,28 @@ class Gateway(Application):
         "Worker processes that analyse large cells' risk (off the event loop, at lower priority; a cell's "
         "analysis holds a worker for at most Gateway.analysis_budget). Default: CPU cores - 1 (1-4)."))
 
-    # how long the gateway waits (gateway/timeouts.py); each trait fills the Timeouts field in TIMEOUT_FIELDS
-    agent_grace = Float(30.0, config=True, help=(
+    # how long the gateway waits: each trait fills its Timeouts field (TIMEOUT_FIELDS), whose default it takes
+    agent_grace = Float(Timeouts.agent_grace, config=True, help=(
         "Seconds an agent may be away before the tasks running on its kernels end 'lost' (never re-run)."))
-    agent_probe_timeout = Float(3.0, config=True, help=(
+    agent_probe_timeout = Float(Timeouts.agent_probe, config=True, help=(
         "Seconds a connected agent has to answer a ping when a second connection claims its agent id; "
         "silent, it is replaced."))
-    agent_ping_interval = Float(10.0, config=True, help="Seconds between the gateway's pings on an agent's socket.")
-    explain_timeout = Float(10.0, config=True, help=(
+    agent_ping_interval = Float(Timeouts.agent_ping, config=True, help="Seconds between the gateway's pings on an agent's socket.")
+    explain_timeout = Float(Timeouts.explain, config=True, help=(
         "Seconds an agent has to answer an EXPLAIN request (the row estimate reviewers see); over it, no estimate."))
-    kernel_start_timeout = Float(120.0, config=True, help="Seconds an agent has to start or restart a kernel.")
-    kernel_request_timeout = Float(30.0, config=True, help="Seconds an agent has to stop or interrupt a kernel.")
-    time_limit_interrupt_timeout = Float(10.0, config=True, help=(
+    kernel_start_timeout = Float(Timeouts.kernel_start, config=True, help="Seconds an agent has to start or restart a kernel.")
+    kernel_request_timeout = Float(Timeouts.kernel_request, config=True, help="Seconds an agent has to stop or interrupt a kernel.")
+    time_limit_interrupt_timeout = Float(Timeouts.time_limit_interrupt, config=True, help=(
         "After a task's time limit: seconds the agent has to take the interrupt."))
-    time_limit_reply_timeout = Float(30.0, config=True, help=(
+    time_limit_reply_timeout = Float(Timeouts.time_limit_reply, config=True, help=(
         "After a task's time limit and interrupt: seconds the kernel has to end the cell before the task ends 'killed'."))
-    task_poll_interval = Float(2.0, config=True, help=(
+    task_poll_interval = Float(Timeouts.task_poll, config=True, help=(
         "Seconds between re-reads of a waiting task from the store (a decision made by another gateway process "
         "is seen this late)."))
-    agent_poll_interval = Float(1.0, config=True, help="Seconds between looks for an agent while an approved script waits for one.")
-    long_poll_max = Float(30.0, config=True, help="Longest wait of one long-poll request for a task's outputs, in seconds.")
+    agent_poll_interval = Float(Timeouts.agent_poll, config=True, help=(
+        "Seconds between looks for an agent while an approved script waits for one."))
+    long_poll_max = Float(Timeouts.long_poll_max, config=True, help=(
+        "Longest wait of one long-poll request for a task's outputs, in seconds."))
 
     aliases = {"ip": "Gateway.ip", "port": "Gateway.port", "db-url": "Gateway.db_url",
                "max-code-bytes": "Gateway.max_code_bytes", "analysis-budget": "Gateway.analysis_budget",
@@ -254,14 +257,10 @@ class Gateway(Application):
 
     @validate("socket_recheck_interval", *TIMEOUT_FIELDS)
     def _valid_seconds(self, proposal: Any) -> float:
-        name = proposal["trait"].name
-        if not 0 < proposal["value"] <= 86400:
-            raise TraitError(f"Gateway.{name} must be more than 0 and at most 86400 seconds, not {proposal['value']}")
-        value: float = proposal["value"]
-        return value
+        return check_seconds("Gateway", proposal["trait"].name, proposal["value"])
 
     def timeouts(self) -> Timeouts:
-        return Timeouts(**{fld: getattr(self, trait) for trait, fld in TIMEOUT_FIELDS.items()})
+        return from_traits(Timeouts, self, TIMEOUT_FIELDS)
 
     def initialize(self, argv: list[str] | None = None) -> None:
         super().initialize(argv)

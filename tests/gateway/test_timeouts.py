@@ -1,0 +1,37 @@
+"""Every wait of the gateway is a ``Gateway`` trait that reaches the parts (gateway/timeouts.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from traitlets import TraitError
+
+from cellgate.gateway.app import TIMEOUT_FIELDS, Gateway, assemble
+from cellgate.gateway.store import Store
+from cellgate.gateway.timeouts import Timeouts
+
+
+def test_every_timeout_has_exactly_one_trait_with_its_default() -> None:
+    assert sorted(TIMEOUT_FIELDS.values()) == sorted(f.name for f in dataclasses.fields(Timeouts))
+    assert Gateway().timeouts() == Timeouts()
+
+
+def test_a_configured_timeout_reaches_every_part_that_waits() -> None:
+    app = Gateway(agent_grace=4.5, explain_timeout=0.5, kernel_start_timeout=7.0, task_poll_interval=0.25)
+    timeouts = app.timeouts()
+    assert (timeouts.agent_grace, timeouts.explain, timeouts.kernel_start, timeouts.task_poll) == (4.5, 0.5, 7.0, 0.25)
+    store = Store("sqlite://")
+    try:
+        parts = assemble(store, "http://gw.test", timeouts=timeouts)
+        for part in (parts.flow, parts.relay, parts.lifecycle, parts.sessions, parts.scripts):
+            assert part.timeouts is timeouts
+        assert parts.settings()["timeouts"] is timeouts and parts.cells.task_poll == 0.25
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("value", [0, -1.0, 86401])
+def test_a_timeout_out_of_range_is_refused_naming_it(value: float) -> None:
+    with pytest.raises(TraitError, match=r"Gateway\.agent_grace must be more than 0 and at most 86400 seconds"):
+        Gateway(agent_grace=value)
