@@ -186,6 +186,14 @@ POSTGRESQL = _cases([
     ("do-block", "DO $$ BEGIN DELETE FROM orders; END $$", "deletes every order"),
     ("call-procedure", "CALL purge_proc()", "deletes every order"),
     ("prepare-execute", "PREPARE p AS DELETE FROM orders; EXECUTE p", "deletes every order"),
+    # a later attack round (issue 8): quoting, comments and casts the server reads its own way
+    ("dollar-tag-hides-a-quote", "SELECT $a$ ' $a$; DELETE FROM orders; -- '",
+     "deletes every order: the quote is inside a dollar-quoted string, the DELETE is not"),
+    ("comment-between-udf-and-paren", "SELECT archive_everything/**/()", "deletes every account"),
+    ("setval-text-regclass", "SELECT setval('order_seq'::text::regclass, 500)", "sets order_seq to 500"),
+    ("nextval-concatenated-regclass", "SELECT nextval(('order' || '_seq')::regclass)", "advances order_seq"),
+    ("line-separator-after-semicolon", "SELECT 1;\u2028DELETE FROM orders", "deletes every order"),
+    ("udf-in-join-on", "SELECT 1 FROM accounts a JOIN accounts b ON add_order(a.id) > 0 LIMIT 1", "inserts orders"),
     ("truncate-quoted", 'TRUNCATE "orders"', "empties orders"),
     ("drop-denied-escaped", r'DROP TABLE U&"\0061udit_log"', "drops audit_log, its name escaped"),
     ("delete-denied-schema-qualified", "DELETE FROM public.audit_log WHERE id > 0", "empties audit_log"),
@@ -257,6 +265,13 @@ MARIADB = _cases([
      "writes a server file"),
     # multiple statements and session mode
     ("multi-select-then-delete", "SELECT 1; DELETE FROM orders", "deletes every order"),
+    # a later attack round (issue 8)
+    ("escaped-backslash-ends-the-string", "SELECT 'a\\\\'; DELETE FROM orders; -- '",
+     "deletes every order: \\\\ is one backslash, so the string ends before the DELETE"),
+    ("set-statement-for-delete", "SET STATEMENT max_statement_time=10 FOR DELETE FROM orders", "deletes every order"),
+    ("executable-comment-semicolon", "SELECT 1 /*!100000 ; DELETE FROM orders */", "deletes every order"),
+    ("backtick-alias-looks-like-comment", "SELECT 1 AS `--`; DELETE FROM orders", "deletes every order"),
+    ("comment-between-udf-and-paren", "SELECT purge_accounts/**/()", "deletes every account"),
     ("multi-session-read-write", "SET SESSION TRANSACTION READ WRITE; DELETE FROM orders", "deletes every order"),
     ("multi-commit-then-delete", "COMMIT; DELETE FROM orders", "deletes every order"),
     ("multi-start-read-write", "START TRANSACTION READ WRITE; DELETE FROM orders WHERE id > 0; COMMIT",
