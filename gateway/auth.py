@@ -1,4 +1,4 @@
-"""Tokens and identities.
+"""Tokens and identities: issuing, looking up and revoking tokens; users, groups and admins.
 
 Tokens are random (``cg_`` + 32 url-safe bytes), shown once, stored as their SHA-256, with
 expiry, last use and revocation. A user token acts as its user; an agent token can only be an

@@ -1,4 +1,4 @@
-"""Static checks in the test run (issue 8 item 6): ruff over the repository, mypy over the packages.
+"""Static checks in the test run: ruff over the repository, mypy over the packages, module docstrings.
 
 Both read their settings from pyproject.toml (``[tool.ruff]``, ``[tool.mypy]``: strict on
 cellgate.gateway and cellgate.agent). mypy does not follow setuptools' ``package-dir`` mapping
@@ -9,6 +9,7 @@ subpackage to its real directory, all derived from ``[tool.setuptools] package-d
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -75,3 +76,15 @@ def test_mypy_clean(tmp_path: Path) -> None:
     expected = len({path.resolve() for directory in package_dirs().values() for path in directory.rglob("*.py")})
     checked = re.search(r"in (\d+) source files?\)?$", result.stdout.strip())
     assert checked is not None and int(checked.group(1)) == expected, result.stdout
+
+
+def test_every_module_says_what_it_holds() -> None:
+    """ruff's D100/D104 want a docstring in every module of the packages; here it must also say
+    something: an opening line of several words, not a placeholder."""
+    modules = sorted({path.resolve() for directory in package_dirs().values() for path in directory.rglob("*.py")})
+    vague = []
+    for path in modules:
+        opening = (ast.get_docstring(ast.parse(path.read_text(), str(path))) or "").split("\n", 1)[0]
+        if len(opening.split()) < 4:
+            vague.append(f"{path.relative_to(ROOT)}: {opening!r}")
+    assert not vague, "these modules do not open with what they hold:\n" + "\n".join(vague)

@@ -1,4 +1,4 @@
-"""``/api/v1/tasks`` and ``/api/v1/reviews``."""
+"""``/api/v1/tasks`` (list, submit, show, outputs, review, cancel) and ``/api/v1/reviews`` (waiting for me)."""
 
 from __future__ import annotations
 

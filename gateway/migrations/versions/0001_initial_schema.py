@@ -1,4 +1,4 @@
-"""initial schema
+"""initial schema: audit chain, users, groups, targets, kernels, tasks, tokens, reviews, outputs
 
 Revision ID: 0001
 Revises: 

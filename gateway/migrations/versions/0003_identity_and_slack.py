@@ -1,4 +1,4 @@
-"""identity and slack
+"""identity and slack: sign-in requests, Slack links and the Slack messages of tasks
 
 Revision ID: 0003
 Revises: 0002

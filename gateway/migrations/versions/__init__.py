@@ -1,0 +1,1 @@
+"""The store's schema revisions, in order; ``cellgate upgrade-db`` applies them."""
