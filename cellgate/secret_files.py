@@ -49,3 +49,13 @@ def read_private_file(path: str | os.PathLike[str]) -> str:
     if not text:
         raise SecretFileError(f"{path} is empty")
     return text
+
+
+def read_setting_file(path: str | os.PathLike[str], setting: str,
+                      error: type[Exception] = SecretFileError) -> str:
+    """``read_private_file`` for the file a setting names: a refusal is raised as ``error`` (a
+    traitlets ``TraitError`` for the gateway's settings), its message opening with the setting."""
+    try:
+        return read_private_file(path)
+    except SecretFileError as exc:
+        raise error(f"{setting}: {exc}") from None

@@ -25,7 +25,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import stat
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -40,6 +39,7 @@ from joserfc.jwk import KeySet
 from traitlets import Bool, Float, List, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
+from ..secret_files import read_setting_file
 from .errors import BadRequest, CellgateError
 
 log = logging.getLogger("cellgate.gateway.oidc")
@@ -156,16 +156,7 @@ class OIDC(Configurable):
             return self.client_secret
         if not self.client_secret_file:
             return ""
-        path = self.client_secret_file
-        try:
-            mode = os.stat(path).st_mode
-        except OSError as exc:
-            raise TraitError(f"OIDC.client_secret_file {path}: {exc.strerror}") from None
-        if os.name == "posix" and mode & 0o077:
-            raise TraitError(f"OIDC.client_secret_file {path} can be read by others (mode "
-                             f"{stat.S_IMODE(mode):04o}); run: chmod 600 {path}")
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
+        return read_setting_file(self.client_secret_file, "OIDC.client_secret_file", TraitError)
 
 
 class OIDCProvider:

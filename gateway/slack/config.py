@@ -9,26 +9,15 @@ and never shown by ``repr``.
 from __future__ import annotations
 
 import os
-import stat
 from typing import Any
 from urllib.parse import urlparse
 
 from traitlets import Dict, Enum, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
+from ...secret_files import read_setting_file
+
 SLACK_API_URL = "https://slack.com/api/"
-
-
-def read_secret_file(path: str, option: str) -> str:
-    """The stripped content of ``path``; refused (``TraitError`` naming ``option``) when group or others may read it."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise TraitError(f"{option}: cannot read {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise TraitError(f"{option}: {path} may be read by others (mode {stat.S_IMODE(mode):o}); run `chmod 600 {path}`")
-    with open(path, encoding="utf-8") as fh:
-        return fh.read().strip()
 
 
 class Slack(Configurable):
@@ -66,7 +55,7 @@ class Slack(Configurable):
         value = os.environ.get(env, "").strip()
         if value or not path:
             return value
-        return read_secret_file(path, option)
+        return read_setting_file(path, option, TraitError)
 
     @validate("api_url")
     def _valid_api_url(self, proposal: Any) -> str:

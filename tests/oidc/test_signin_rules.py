@@ -75,7 +75,10 @@ def test_secret_load_order(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "secret"
     path.write_text("from-file\n")
     path.chmod(0o644)
-    with pytest.raises(TraitError, match="chmod 600"):
+    with pytest.raises(TraitError, match=r"^OIDC.client_secret_file: .* \(mode 644\): run `chmod 600"):
         OIDC(client_secret_file=str(path)).secret()
     path.chmod(0o600)
     assert OIDC(client_secret_file=str(path)).secret() == "from-file"
+    path.write_text("\n")
+    with pytest.raises(TraitError, match=r"^OIDC.client_secret_file: .* is empty"):
+        OIDC(client_secret_file=str(path)).secret()

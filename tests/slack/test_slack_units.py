@@ -76,7 +76,7 @@ def test_config_reads_secrets_from_env_then_a_private_file(tmp_path, monkeypatch
     secret = tmp_path / "signing"
     secret.write_text("from-file\n")
     secret.chmod(0o644)
-    with pytest.raises(TraitError, match="chmod 600"):
+    with pytest.raises(TraitError, match=r"^Slack.signing_secret_file: .* \(mode 644\): run `chmod 600"):
         _ = Slack(signing_secret_file=str(secret)).signing_secret
     secret.chmod(0o600)
     assert Slack(signing_secret_file=str(secret)).signing_secret == "from-file"
