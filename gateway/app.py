@@ -157,12 +157,14 @@ def assemble(store: Store, public_url: str, *, timeouts: Timeouts | None = None,
 def make_app(parts: Parts, **settings: Any) -> web.Application:
     """``settings``: e.g. ``slack=`` (a SlackIntegration; without it, requests from Slack are refused)."""
     settings.setdefault("websocket_max_message_size", message_limit(parts.flow.max_code_bytes))
-    return web.Application(routes(), websocket_ping_interval=20, xsrf_cookies=False, **parts.settings(), **settings)
+    return web.Application(routes(), websocket_ping_interval=parts.timeouts.client_ping, xsrf_cookies=False,
+                           **parts.settings(), **settings)
 
 
 #: Gateway trait → Timeouts field
 TIMEOUT_FIELDS = {
     "agent_grace": "agent_grace", "agent_probe_timeout": "agent_probe", "agent_ping_interval": "agent_ping",
+    "client_ping_interval": "client_ping",
     "explain_timeout": "explain", "kernel_start_timeout": "kernel_start", "kernel_request_timeout": "kernel_request",
     "time_limit_interrupt_timeout": "time_limit_interrupt", "time_limit_reply_timeout": "time_limit_reply",
     "task_poll_interval": "task_poll", "agent_poll_interval": "agent_poll", "long_poll_max": "long_poll_max",
@@ -199,6 +201,9 @@ class Gateway(Application):
         "Seconds a connected agent has to answer a ping when a second connection claims its agent id; "
         "silent, it is replaced."))
     agent_ping_interval = Float(Timeouts.agent_ping, config=True, help="Seconds between the gateway's pings on an agent's socket.")
+    client_ping_interval = Float(Timeouts.client_ping, config=True, help=(
+        "Seconds between the gateway's pings on the kernel channels of users' Jupyter servers (keeps proxies from "
+        "closing an idle socket)."))
     explain_timeout = Float(Timeouts.explain, config=True, help=(
         "Seconds an agent has to answer an EXPLAIN request (the row estimate reviewers see); over it, no estimate."))
     kernel_start_timeout = Float(Timeouts.kernel_start, config=True, help="Seconds an agent has to start or restart a kernel.")

@@ -18,6 +18,8 @@ class Timeouts:
     agent_probe: float = 3.0
     #: seconds between the gateway's pings on an agent's socket
     agent_ping: float = 10.0
+    #: seconds between the gateway's pings on every other WebSocket (kernel channels from Jupyter servers)
+    client_ping: float = 20.0
     #: seconds an agent has to answer an EXPLAIN request (the row estimate shown to reviewers)
     explain: float = 10.0
     #: seconds an agent has to start a kernel (or restart one)

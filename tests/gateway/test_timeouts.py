@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from traitlets import TraitError
 
-from cellgate.gateway.app import TIMEOUT_FIELDS, Gateway, assemble
+from cellgate.gateway.app import TIMEOUT_FIELDS, Gateway, assemble, make_app
 from cellgate.gateway.store import Store
 from cellgate.gateway.timeouts import Timeouts
 
@@ -18,15 +18,18 @@ def test_every_timeout_has_exactly_one_trait_with_its_default() -> None:
 
 
 def test_a_configured_timeout_reaches_every_part_that_waits() -> None:
-    app = Gateway(agent_grace=4.5, explain_timeout=0.5, kernel_start_timeout=7.0, task_poll_interval=0.25)
+    app = Gateway(agent_grace=4.5, explain_timeout=0.5, kernel_start_timeout=7.0, task_poll_interval=0.25,
+                  client_ping_interval=5.0)
     timeouts = app.timeouts()
-    assert (timeouts.agent_grace, timeouts.explain, timeouts.kernel_start, timeouts.task_poll) == (4.5, 0.5, 7.0, 0.25)
+    assert (timeouts.agent_grace, timeouts.explain, timeouts.kernel_start, timeouts.task_poll, timeouts.client_ping) == \
+        (4.5, 0.5, 7.0, 0.25, 5.0)
     store = Store("sqlite://")
     try:
         parts = assemble(store, "http://gw.test", timeouts=timeouts)
         for part in (parts.flow, parts.relay, parts.lifecycle, parts.sessions, parts.scripts):
             assert part.timeouts is timeouts
         assert parts.settings()["timeouts"] is timeouts and parts.cells.task_poll == 0.25
+        assert make_app(parts).settings["websocket_ping_interval"] == timeouts.client_ping
     finally:
         store.close()
 
