@@ -20,15 +20,14 @@ import logging
 import os
 import signal
 import socket
-import stat
 from collections.abc import Mapping
 from typing import Any, cast
 
 from traitlets import Float, List, TraitError, Unicode, default, validate
 from traitlets.config import Application, Config
-from traitlets.config.loader import PyFileConfigLoader
 
 from cellgate import __version__
+from cellgate.config_file import load_python_config
 from cellgate.seconds import check_seconds, from_traits
 from cellgate.secret_files import SecretFileError, exposed_mode, read_private_file
 
@@ -173,25 +172,12 @@ class Agent(Application):
         self.cli_config = cli
         self.update_config(cli)
         if os.path.exists(self.config_file):
-            self._load_file(self.config_file)
+            load_python_config(self, self.config_file, cli, "Agent.config_file")
         # traitlets types the log_level Enum as object; its validator leaves an int or a level name
         logging.basicConfig(level=cast("int | str", self.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if self.gateway_url:  # a default from the environment is not validated on its own
             _check_gateway_url(self.gateway_url)
         self.timeouts()
-
-    def _load_file(self, path: str) -> None:
-        """Load the config file under the command line's settings. Not ``load_config_file``: on a
-        bad value that logs and exits 1 (traitlets' ``catch_config_error``), where the agent says
-        why and exits 2; and a file that fails to run is an error, not a log line."""
-        _check_not_writable(path)
-        loader = PyFileConfigLoader(os.path.basename(path), path=os.path.dirname(os.path.abspath(path)))
-        try:
-            found = loader.load_config()
-        except Exception as exc:  # the file is Python: any error of its own
-            raise TraitError(f"Agent.config_file {path} failed to run: {type(exc).__name__}: {exc}: fix the file") from None
-        found.merge(self.cli_config)
-        self.update_config(found)
 
     def _in_file(self) -> set[str]:
         """The traits the config file sets (and the command line does not)."""
@@ -272,14 +258,6 @@ def _check_gateway_url(value: str) -> None:
     except ValueError:
         raise TraitError(f"Agent.gateway_url (--gateway, env {URL_ENV}) must start with http://, https://, ws:// or "
                          f"wss://, got {value!r}: e.g. --gateway https://cellgate.example.com") from None
-
-
-def _check_not_writable(path: str) -> None:
-    """The config file is Python the agent runs: refused when any user may change it."""
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & stat.S_IWOTH:
-        raise TraitError(f"Agent.config_file {path} can be changed by any user (mode {mode:o}) and the agent "
-                         f"runs it: run `chmod o-w {path}`")
 
 
 def _table_value(found: AgentConfig, key: str) -> Any:

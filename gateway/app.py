@@ -17,6 +17,7 @@ import os
 import re
 import signal
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, cast
 
 from tornado import httpserver, web
@@ -24,6 +25,7 @@ from traitlets import Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from .. import __version__
+from ..config_file import flag_config, load_python_config
 from ..seconds import check_seconds, from_traits
 from . import analysis
 from .agents import AgentRegistry
@@ -267,10 +269,14 @@ class Gateway(Application):
     def timeouts(self) -> Timeouts:
         return from_traits(Timeouts, self, TIMEOUT_FIELDS)
 
-    def initialize(self, argv: list[str] | None = None) -> None:
-        super().initialize(argv)
+    def configure(self, flags: Mapping[str, Any] | None = None) -> None:
+        """Read the settings: ``flags`` (trait name → value or its text, from the command line) over
+        the config file over the environment defaults, as the agent does. Raises ``TraitError``
+        naming the setting: a bad value, or a config file that fails to run (never only logged)."""
+        cli = flag_config(Gateway, "Gateway", flags or {})
+        self.update_config(cli)
         if os.path.exists(self.config_file):
-            self.load_config_file(self.config_file)
+            load_python_config(self, self.config_file, cli, "Gateway.config_file")
         # traitlets types the log_level Enum as object; its validator leaves an int or a level name
         logging.basicConfig(level=cast("int | str", self.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         OIDC(parent=self).check()

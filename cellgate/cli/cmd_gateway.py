@@ -43,12 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def configured_gateway(args: argparse.Namespace, flags: dict[str, str]) -> object:
     """A ``Gateway`` configured exactly as ``cellgate gateway`` would be: its flags among ``flags``,
-    then the environment defaults and the config file (flags win). Raises ``TraitError``."""
+    then the config file, then the environment defaults (flags win). Raises ``TraitError``."""
     from ..gateway.app import Gateway
 
     app = Gateway()
-    app.initialize([f"--{flag}={getattr(args, flag.replace('-', '_'))}" for flag in flags
-                    if getattr(args, flag.replace("-", "_"), None) is not None])
+    app.configure({Gateway.aliases[flag].split(".", 1)[1]: getattr(args, flag.replace("-", "_")) for flag in flags
+                   if getattr(args, flag.replace("-", "_"), None) is not None})
     return app
 
 

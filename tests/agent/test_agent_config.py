@@ -236,7 +236,7 @@ def test_a_config_file_that_fails_or_that_anyone_may_change_is_refused(tmp_path)
         agent(tmp_path, "c.Agent.kernel_start_timeout = sixty\n")
     (tmp_path / "cellgate_config.py").write_text("")
     (tmp_path / "cellgate_config.py").chmod(0o666)
-    with pytest.raises(TraitError, match=r"can be changed by any user \(mode 666\) and the agent runs it: run `chmod o-w"):
+    with pytest.raises(TraitError, match=r"can be changed by any user \(mode 666\) and cellgate runs it: run `chmod o-w"):
         agent(tmp_path)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -103,6 +104,33 @@ def test_upgrade_db_and_init_admin_read_the_gateways_config_file(tmp_path: Any) 
     done = cellgate("upgrade-db", "--db-url", flag_wins, cwd=str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert tables(flag_wins) == MODEL_TABLES | {"alembic_version"}
+
+
+@pytest.mark.parametrize(("config", "mode", "said"), [
+    ("c.Gateway.db_url = 'sqlite:///x.db' +\n", 0o644, r"Gateway.config_file cellgate_config.py failed to run: SyntaxError"),
+    ("c.Gateway.db_url = DB_URL\n", 0o644, r"failed to run: NameError: name 'DB_URL' is not defined: fix the file"),
+    ("c.Gateway.agent_grace = 0\n", 0o644, r"Gateway.agent_grace must be more than 0 and at most 86400 seconds"),
+    ("c.Gateway.db_url = 'sqlite:///x.db'\n", 0o666, r"cellgate_config.py can be changed by any user \(mode 666\)"),
+], ids=["syntax-error", "name-error", "bad-value", "world-writable"])
+def test_a_config_file_that_cannot_be_used_stops_every_command(tmp_path: Any, config: str, mode: int, said: str) -> None:
+    """Never the defaults instead: `upgrade-db` would migrate, and `init-admin` write to, another store."""
+    path = tmp_path / "cellgate_config.py"
+    path.write_text(config)
+    path.chmod(mode)
+    for command in (("upgrade-db",), ("init-admin", "root-admin"), ("gateway", "--port", "0")):
+        done = cellgate(*command, cwd=str(tmp_path))
+        assert done.returncode != 0 and re.search(said, done.stderr), (command, done.stderr)
+        assert done.stderr.startswith(f"cellgate {command[0]}: ") and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cellgate_config.py"]  # no store was made
+
+
+@pytest.mark.parametrize(("flag", "said"), [
+    (("--port", "eighty"), r"^cellgate gateway: Gateway.port must be an int, not 'eighty'"),
+    (("--log-level", "LOUD"), r"^cellgate gateway: .*'log_level'.* not the str 'LOUD'"),
+])
+def test_a_bad_flag_is_said_once(tmp_path: Any, flag: tuple[str, str], said: str) -> None:
+    done = cellgate("gateway", *flag, cwd=str(tmp_path))
+    assert done.returncode != 0 and re.search(said, done.stderr) and len(done.stderr.splitlines()) == 1, done.stderr
 
 
 def test_without_auto_upgrade_an_empty_store_is_left_alone(empty_url: str) -> None:
