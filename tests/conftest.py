@@ -1,10 +1,24 @@
-"""Suite-wide rules: in CI (``CI`` set) a skipped test is a failure."""
+"""Suite-wide rules: in CI (``CI`` set) a skipped test is a failure; each pytest process's own target databases."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+from databases import create_target_databases, drop_target_databases
+
+
+@pytest.fixture(scope="session", autouse=True)
+def target_databases() -> Iterator[None]:
+    """This process's ``cg_target_<worker>`` on PostgreSQL and MariaDB (tests/databases.py), made
+    before any test and dropped after the last; a server that cannot be reached fails the tests."""
+    try:
+        create_target_databases()
+    except Exception as exc:  # noqa: BLE001 - said once, plainly: the suite needs both servers
+        pytest.fail(f"the tests need PostgreSQL on 127.0.0.1:5432 and MariaDB on 127.0.0.1:3306: {exc}", pytrace=False)
+    yield
+    drop_target_databases()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]

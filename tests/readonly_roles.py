@@ -16,19 +16,23 @@ like those they are meant to be re-run after every schema change (each call does
 
 Use :func:`pg_readonly_url` / :func:`mariadb_readonly_url` in agent configs and kernels; each
 call makes sure the role exists with exactly these rights, for the tables that exist now.
+
+The documented name is ``cellgate_ro``; each pytest process uses its own, ``ROLE``
+(``cellgate_ro_gw0``, ...: roles are server-wide and parallel workers must not alter one role at
+once), and runs the documented SQL with that name in place of ``cellgate_ro`` (:func:`as_role`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 import psycopg
 import pymysql
+from databases import DATABASE, PG_URL, WORKER
 
-PG_ADMIN = os.environ.get("CELLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test").replace(
-    "postgresql+psycopg://", "postgresql://")
-ROLE = "cellgate_ro"
+PG_ADMIN = PG_URL
+DOCUMENTED_ROLE = "cellgate_ro"
+ROLE = f"{DOCUMENTED_ROLE}_{WORKER}"
 PASSWORD = "ro-Secret-7q"
 
 #: executable by PUBLIC by default and not stopped by a read-only transaction (they write large
@@ -93,6 +97,11 @@ PG_USER_SCHEMAS = ("SELECT n.oid, n.nspname FROM pg_namespace n WHERE n.nspname 
                    "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%' ORDER BY n.nspname")
 
 
+def as_role(sql: str, role: str = ROLE) -> str:
+    """The documented SQL, for this process's role instead of ``cellgate_ro``."""
+    return re.sub(rf"\b{DOCUMENTED_ROLE}\b", role, sql)
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -125,7 +134,7 @@ def pg_readonly_url(admin_url: str = PG_ADMIN) -> str:
             conn.execute(f"ALTER DEFAULT PRIVILEGES FOR ROLE {_quote(owner)} REVOKE EXECUTE ON ROUTINES FROM PUBLIC")
         foreign_schemas = {r[0] for r in conn.execute(
             "SELECT DISTINCT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'f'").fetchall()}
-        conn.execute(PG_GRANTS)
+        conn.execute(as_role(PG_GRANTS))
         for _, schema in schemas:
             for owner in sorted(owners):
                 # tables created later are readable at once, unless the schema has foreign tables
@@ -152,7 +161,7 @@ def _ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def mariadb_readonly_url(host: str = "127.0.0.1", port: int = 3306, database: str = "test", *,
+def mariadb_readonly_url(host: str = "127.0.0.1", port: int = 3306, database: str = DATABASE, *,
                          user: str = ROLE, password: str = PASSWORD) -> str:
     """Create (or re-grant) ``user`` @'%' and @'localhost' with SELECT on each base table (and
     SQL SECURITY INVOKER view) of ``database`` and nothing else; re-run it after schema changes."""

@@ -6,8 +6,8 @@ import time
 import uuid
 
 import psycopg
-import pymysql
 import pytest
+from databases import MARIADB_URL, mariadb
 from readonly_roles import PG_ADMIN, mariadb_readonly_url, pg_readonly_url
 
 from cellgate.agent import explain
@@ -38,7 +38,7 @@ def pg_table():
 @pytest.fixture
 def maria_table():
     name = f"cg_explain_{uuid.uuid4().hex[:8]}"
-    conn = pymysql.connect(host="127.0.0.1", user="root", password="", database="test", autocommit=True)
+    conn = mariadb()
     with conn.cursor() as cur:
         cur.execute(f"CREATE TABLE {name} (id INT PRIMARY KEY, status VARCHAR(10))")
         cur.executemany(f"INSERT INTO {name} VALUES (%s, 'open')", [(i,) for i in range(1, 301)])
@@ -85,7 +85,7 @@ def test_no_estimate_without_a_read_only_credential():
 @pytest.mark.mariadb
 def test_mariadb_estimate_in_a_read_only_session(maria_table):
     conn, name = maria_table
-    target = _target("mysql://root@127.0.0.1:3306/test", mariadb_readonly_url(), "mariadb")
+    target = _target(MARIADB_URL, mariadb_readonly_url(), "mariadb")
     rows = estimate(target, [f"DELETE FROM {name} WHERE id <= 50", f"UPDATE {name} SET status = 'x' WHERE id IN (1, 2, 3)"])
     assert 40 <= rows[0] <= 60 and 1 <= rows[1] <= 5
     with conn.cursor() as cur:
@@ -103,7 +103,7 @@ def test_mariadb_estimate_in_a_read_only_session(maria_table):
 ])
 def test_mariadb_skips_what_explain_would_evaluate(maria_table, where, message):
     _, name = maria_table
-    target = _target("mysql://root@127.0.0.1:3306/test", mariadb_readonly_url(), "mariadb")
+    target = _target(MARIADB_URL, mariadb_readonly_url(), "mariadb")
     started = time.monotonic()
     with pytest.raises(ExplainError, match=message):
         estimate(target, [f"DELETE FROM {name} WHERE {where}"])
@@ -113,6 +113,6 @@ def test_mariadb_skips_what_explain_would_evaluate(maria_table, where, message):
 @pytest.mark.mariadb
 def test_the_statement_cap(maria_table):
     _, name = maria_table
-    target = _target("mysql://root@127.0.0.1:3306/test", mariadb_readonly_url(), "mariadb")
+    target = _target(MARIADB_URL, mariadb_readonly_url(), "mariadb")
     rows = estimate(target, [f"DELETE FROM {name} WHERE id = {i}" for i in range(1, 13)])
     assert len(rows) == MAX_STATEMENTS

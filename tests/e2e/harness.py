@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from databases import MARIADB_URL, PG_URL
 
 BIN = Path(sys.executable).parent
 CELLGATE = str(BIN / "cellgate")
-PG_ADMIN = os.environ.get("CELLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-MARIADB = os.environ.get("CELLGATE_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")
+PG_ADMIN = PG_URL  # this pytest process's target database (tests/databases.py)
+MARIADB = MARIADB_URL
 KERNEL_UIDS = "61000-61999"
 KERNEL_GID = 62000  # the group of shared SQLite files (outside KERNEL_UIDS)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from databases import mariadb
 from harness import CELLGATE, PG_ADMIN, Gateway, Jupyter, cli, connect, start_kernel, task_id_from, wait_until
 from readonly_roles import mariadb_readonly_url
 
@@ -164,9 +165,8 @@ def test_time_and_output_limits(gateway: Gateway, agent, users: dict, tmp_path: 
 
 @pytest.mark.mariadb
 def test_mariadb_row_estimate_before_review(gateway: Gateway, agent, users: dict, tmp_path: Path) -> None:
-    import pymysql
 
-    conn = pymysql.connect(host="127.0.0.1", user="root", database="test", autocommit=True)
+    conn = mariadb()
     with conn.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS policy_cards")
         cur.execute("CREATE TABLE policy_cards (id INT PRIMARY KEY, status VARCHAR(10))")

@@ -17,13 +17,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from databases import PG_MAINTENANCE
 from gateway_harness import Seed, empty_pg
 
 from cellgate.gateway.audit import GENESIS
 from cellgate.gateway.models import Base
 from cellgate.gateway.store import Store
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_ADMIN = PG_MAINTENANCE
 PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 

@@ -12,16 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-import pymysql
 import pytest
+from databases import MARIADB_URL, PG_URL, mariadb
 from jupyter_client.manager import KernelManager
 
 from cellgate.kernels.specs import CellgateKernelSpecManager
 from cellgate.kernels.sql.split import split_statements
 from cellgate.kernels.sql.target import parse_target_url
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-MARIADB_URL = "mysql://root@127.0.0.1:3306/test"
 TABLE = "application/vnd.dataresource+json"
 
 
@@ -34,7 +32,7 @@ def require_postgres() -> None:
 
 def require_mariadb() -> None:
     try:
-        pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database="test", connect_timeout=3).close()
+        mariadb(connect_timeout=3).close()
     except Exception as exc:
         pytest.fail(f"MariaDB is not reachable at {MARIADB_URL} ({exc}); start it, these tests never skip")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pymysql
 import pytest
-from readonly_roles import PASSWORD, PG_GRANTS, mariadb_readonly_url, pg_readonly_url
+from readonly_roles import PASSWORD, PG_GRANTS, as_role, mariadb_readonly_url, pg_readonly_url
 from sql_kernel_harness import require_mariadb, require_postgres
 
 DOCS = (Path(__file__).parents[2] / "docs" / "agent.md").read_text()
@@ -55,7 +55,7 @@ def test_postgres_recipe_refuses_what_dba_objects_reach():
         url = pg_readonly_url(admin)
         assert pg_readonly_url(admin) == url  # idempotent
         with psycopg.connect(admin, autocommit=True) as conn:
-            assert conn.execute(PG_CHECK).fetchall() == []
+            assert conn.execute(as_role(PG_CHECK)).fetchall() == []
         refused = {
             "SELECT * FROM calls_definer": "permission denied for function definer",
             "SELECT * FROM guarded": "permission denied for function definer",

@@ -33,6 +33,7 @@ import sqlite3
 import psycopg
 import pymysql
 import pytest
+from databases import DATABASE, MARIADB_SERVER
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pymysql.constants import CLIENT
@@ -40,7 +41,7 @@ from pymysql.constants import CLIENT
 from cellgate.gateway.risk import analyze_sql
 from cellgate.kernels.sql.split import split_statements
 
-PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
+PG_DSN = f"host=127.0.0.1 port=5432 dbname={DATABASE} user=postgres connect_timeout=5"
 
 #: CELLGATE_DIFFERENTIAL_EXAMPLES=5000 for a longer hunt; 150 keeps the suite fast
 _SETTINGS = settings(max_examples=int(os.environ.get("CELLGATE_DIFFERENTIAL_EXAMPLES", "150")), deadline=None,
@@ -244,7 +245,7 @@ def pg() -> psycopg.Connection:
     conn.close()
 
 
-_MARIA = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "test", "connect_timeout": 5}
+_MARIA = {**MARIADB_SERVER, "database": DATABASE, "connect_timeout": 5}
 
 
 @pytest.fixture(scope="module")

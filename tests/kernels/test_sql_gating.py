@@ -7,6 +7,7 @@ import sqlite3
 import psycopg
 import pymysql
 import pytest
+from databases import mariadb
 
 from cellgate.kernels.sql import gating
 from cellgate.kernels.sql.dialects import dialect_for
@@ -152,7 +153,7 @@ def test_postgres_refuses_two_statements_in_one_call(table_name, readonly):
 @pytest.mark.parametrize("readonly", [False, True], ids=["read-write", "read-only"])
 def test_mariadb_refuses_two_statements_in_one_call(table_name, readonly):
     require_mariadb()
-    admin = pymysql.connect(host="127.0.0.1", user="root", password="", database="test", autocommit=True)
+    admin = mariadb()
     try:
         with admin.cursor() as cur:
             cur.execute(f"CREATE TABLE {table_name} (a INT)")

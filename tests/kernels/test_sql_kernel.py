@@ -7,8 +7,8 @@ import signal
 import time
 
 import psycopg
-import pymysql
 import pytest
+from databases import mariadb
 
 from sql_kernel_harness import MARIADB_URL, PG_URL, TABLE, SQLKernelHandle, require_mariadb, require_postgres
 
@@ -160,7 +160,7 @@ def _postgres_sleepers() -> int:
 
 
 def _mariadb_sleepers() -> int:
-    conn = pymysql.connect(host="127.0.0.1", user="root", password="", database="test")
+    conn = mariadb()
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM information_schema.processlist WHERE info = 'SELECT SLEEP(60)'")
@@ -222,7 +222,7 @@ def test_postgres_reconnects_after_the_connection_broke(pg_kernel):
     run = pg_kernel.run("SELECT pg_terminate_backend(pg_backend_pid())")
     assert run.status == "error"
     run = pg_kernel.ok("SELECT 3 AS three")
-    assert "Reconnected to postgresql://postgres@127.0.0.1:5432/test" in run.stdout
+    assert f"Reconnected to {PG_URL}" in run.stdout
     assert run.tables[0][TABLE]["data"] == [{"three": 3}]
 
 
@@ -230,7 +230,7 @@ def test_postgres_reconnects_after_the_connection_broke(pg_kernel):
 def test_mariadb_reconnects_after_the_connection_broke(mariadb_kernel):
     assert mariadb_kernel.run("KILL CONNECTION_ID()").status == "error"
     run = mariadb_kernel.ok("SELECT 3 AS three")
-    assert "Reconnected to mysql://root@127.0.0.1:3306/test" in run.stdout
+    assert f"Reconnected to {MARIADB_URL}" in run.stdout
 
 
 @pytest.mark.postgres
@@ -238,12 +238,12 @@ def test_postgres_password_never_shown(table_name):
     """Trust auth ignores the password, so the kernel connects and we can look at every output."""
     require_postgres()
     secret = "s3cr3t-Pw_9"
-    k = SQLKernelHandle(f"postgresql://postgres:{secret}@127.0.0.1:5432/test")
+    k = SQLKernelHandle(PG_URL.replace("postgres@", f"postgres:{secret}@", 1))
     try:
         k.kc.kernel_info()
         info = k.kc.get_shell_msg(timeout=10)["content"]
         first = k.ok("SELECT 1")
-        assert "Connected to postgresql://postgres@127.0.0.1:5432/test" in first.stdout
+        assert f"Connected to {PG_URL}" in first.stdout
         failed = k.run(f"SELECT '{secret}' FROM cg_missing_{table_name}")
         assert failed.status == "error" and "********" in failed.reply["evalue"]
         for text in (repr(info), first.everything(), failed.everything()):
@@ -256,7 +256,7 @@ def test_postgres_password_never_shown(table_name):
 def test_mariadb_wrong_password_error_hides_it():
     require_mariadb()
     secret = "hunter2-Secret"
-    k = SQLKernelHandle(f"mysql://root:{secret}@127.0.0.1:3306/test")
+    k = SQLKernelHandle(MARIADB_URL.replace("root@", f"root:{secret}@", 1))
     try:
         run = k.run("SELECT 1")
         assert run.status == "error" and run.reply["ename"] == "OperationalError"

@@ -13,7 +13,8 @@ import sqlite3
 import psycopg
 import pymysql
 import pytest
-from readonly_roles import mariadb_readonly_url
+from databases import DATABASE, mariadb
+from readonly_roles import ROLE, mariadb_readonly_url
 
 from sql_kernel_harness import MARIADB_URL, PG_URL, TABLE, SQLKernelHandle, require_mariadb, require_postgres
 
@@ -25,7 +26,7 @@ PG_SETUP = [
     "DROP TABLE IF EXISTS cg_ro_t CASCADE",
     "CREATE TABLE cg_ro_t (id int PRIMARY KEY, v text)",
     "INSERT INTO cg_ro_t VALUES (1, 'a'), (2, 'b'), (3, 'c')",
-    "GRANT SELECT ON cg_ro_t TO cellgate_ro",
+    f"GRANT SELECT ON cg_ro_t TO {ROLE}",
     "DROP SEQUENCE IF EXISTS cg_ro_seq",
     "CREATE SEQUENCE cg_ro_seq",
     "CREATE OR REPLACE FUNCTION cg_archive_all() RETURNS SETOF int LANGUAGE sql AS 'DELETE FROM cg_ro_t RETURNING 1'",
@@ -63,7 +64,7 @@ def _pg_state(conn: psycopg.Connection) -> tuple:
 def test_postgres_reads_run_read_only(pg_ro_kernel, pg_admin):
     run = pg_ro_kernel.gated("SELECT id, v FROM cg_ro_t ORDER BY id; SHOW transaction_read_only")
     assert run.status == "ok", run.reply
-    assert "Connected to postgresql://cellgate_ro@127.0.0.1:5432/test (read-only)" in run.stdout
+    assert f"Connected to postgresql://{ROLE}@127.0.0.1:5432/{DATABASE} (read-only)" in run.stdout
     first, second = run.tables
     assert [r["v"] for r in first[TABLE]["data"]] == ["a", "b", "c"]
     assert second[TABLE]["data"] == [{"transaction_read_only": "on"}]
@@ -88,7 +89,7 @@ PG_REFUSED = [
     "ROLLBACK; SET TRANSACTION READ WRITE; DELETE FROM cg_ro_t",
     "CREATE TABLE cg_ro_new (a int)",
     "CREATE TEMP TABLE cg_ro_tmp (a int)",
-    "SELECT dblink_exec('host=127.0.0.1 dbname=test user=postgres', 'DELETE FROM cg_ro_t')",
+    "SELECT dblink_exec('host=127.0.0.1 dbname=%DB% user=postgres', 'DELETE FROM cg_ro_t')",  # %DB%: this worker's
     "DO $$BEGIN DELETE FROM cg_ro_t; END$$",
 ]
 
@@ -96,6 +97,7 @@ PG_REFUSED = [
 @pytest.mark.postgres
 @pytest.mark.parametrize("code", PG_REFUSED)
 def test_postgres_refuses_writes_in_read_only_mode(pg_ro_kernel, pg_admin, code):
+    code = code.replace("%DB%", DATABASE)
     before = _pg_state(pg_admin)
     run = pg_ro_kernel.gated(code)
     assert run.status == "error", (code, run.reply)
@@ -185,7 +187,7 @@ OUTFILE = "/tmp/cellgate-ro-outfile.txt"
 
 
 def _maria() -> pymysql.connections.Connection:
-    return pymysql.connect(host="127.0.0.1", user="root", password="", database="test", autocommit=True)
+    return mariadb()
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +218,7 @@ def _maria_state(conn) -> tuple:
 def test_mariadb_reads_run_read_only(mariadb_ro_kernel, maria_admin):
     run = mariadb_ro_kernel.gated("SELECT id, v FROM cg_ro_t ORDER BY id; SELECT @@session.tx_read_only AS ro")
     assert run.status == "ok", run.reply
-    assert "Connected to mysql://cellgate_ro@127.0.0.1:3306/test (read-only)" in run.stdout
+    assert f"Connected to mysql://{ROLE}@127.0.0.1:3306/{DATABASE} (read-only)" in run.stdout
     first, second = run.tables
     assert [r["v"] for r in first[TABLE]["data"]] == ["a", "b", "c"] and second[TABLE]["data"] == [{"ro": 1}]
 
