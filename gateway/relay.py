@@ -127,6 +127,10 @@ class Relay:
             return self._outcome(kernel, ex, await asyncio.wait_for(asyncio.shield(ex.done), self.timeouts.time_limit_reply))
         except (TimeoutError, Unavailable):
             await self.end_executions(kernel, tasks.KILLED, "TimeLimit", ex.killed)
+            # the kernel did not end the cell, so no reply of its own is coming: the gateway ends it
+            # for the clients (else the notebook shows the cell busy for ever)
+            for m in jmsg.error_messages(msg, "TimeLimit", ex.killed):
+                kernel.to_clients(m)
             return Outcome({"status": "error", "ename": "TimeLimit", "evalue": ex.killed}, kernel.arrivals + 1)
 
     @staticmethod

@@ -19,13 +19,14 @@ import pytest
 from gateway_harness import Seed, reviewed_target
 
 from cellgate import protocol
-from cellgate.gateway import analysis, jmsg, tasks
+from cellgate.gateway import analysis, jmsg, policy, tasks
 from cellgate.gateway.agents import AgentConnection
 from cellgate.gateway.app import Parts, assemble
 from cellgate.gateway.auth import Identity
 from cellgate.gateway.kernels import LiveKernel
-from cellgate.gateway.models import AuditEvent, Task, TaskOutput
+from cellgate.gateway.models import AuditEvent, Target, Task, TaskOutput
 from cellgate.gateway.store import Store
+from cellgate.gateway.timeouts import Timeouts
 
 
 class FakeAgent:
@@ -303,3 +304,42 @@ def test_a_cell_whose_token_was_revoked_is_not_submitted(world: dict[str, Any]) 
     client, agent = scenario(world, body)
     assert task_of(world["store"], cell) is None and agent.received == []
     assert next(c for t, c in client.of(cell) if t == "error")["ename"] == "TokenRevoked"
+
+
+@pytest.mark.parametrize("agent_answers_interrupt", [True, False], ids=["interrupt-taken", "agent-silent"])
+def test_a_cell_over_its_time_limit_is_interrupted_and_ends_killed(world: dict[str, Any], agent_answers_interrupt: bool) -> None:
+    """Interrupt taken or not, a kernel that never ends the cell: the task ends ``killed`` when the
+    gateway stops waiting (Timeouts.time_limit_*), the client gets the TimeLimit error, and the
+    next cell of the kernel is not held behind it."""
+    def one_second_limit(session: Any) -> None:
+        target = session.query(Target).filter_by(name="prod").one()
+        policy.store(target, policy.parse({"auto_approve": "read-only", "review": {"groups": ["dba"]}, "limits": {"timeout": 1}}))
+    world["store"].call(one_second_limit)
+    cell = request("SELECT * FROM accounts")  # read-only: runs at once; the fake kernel never ends it
+    interrupts: list[str] = []
+
+    async def body(parts: Parts, agent: FakeAgent, kernel: LiveKernel, client: Client) -> None:
+        agent.release.clear()  # the kernel never ends the cell
+        receive = agent.conn.send_text
+
+        def also_interrupts(text: str) -> None:
+            frame = protocol.parse(text, protocol.GATEWAY)
+            if isinstance(frame, protocol.KernelInterrupt):
+                interrupts.append(frame.kernel_id)
+                if agent_answers_interrupt:
+                    agent.conn.on_reply(protocol.Reply(req_id=frame.req_id, ok=True))
+                return
+            receive(text)
+        agent.conn.send_text = also_interrupts
+        kernel.gate.submit(cell, world["dev"])
+        await until(lambda: client.reply(cell) is not None, timeout=15, what=lambda: client.of(cell))
+        agent.release.set()  # the fake kernel's late reply finds nothing waiting for it
+
+    timeouts = Timeouts(time_limit_interrupt=0.3, time_limit_reply=0.3)
+    client, agent = scenario(world, body, timeouts=timeouts)
+    task = task_of(world["store"], cell)
+    assert task is not None and task.status == tasks.KILLED and len(agent.received) == 1
+    assert interrupts == ["k-1"]
+    reply = client.reply(cell)
+    assert reply is not None and reply["status"] == "error" and reply["ename"] == "TimeLimit"
+    assert "limit of 1 s" in reply["evalue"]

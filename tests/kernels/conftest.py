@@ -6,6 +6,7 @@ import sqlite3
 import uuid
 
 import pytest
+from databases import mariadb
 from readonly_roles import mariadb_readonly_url, pg_readonly_url
 from sql_kernel_harness import MARIADB_URL, PG_URL, SQLKernelHandle, require_mariadb, require_postgres
 
@@ -52,6 +53,14 @@ def pg_ro_kernel():
 @pytest.fixture(scope="module")
 def mariadb_ro_kernel():
     require_mariadb()
+    # the read-only account is granted table by table, and one with no grant in a database cannot
+    # connect to it (error 1044): as in production, the database holds a table it may read
+    conn = mariadb()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS cg_ro_present (id INT)")
+    finally:
+        conn.close()
     yield from _kernel(MARIADB_URL, CELLGATE_GATED="1", CELLGATE_TARGET_READONLY_URL=mariadb_readonly_url(),
                        CELLGATE_STATEMENT_TIMEOUT="30")
 

@@ -210,7 +210,7 @@ def _maria_state(conn) -> tuple:
     with conn.cursor() as cur:
         cur.execute("SELECT count(*), group_concat(v ORDER BY id) FROM cg_ro_t")
         rows = cur.fetchone()
-        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'test' AND table_name = 'cg_ro_new'")
+        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'cg_ro_new'", (DATABASE,))
         return rows, cur.fetchone()[0]
 
 
