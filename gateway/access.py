@@ -1,4 +1,4 @@
-"""Object-level authorization: who may see, cancel, review or use a task, a target, a kernel, a token.
+"""Object-level authorization: who may see, cancel, review or use a task, a target, a template, a kernel, a token.
 
 Route-level rules (``anonymous``, ``user``, ``admin``, ``agent``) are declared per handler method
 and checked in ``handlers/base.py``; every question about one object is answered here, once, as a
@@ -111,6 +111,28 @@ def may_submit(ident: Identity, target: Target) -> bool:
     if ident.is_admin or not target.submit_groups:
         return True
     return bool(ident.groups & set(target.submit_groups))
+
+
+# ----------------------------------------------------------------------------- templates
+
+
+def may_run_template(ident: Identity, groups: Collection[str]) -> bool:
+    """Users only: admins, and members of one of the template's ``groups``. Unlike a target, a
+    template that names no group is for admins only (what it does not say is not allowed). One
+    may not run is answered as absent (404). Running it on a target also needs ``may_submit``."""
+    if ident.kind != "user":
+        return False
+    return ident.is_admin or bool(ident.groups & set(groups))
+
+
+def may_manage_templates(ident: Identity) -> bool:
+    """Admins: see where templates come from, what could not be read, and refresh them."""
+    return ident.kind == "user" and ident.is_admin
+
+
+def template_allows_target(targets: Collection[str], kinds: Collection[str], target: Target) -> bool:
+    """A template runs only on the targets it names, or on targets of the kinds it names."""
+    return target.name in targets or (bool(target.kind) and target.kind in kinds)
 
 
 # ------------------------------------------------------------------------------- kernels

@@ -16,8 +16,8 @@ import logging
 import os
 import re
 import signal
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from tornado import httpserver, web
@@ -34,7 +34,7 @@ from .cells import CellHost
 from .events import TaskEvents
 from .flow import TaskFlow
 from .gate import Gate
-from .handlers import admin, agent_ws, audit, kernels, kernelspecs, login, targets, tasks, tokens
+from .handlers import admin, agent_ws, audit, kernels, kernelspecs, login, targets, tasks, templates, tokens
 from .handlers.base import APIHandler, NotFoundHandler
 from .kernels import KernelRegistry, LiveKernel
 from .lifecycle import KernelLifecycle
@@ -47,9 +47,11 @@ from .slack.config import Slack
 from .slack.integration import SlackIntegration
 from .sockets import SocketRegistry
 from .store import Store
+from .templates.config import Templates
+from .templates.library import TemplateLibrary
 from .timeouts import Timeouts
 
-HANDLER_MODULES = [kernelspecs, kernels, agent_ws, tasks, targets, admin, audit, slack_handlers, login, tokens]
+HANDLER_MODULES = [kernelspecs, kernels, agent_ws, tasks, targets, admin, audit, slack_handlers, login, tokens, templates]
 
 
 class TaskPageHandler(web.RequestHandler):
@@ -122,6 +124,7 @@ class Parts:
     sessions: AgentSessions
     scripts: Scripts
     cells: CellHost
+    templates: TemplateLibrary  # without c.Templates.repository: an empty library that says so
     agents: AgentRegistry = field(default_factory=AgentRegistry)
     kernels: KernelRegistry = field(default_factory=KernelRegistry)
     events: TaskEvents = field(default_factory=TaskEvents)
@@ -132,11 +135,13 @@ class Parts:
         """What handlers read (``handlers/base.Parts``)."""
         return {"store": self.store, "public_url": self.public_url, "timeouts": self.timeouts, "flow": self.flow,
                 "lifecycle": self.lifecycle, "sessions": self.sessions, "scripts": self.scripts, "agents": self.agents,
-                "kernels": self.kernels, "events": self.events, "sockets": self.sockets, "background": self.background}
+                "kernels": self.kernels, "events": self.events, "sockets": self.sockets, "background": self.background,
+                "templates": self.templates}
 
 
 def assemble(store: Store, public_url: str, *, timeouts: Timeouts | None = None, max_code_bytes: int = 1 << 20,
-             analysis_budget: float = 2.0, analyser: analysis.Analyser | None = None) -> Parts:
+             analysis_budget: float = 2.0, analyser: analysis.Analyser | None = None,
+             templates: TemplateLibrary | None = None) -> Parts:
     """Build the gateway's parts on ``store`` (``analyser`` None: the process-wide default)."""
     timeouts = timeouts or Timeouts()
     public_url = public_url.rstrip("/")
@@ -152,7 +157,8 @@ def assemble(store: Store, public_url: str, *, timeouts: Timeouts | None = None,
     sessions = AgentSessions(store, agents, kernels, lifecycle, relay, background, timeouts)
     scripts = Scripts(store, events, agents, flow, relay, lifecycle, background, timeouts)
     return Parts(store=store, public_url=public_url, timeouts=timeouts, flow=flow, relay=relay, lifecycle=lifecycle,
-                 sessions=sessions, scripts=scripts, cells=cells, agents=agents, kernels=kernels, events=events,
+                 sessions=sessions, scripts=scripts, cells=cells, templates=templates or TemplateLibrary(store), agents=agents,
+                 kernels=kernels, events=events,
                  sockets=sockets, background=background)
 
 
@@ -177,7 +183,7 @@ class Gateway(Application):
     name = "cellgate-gateway"
     description = "The cellgate gateway: the control plane where the gate is enforced."
     version = __version__
-    classes = [Slack, OIDC]
+    classes = [Slack, OIDC, Templates]
 
     ip = Unicode("127.0.0.1", config=True, help="Interface to listen on.")
     port = Integer(8765, config=True, help="Port to listen on (env CELLGATE_PORT).")
@@ -280,6 +286,7 @@ class Gateway(Application):
         # traitlets types the log_level Enum as object; its validator leaves an int or a level name
         logging.basicConfig(level=cast("int | str", self.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         OIDC(parent=self).check()
+        Templates(parent=self)  # its settings are checked now, not at the first refresh
 
     def start(self) -> None:
         asyncio.run(self.serve())
@@ -292,7 +299,8 @@ class Gateway(Application):
         analyser = analysis.Analyser(self.analysis_workers)
         analyser.start()
         parts = assemble(store, url, timeouts=self.timeouts(), max_code_bytes=self.max_code_bytes,
-                         analysis_budget=self.analysis_budget, analyser=analyser)
+                         analysis_budget=self.analysis_budget, analyser=analyser,
+                         templates=TemplateLibrary(store, Templates(parent=self)))
         await parts.scripts.recover()
         slack = SlackIntegration(store, parts.flow, parts.events, parts.agents, parts.background, Slack(parent=self))
         slack.start()
@@ -300,6 +308,7 @@ class Gateway(Application):
         oidc = OIDCProvider(oidc_config, url.rstrip("/") + CALLBACK_PATH) if oidc_config.enabled else None
         self.log.info("OIDC sign-in: %s", f"issuer {oidc_config.issuer}" if oidc else "off (OIDC.issuer is not set)")
         parts.background.spawn(parts.sockets.watch(store, self.socket_recheck_interval))
+        parts.background.spawn(parts.templates.run())
         server = httpserver.HTTPServer(make_app(parts, slack=slack, oidc=oidc), xheaders=True,
                                        max_body_size=message_limit(self.max_code_bytes))
         server.listen(self.port, self.ip)

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "cellgate.cli.cmd_login",     # login (browser sign-in, saves a token)
     "cellgate.cli.cmd_token",     # token list, token revoke (your own tokens)
     "cellgate.cli.cmd_slack",     # slack link, unlink, links
+    "cellgate.cli.cmd_templates", # templates list, show, refresh
 ]
 
 

@@ -134,15 +134,19 @@ class Gateway:
             assert r.status_code == 200, r.text
 
 
-def start_gateway(workdir: Path, db_url: str, port: int | None = None) -> Gateway:
+def start_gateway(workdir: Path, db_url: str, port: int | None = None, config: str = "") -> Gateway:
+    """A gateway on ``db_url`` with an admin; ``config``: the text of its cellgate_config.py."""
     port = port or free_port()
-    out = subprocess.run([CELLGATE, "init-admin", "admin", "--db-url", db_url], capture_output=True, text=True, check=False)
+    config_file = workdir / f"gateway-{port}-config.py"
+    config_file.write_text(config)
+    out = subprocess.run([CELLGATE, "init-admin", "admin", "--db-url", db_url, "--config", str(config_file)],
+                         capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
     log = workdir / f"gateway-{port}.log"
     url = f"http://127.0.0.1:{port}"
     proc = spawn([CELLGATE, "gateway", "--port", str(port), "--db-url", db_url, "--public-url", url,
-                  "--log-level", "INFO"], log)
+                  "--config", str(config_file), "--log-level", "INFO"], log)
     gw = Gateway(url=url, db_url=db_url, admin_token=token, proc=proc)
     wait_until(lambda: httpx.get(f"{url}/api/v1/").status_code == 200, 30, "gateway", log)
     return gw

@@ -97,21 +97,29 @@ EXPECTED: dict[tuple[str, str], tuple[str, str, Any]] = {
     (r"/api/v1/login/token/?", "POST"): ("anonymous", "/api/v1/login/token", {"code": "authz", "code_verifier": "v" * 43}),
     (r"/api/v1/tokens/?", "GET"): ("user", "/api/v1/tokens", None),
     (r"/api/v1/tokens/(?P<token_id>\d+)/?", "DELETE"): ("user", "/api/v1/tokens/999999", None),
-    # Slack: the links are admin's; Slack's own requests are anonymous at the HTTP level (see SIGNED_BY_SLACK)
+    # Slack: the links are admin's; Slack's own requests are anonymous at the HTTP level (see SIGNED)
     (r"/api/v1/slack/links/?", "GET"): ("admin", "/api/v1/slack/links", None),
     (r"/api/v1/slack/links/(?P<slack_user_id>[^/]+)/?", "PUT"): ("admin", "/api/v1/slack/links/UAUTHZ", {"user": "victim"}),
     (r"/api/v1/slack/links/(?P<slack_user_id>[^/]+)/?", "DELETE"): ("admin", "/api/v1/slack/links/UAUTHZ", None),
     (r"/slack/interactions", "POST"): ("anonymous", "/slack/interactions", {}),
     (r"/slack/commands", "POST"): ("anonymous", "/slack/commands", {}),
+    # templates: listing and showing are every user's (each sees what they may run); the repository is admins';
+    # the push webhook is anonymous at the HTTP level and signed (see SIGNED)
+    (r"/api/v1/templates/?", "GET"): ("user", "/api/v1/templates", None),
+    (r"/api/v1/templates/(?P<name>[\w][\w./-]*)", "GET"): ("user", "/api/v1/templates/fixes/refund", None),
+    (r"/api/v1/template-repository/?", "GET"): ("admin", "/api/v1/template-repository", None),
+    (r"/api/v1/template-repository/?", "POST"): ("admin", "/api/v1/template-repository", None),
+    (r"/api/v1/template-repository/webhook", "POST"): ("anonymous", "/api/v1/template-repository/webhook", {}),
 }
 #: the catch-all: every method, anonymous, always 404
 CATCH_ALL = r"/api/.*"
 WEBSOCKETS = {r"/api/v1/agent", r"/api/kernels/(?P<kernel_id>\w+-\w+-\w+-\w+-\w+)/channels"}
 
-#: routes open at the HTTP level (``anonymous``: Slack sends no cellgate token) that authenticate inside the
-#: handler by Slack's request signature. A cellgate token counts for nothing there: unsigned, every caller
-#: gets 401 (and this gateway has no signing secret at all). tests/slack covers the signed requests.
-SIGNED_BY_SLACK = {(r"/slack/interactions", "POST"), (r"/slack/commands", "POST")}
+#: routes open at the HTTP level (``anonymous``: Slack and a repository host send no cellgate token) that
+#: authenticate inside the handler by the request's signature. A cellgate token counts for nothing there:
+#: unsigned, every caller gets 401 (and this gateway has no signing secret at all). tests/slack and
+#: tests/gateway/test_templates_api.py cover the signed requests.
+SIGNED = {(r"/slack/interactions", "POST"), (r"/slack/commands", "POST"), (r"/api/v1/template-repository/webhook", "POST")}
 
 #: 403s that are object-level rules, not role rules: (pattern, method, who) -> why
 OBJECT_LEVEL_403 = {
@@ -330,7 +338,7 @@ def test_matrix(gateway: Gateway, case: tuple[str, str, str]) -> None:
     with gateway.client(who) as client:
         resp = client.request(method, path, json=body)
     status = resp.status_code
-    want = "401" if (pattern, method) in SIGNED_BY_SLACK else expected_class(rule, who)
+    want = "401" if (pattern, method) in SIGNED else expected_class(rule, who)
     where = f"{method} {path} as {who} (rule {rule}) → {status} {resp.text[:300]}"
     if want == "allowed":
         if status == 403 and (pattern, method, who) in OBJECT_LEVEL_403:
@@ -559,6 +567,28 @@ def test_who_may_submit_to_a_target(who: str, submit_groups: list[str], may: boo
     assert access.may_submit(CALLERS[who], target) is may
 
 
+@pytest.mark.parametrize(("who", "groups", "may"), [
+    ("author", ["dev"], True), ("author", [], False), ("admin", [], True), ("reviewer", ["dev"], False),
+    ("outsider", ["dev", "ops"], True), ("agent", ["dev"], False), ("other", ["dev"], False),
+])
+def test_who_may_run_a_template(who: str, groups: list[str], may: bool) -> None:
+    """Unlike a target's submit groups, a template without groups is for admins only."""
+    assert access.may_run_template(CALLERS[who], groups) is may
+
+
+def test_only_admins_manage_templates() -> None:
+    assert {w for w, i in CALLERS.items() if access.may_manage_templates(i)} == {"admin", "admin_reviewer"}
+
+
+@pytest.mark.parametrize(("targets", "kinds", "target", "may"), [
+    (["prod"], [], Target(name="prod", kind="sql"), True), ([], ["sql"], Target(name="prod", kind="sql"), True),
+    (["prod"], [], Target(name="prod2", kind="sql"), False), ([], ["python"], Target(name="prod", kind="sql"), False),
+    ([], ["sql"], Target(name="new", kind=""), False), ([], [], Target(name="prod", kind="sql"), False),
+])
+def test_a_template_runs_only_where_it_says(targets: list[str], kinds: list[str], target: Target, may: bool) -> None:
+    assert access.template_allows_target(targets, kinds, target) is may
+
+
 @pytest.mark.parametrize(("who", "owner", "ephemeral", "may"), [
     ("author", 1, False, True), ("author", 1, True, False), ("reviewer", 1, False, False),
     ("admin", 1, False, False), ("admin", 4, False, True), ("agent", 1, False, False), ("other", 0, False, False),
@@ -674,7 +704,8 @@ def test_the_json_overlap_is_refused_on_other_stores() -> None:
 #: every public function of access.py, each covered by a test above: a new rule is added here with its test
 COVERED = {"may_see_task", "visible_tasks", "may_cancel_task", "may_decide_reviews", "review_refusal", "may_review_task",
            "reviewable_tasks", "may_submit", "may_use_kernel", "may_list_tokens", "may_see_token", "may_revoke_token",
-           "visible_tokens"}
+           "visible_tokens", "may_run_template", "template_allows_target",
+           "may_manage_templates"}
 
 #: modules that read ``.is_admin`` to decide something, and why that is not an object-level rule
 ADMIN_DECIDED_ELSEWHERE = {

@@ -1,0 +1,95 @@
+"""`cellgate templates [list]`, `cellgate templates show NAME`, `cellgate templates refresh` (admin)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+from urllib.parse import quote
+
+from . import exitcodes
+from .client import command, connect, connection_options, json_option
+from .render import table
+
+
+def register(subparsers: Any) -> None:
+    conn, js = connection_options(), json_option()
+    p = subparsers.add_parser("templates", parents=[conn, js], help="the templates you may run (docs/templates.md)")
+    p.set_defaults(func=cmd_list)
+    sub = p.add_subparsers(dest="templates_command", metavar="{list,show,refresh}")
+    q = sub.add_parser("list", parents=[conn, js], help="the templates you may run, at the commit last fetched")
+    q.set_defaults(func=cmd_list)
+    q = sub.add_parser("show", parents=[conn, js], help="one template: where it runs, its parameters and its code")
+    q.add_argument("name", help="the template's path in the repository without its extension, e.g. fixes/refund")
+    q.set_defaults(func=cmd_show)
+    q = sub.add_parser("refresh", parents=[conn, js], help="fetch the template repository now (admin)")
+    q.set_defaults(func=cmd_refresh)
+
+
+def _where(t: dict[str, Any]) -> str:
+    places = [*t.get("targets", []), *(f"any {k} target" for k in t.get("target_kinds", []))]
+    return ", ".join(places) or "nowhere"
+
+
+@command
+def cmd_list(args: Any) -> int:
+    with connect(args) as gw:
+        found = gw.request("GET", "/api/v1/templates")
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return exitcodes.OK
+    source = found.get("source", {})
+    if not source.get("configured", True):
+        print(source.get("message", "templates are not configured"), file=sys.stderr)
+        return exitcodes.OK
+    rows = [(t["name"], t["kind"], _where(t), ", ".join(p["name"] for p in t["parameters"]) or "-", t["description"])
+            for t in found.get("templates", [])]
+    if rows:
+        print(table(["NAME", "KIND", "RUNS ON", "PARAMETERS", "DESCRIPTION"], rows))
+    else:
+        print("no template you may run", file=sys.stderr)
+    commit = source.get("commit")
+    print(f"at commit {commit[:12]}" if commit else "the repository was not fetched yet", file=sys.stderr)
+    for _, why in sorted(source.get("errors", {}).items()):
+        print(f"not offered: {why}", file=sys.stderr)
+    return exitcodes.OK
+
+
+@command
+def cmd_show(args: Any) -> int:
+    with connect(args) as gw:
+        t = gw.request("GET", f"/api/v1/templates/{quote(args.name, safe='/')}")
+    if args.json:
+        print(json.dumps(t, indent=2))
+        return exitcodes.OK
+    lines = [f"template {t['name']} ({t['kind']}, {t['path']} at {str(t.get('commit'))[:12]})"]
+    if t.get("description"):
+        lines.append(f"  {t['description']}")
+    lines.append(f"  runs on:  {_where(t)}")
+    lines.append(f"  run by:   {', '.join(t.get('groups', [])) or 'admins only'}")
+    for p in t.get("parameters", []):
+        detail = [p["type"]]
+        if p.get("options"):
+            detail.append("one of " + "|".join(p["options"]))
+        if p.get("pattern"):
+            detail.append(f"matching {p['pattern']}")
+        detail.append("required" if p["required"] else f"default {p['default']}" if "default" in p else "optional")
+        lines.append(f"  -p {p['name']}=…  {', '.join(detail)}" + (f" — {p['help']}" if p.get("help") else ""))
+    if t["kind"] != "notebook":
+        lines += ["", t.get("code", "").rstrip("\n")]
+    print("\n".join(lines))
+    return exitcodes.OK
+
+
+@command
+def cmd_refresh(args: Any) -> int:
+    with connect(args) as gw:
+        done = gw.request("POST", "/api/v1/template-repository")
+    if args.json:
+        print(json.dumps(done, indent=2))
+        return exitcodes.OK
+    moved = "unchanged" if done["previous"] == done["commit"] else f"was {str(done['previous'])[:12]}"
+    print(f"templates at commit {done['commit'][:12]} ({moved}): {done['templates']} offered")
+    for why in done.get("errors", {}).values():
+        print(f"not offered: {why}", file=sys.stderr)
+    return exitcodes.OK
