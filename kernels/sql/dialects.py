@@ -61,9 +61,10 @@ class Dialect(abc.ABC):
         """Open an autocommit connection with the statement timeout applied."""
 
     @abc.abstractmethod
-    def execute(self, conn: Any, statement: str) -> Result:
-        """Run one statement, passed to the driver raw (no parameters, no interpolation), in one
-        protocol call that the server refuses if the text holds a second statement.
+    def execute(self, conn: Any, statement: str, params: dict[str, Any] | None = None) -> Result:
+        """Run one statement, in one protocol call that the server refuses if the text holds a
+        second statement. Without ``params`` the text goes to the driver raw (no parameters, no
+        interpolation); with them it is in the driver's paramstyle (``params.for_driver``).
 
         Fetch at most ``row_limit + 1`` rows to decide whether the result was truncated.
         """

@@ -1,7 +1,9 @@
 """What the gateway allowed a cell to do: the ``metadata.cellgate`` of an execute_request, checked.
 
 The gateway puts ``{"task_id": N, "statements": [...], "mode": "read-only" | "read-write"}`` into
-the metadata of every execute_request it dispatches. A kernel started by the agent
+the metadata of every execute_request it dispatches, and ``"parameters": [{name, type, value}]``
+for a rendered template, whose statements hold a marker where each value goes (``params.py``):
+each marker must be a whole token with a value, or nothing runs. A kernel started by the agent
 (``CELLGATE_GATED=1``) runs a cell only when that list is exactly the kernel's own split of the
 code, so what runs is what the gateway analysed; anything else is refused before a connection
 is opened. A kernel started by hand (no ``CELLGATE_GATED``) splits the cell itself and runs it
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .params import MarkerError, for_driver, values_from
 from .split import split_statements
 
 READ_ONLY = "read-only"
@@ -27,10 +30,15 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Plan:
-    """The statements to run, one protocol call each, and the connection mode to run them in."""
+    """The statements to run, one protocol call each, and the connection mode to run them in;
+    ``bound``: each statement as the driver takes it, with its parameters (None: sent raw)."""
 
     statements: list[str]
     mode: str = READ_WRITE
+    bound: list[tuple[str, dict[str, Any] | None]] | None = None
+
+    def calls(self) -> list[tuple[str, dict[str, Any] | None]]:
+        return self.bound if self.bound is not None else [(s, None) for s in self.statements]
 
 
 def plan(code: str, dialect: str, metadata: Mapping[str, Any] | None, gated: bool) -> Plan:
@@ -51,4 +59,9 @@ def plan(code: str, dialect: str, metadata: Mapping[str, Any] | None, gated: boo
     mode = meta.get("mode")
     if mode not in MODES:
         raise Refused(f"metadata.cellgate.mode must be one of {', '.join(MODES)}, got {mode!r}; nothing ran")
-    return Plan(own, mode)
+    try:
+        values = values_from(meta["parameters"]) if "parameters" in meta else {}
+        bound = [for_driver(s, dialect, values) for s in own]
+    except (MarkerError, ValueError) as exc:
+        raise Refused(f"{exc}; nothing ran") from None
+    return Plan(own, mode, bound)

@@ -81,7 +81,7 @@ class SQLKernel(Kernel):
             return self._error(silent, "CellgateRefused", str(exc))
         session.begin_cell()
         try:
-            return self._run_statements(session, plan.statements, silent)
+            return self._run_statements(session, plan.calls(), silent)
         finally:
             session.end_cell()
 
@@ -101,15 +101,15 @@ class SQLKernel(Kernel):
             self._readonly_session = Session(readonly)
         return self._readonly_session
 
-    def _run_statements(self, session: Session, statements: list[str], silent: bool) -> dict[str, Any]:
+    def _run_statements(self, session: Session, statements: list[tuple[str, dict[str, Any] | None]], silent: bool) -> dict[str, Any]:
         try:
             event = session.connect()
             if event and not silent:
                 mode = " (read-only)" if session.settings.readonly else ""
                 self._stream(f"{event.capitalize()} to {session.settings.target.display()}{mode}\n")
             last = len(statements) - 1
-            for i, statement in enumerate(statements):
-                result = session.execute(statement)
+            for i, (statement, params) in enumerate(statements):
+                result = session.execute(statement, params)
                 if not silent:
                     self._publish(result, final=i == last)
                 if session.interrupted:

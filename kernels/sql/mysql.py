@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pymysql
 import pymysql.cursors
 from pymysql.constants import ER
@@ -58,11 +60,11 @@ class MySQLDialect(Dialect):
                 cur.execute(READ_ONLY)
         return conn
 
-    def execute(self, conn: pymysql.connections.Connection, statement: str) -> Result:
+    def execute(self, conn: pymysql.connections.Connection, statement: str, params: dict[str, Any] | None = None) -> Result:
         with conn.cursor() as cur:
             if self.readonly:
                 cur.execute(READ_ONLY)
-            cur.execute(statement)
+            cur.execute(statement, params)  # params: escaped by PyMySQL, each as one literal
             while cur.description is None and cur.nextset():
                 pass  # a CALL's status before its result set
             if cur.description is None:

@@ -58,12 +58,12 @@ class PostgresDialect(Dialect):
             conn.read_only = True  # psycopg opens every transaction with BEGIN READ ONLY
         return conn
 
-    def execute(self, conn: psycopg.Connection, statement: str) -> Result:
+    def execute(self, conn: psycopg.Connection, statement: str, params: dict[str, Any] | None = None) -> Result:
         if self.readonly:
             self._pin_read_only(conn)
         with conn.cursor() as cur:
             try:
-                _run(conn, cur, statement)
+                _run(conn, cur, statement, params)
             except psycopg.OperationalError as exc:
                 if "COPY" not in str(exc):
                     raise
@@ -124,13 +124,14 @@ class PostgresDialect(Dialect):
         return isinstance(exc, errors.QueryCanceled) and "statement timeout" in str(exc)
 
 
-def _run(conn: psycopg.Connection, cur: psycopg.Cursor, statement: str) -> None:
-    """Send ``statement`` in one extended-protocol call (see the module docstring)."""
+def _run(conn: psycopg.Connection, cur: psycopg.Cursor, statement: str, params: dict[str, Any] | None = None) -> None:
+    """Send ``statement`` in one extended-protocol call (see the module docstring); ``params`` are
+    bound by the server (psycopg sends them apart from the text)."""
     if not _PIPELINE:
-        cur.execute(statement, prepare=True)
+        cur.execute(statement, params, prepare=True)
         return
     with conn.pipeline():
-        cur.execute(statement, prepare=False)
+        cur.execute(statement, params, prepare=False)
 
 
 DIALECT = PostgresDialect

@@ -67,11 +67,12 @@ class Session:
         """Connect if needed; return ``"connected"``/``"reconnected"`` when a new connection was made."""
         return self._call(self._ensure_connection)
 
-    def execute(self, statement: str) -> Result:
-        """Run one statement; raises the driver's error, or :class:`Interrupted`."""
+    def execute(self, statement: str, params: dict[str, Any] | None = None) -> Result:
+        """Run one statement (with a template's values as driver parameters, when given); raises
+        the driver's error, or :class:`Interrupted`."""
         if self.interrupted:
             raise Interrupted("interrupted before the statement started")
-        return self._call(self._execute, statement)
+        return self._call(self._execute, statement, params)
 
     def end_cell(self) -> None:
         """Tell the dialect the cell is over (a read-only session ends its transaction)."""
@@ -113,14 +114,14 @@ class Session:
         self._ever_connected, self._quiet = True, False
         return event
 
-    def _execute(self, statement: str) -> Result:
+    def _execute(self, statement: str, params: dict[str, Any] | None) -> Result:
         with self._lock:
             if self._interrupted_at is not None:
                 raise Interrupted("interrupted before the statement started")
             self._running = True
             conn = self._conn
         try:
-            return self.dialect.execute(conn, statement)
+            return self.dialect.execute(conn, statement, params)
         except BaseException:
             self._recover(conn)
             raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from .dialects import Dialect, Result, ResultSet, Status, status_text
 from .sqlite_readonly import authorize
@@ -52,13 +53,13 @@ class SQLiteDialect(Dialect):
             return 1
         return 0
 
-    def execute(self, conn: sqlite3.Connection, statement: str) -> Result:
+    def execute(self, conn: sqlite3.Connection, statement: str, params: dict[str, Any] | None = None) -> Result:
         timeout = self.settings.statement_timeout
         self._deadline = time.monotonic() + timeout if timeout else None
         self._timed_out = False
         cur = conn.cursor()
         try:
-            cur.execute(statement)
+            cur.execute(statement, params or ())
             if cur.description is None:
                 return Status(status_text(statement, cur.rowcount))
             rows = cur.fetchmany(self.row_limit + 1)

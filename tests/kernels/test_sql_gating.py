@@ -39,7 +39,8 @@ def test_plan_gated_refusals(metadata, message):
 
 def test_plan_gated_accepts_the_gateways_split():
     plan = gating.plan("SELECT 1;\n DROP TABLE t;", "mysql", _meta(["SELECT 1", "DROP TABLE t"], "read-only"), gated=True)
-    assert plan == gating.Plan(["SELECT 1", "DROP TABLE t"], "read-only")
+    assert (plan.statements, plan.mode) == (["SELECT 1", "DROP TABLE t"], "read-only")
+    assert plan.calls() == [("SELECT 1", None), ("DROP TABLE t", None)]  # no template values: sent raw
 
 
 def test_settings_read_the_gate_and_the_readonly_url():
