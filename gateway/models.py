@@ -132,6 +132,9 @@ class Task(Base):
     row_estimate: Mapped[int | None] = mapped_column(BigInteger, default=None)
     #: review rule at submission (mode, approvals) so later policy edits do not move the goalposts
     review_rule: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: run from a template: {"name", "path", "commit", "parameters": [{name, type, value}]}; the values
+    #: the kernel binds come from here (never from the request that runs it)
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     approved_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     #: an approved task that has not started by then expires
     expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)

@@ -158,6 +158,8 @@ class Relay:
             "statements": list(texts) if sql else [],
             "mode": (task.review_rule or {}).get("run_as", "read-write") if sql else "read-write",
         }
+        if sql and task.template and task.template.get("parameters"):  # a rendered SQL template's values, bound
+            metadata["cellgate"]["parameters"] = task.template["parameters"]
         msg["metadata"] = metadata
 
     # ------------------------------------------------------------- relaying

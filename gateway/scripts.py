@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -42,9 +43,11 @@ class Scripts:
         self.background = background
         self.timeouts = timeouts or Timeouts()
 
-    async def submit(self, ident: Identity, target_name: str, code: str, why: str) -> Task:
-        """A CLI script. A user outside the target's submit groups gets a ``denied`` task: the attempt is audited."""
-        task = await self.flow.submit(ident, target_name, code, kind="script", why=why)
+    async def submit(self, ident: Identity, target_name: str, code: str, why: str,
+                     template: dict[str, Any] | None = None) -> Task:
+        """A CLI script, or a rendered template (``template``: what ``Task.template`` records). A user
+        outside the target's submit groups gets a ``denied`` task: the attempt is audited."""
+        task = await self.flow.submit(ident, target_name, code, kind="script", why=why, template=template)
         if task.status in (tasks.APPROVED, tasks.PENDING_REVIEW):
             self.background.spawn(self.run(task.id))
         return task

@@ -98,6 +98,7 @@ def create(session: Session, actor: str, **fields: Any) -> Task:
             "why": task.why,
             "notebook_path": task.notebook_path,
             "cell_id": task.cell_id,
+            **({"template": task.template} if task.template else {}),
         },
     )
     return task

@@ -48,6 +48,7 @@ def task_json(task: Task, url: str) -> dict[str, Any]:
         "risk": task.risk or {},
         "row_estimate": task.row_estimate,
         "review_rule": task.review_rule or {},
+        "template": task.template,
         "missing_approvals": list(task.missing_approvals),
         "approved_at": iso(task.approved_at),
         "expires_at": iso(task.expires_at),

@@ -98,22 +98,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         error("the code to run is empty")
         return exitcodes.USAGE
     with connect(args) as gw:
-        task = gw.submit(args.target, code, args.why or "")
-        tid = task["id"]
-        _say(f"task {tid} submitted to {task.get('target', args.target)}"
-             + (f" ({task['url']})" if task.get("url") else ""))
-        if task.get("status") != "submitted":
-            _say(render.status_line(task))
-        try:
-            task, outputs = follow(gw, task, stream=not args.json)
-        except KeyboardInterrupt:
-            _say(f"\ninterrupted: task {tid} was not cancelled. Follow it with: cellgate task show {tid}"
-                 f" (cancel it while it waits for review with: cellgate task cancel {tid})")
-            return 130
-        except GatewayError as exc:
-            # The task exists and goes on without us: say how to find it again.
-            error(f"{exc.message}\ntask {tid} was submitted; follow it with: cellgate task show {tid}")
-            return exc.exit_code
+        return follow_submitted(gw, gw.submit(args.target, code, args.why or ""), args)
+
+
+def follow_submitted(gw: GatewayClient, task: dict[str, Any], args: argparse.Namespace) -> int:
+    """After a submit (``cellgate run``, ``cellgate templates run``): say so, follow the task to its
+    end, and return the exit code of its final status (130 on Ctrl-C, which never cancels it)."""
+    tid = task["id"]
+    _say(f"task {tid} submitted to {task.get('target', args.target)}"
+         + (f" ({task['url']})" if task.get("url") else ""))
+    if task.get("status") != "submitted":
+        _say(render.status_line(task))
+    try:
+        task, outputs = follow(gw, task, stream=not args.json)
+    except KeyboardInterrupt:
+        _say(f"\ninterrupted: task {tid} was not cancelled. Follow it with: cellgate task show {tid}"
+             f" (cancel it while it waits for review with: cellgate task cancel {tid})")
+        return 130
+    except GatewayError as exc:
+        # The task exists and goes on without us: say how to find it again.
+        error(f"{exc.message}\ntask {tid} was submitted; follow it with: cellgate task show {tid}")
+        return exc.exit_code
     if args.json:
         render.print_json({**task, "outputs": outputs})
     return exit_code_for_status(task.get("status", ""))
@@ -141,6 +146,14 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def _template_line(template: dict[str, Any] | None) -> str | None:
+    """``fixes/refund at 1a2b3c4d5e6f: refund_id=42, reason='fraud'`` for a task run from a template."""
+    if not template:
+        return None
+    values = ", ".join(f"{p['name']}={p['value']!r}" for p in template.get("parameters", []))
+    return f"{template.get('name')} at {str(template.get('commit'))[:12]}" + (f": {values}" if values else "")
+
+
 def _show_task(task: dict[str, Any], outputs: list[dict[str, Any]]) -> str:
     fields: list[tuple[str, Any]] = [
         ("task", f"{task.get('id')} ({task.get('kind')})"),
@@ -148,6 +161,7 @@ def _show_task(task: dict[str, Any], outputs: list[dict[str, Any]]) -> str:
         ("target", task.get("target")),
         ("user", task.get("user")),
         ("why", task.get("why")),
+        ("template", _template_line(task.get("template"))),
         ("created", render.format_time(task.get("created_at"))),
         ("updated", render.format_time(task.get("updated_at"))),
         ("review groups", ", ".join(task.get("review_groups") or []) or "none"),

@@ -1,4 +1,4 @@
-"""`cellgate templates [list]`, `cellgate templates show NAME`, `cellgate templates refresh` (admin)."""
+"""`cellgate templates [list]`, `templates show NAME`, `templates run NAME --target T -p k=v`, `templates refresh` (admin)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 from urllib.parse import quote
 
 from . import exitcodes
-from .client import command, connect, connection_options, json_option
+from .client import command, connect, connection_options, error, json_option
+from .cmd_tasks import follow_submitted
 from .render import table
 
 
@@ -16,12 +17,20 @@ def register(subparsers: Any) -> None:
     conn, js = connection_options(), json_option()
     p = subparsers.add_parser("templates", parents=[conn, js], help="the templates you may run (docs/templates.md)")
     p.set_defaults(func=cmd_list)
-    sub = p.add_subparsers(dest="templates_command", metavar="{list,show,refresh}")
+    sub = p.add_subparsers(dest="templates_command", metavar="{list,show,run,refresh}")
     q = sub.add_parser("list", parents=[conn, js], help="the templates you may run, at the commit last fetched")
     q.set_defaults(func=cmd_list)
     q = sub.add_parser("show", parents=[conn, js], help="one template: where it runs, its parameters and its code")
     q.add_argument("name", help="the template's path in the repository without its extension, e.g. fixes/refund")
     q.set_defaults(func=cmd_show)
+    q = sub.add_parser("run", parents=[conn, js],
+                       help="run a template on a target as one task and follow it (exit codes of `cellgate run`)")
+    q.add_argument("name", help="the template, e.g. fixes/refund")
+    q.add_argument("-t", "--target", required=True, help="the target to run it on")
+    q.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter's value (repeat for each); `cellgate templates show NAME` lists them")
+    q.add_argument("--why", default="", help="why you run it (shown to reviewers, kept in the audit)")
+    q.set_defaults(func=cmd_run)
     q = sub.add_parser("refresh", parents=[conn, js], help="fetch the template repository now (admin)")
     q.set_defaults(func=cmd_refresh)
 
@@ -79,6 +88,24 @@ def cmd_show(args: Any) -> int:
         lines += ["", t.get("code", "").rstrip("\n")]
     print("\n".join(lines))
     return exitcodes.OK
+
+
+@command
+def cmd_run(args: Any) -> int:
+    values: dict[str, str] = {}
+    for item in args.parameter:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            error(f"-p {item!r}: give a parameter as NAME=VALUE, e.g. -p refund_id=42")
+            return exitcodes.USAGE
+        if name.strip() in values:
+            error(f"-p {name.strip()} is given twice")
+            return exitcodes.USAGE
+        values[name.strip()] = value
+    with connect(args) as gw:
+        task = gw.request("POST", "/api/v1/template-runs",
+                          json={"template": args.name, "target": args.target, "parameters": values, "why": args.why})
+        return follow_submitted(gw, task, args)
 
 
 @command

@@ -1,5 +1,6 @@
-"""``/api/v1/templates`` (what the caller may run, one template with its parameters as JSON Schema)
-and ``/api/v1/template-repository`` (where they come from; refresh; the push webhook).
+"""``/api/v1/templates`` (what the caller may run, one template with its parameters as JSON Schema),
+``/api/v1/template-runs`` (run one: a task) and ``/api/v1/template-repository`` (where they come
+from; refresh; the push webhook).
 
 A template the caller may not run is answered as absent (404). Refreshing is for admins. The
 webhook carries no cellgate token: it is open at the HTTP level and answers only a request signed
@@ -16,6 +17,8 @@ import logging
 from ..errors import CellgateError, Unauthorized
 from ..templates.declare import json_schema
 from ..templates.library import TemplateLibrary
+from ..templates.runs import TemplateValueRefused, run_template
+from ..views import task_json
 from .base import APIHandler
 
 log = logging.getLogger("cellgate.gateway.templates")
@@ -44,6 +47,24 @@ class TemplateHandler(TemplateHandlerBase):
         template = self.library.get(self.user, name)
         commit = self.library.catalog.commit if self.library.catalog else None
         self.send({**template.as_json(), "commit": commit, "schema": json_schema(template.params), "code": template.body})
+
+
+class TemplateRunsHandler(TemplateHandlerBase):
+    access = {"POST": "user"}
+
+    async def post(self) -> None:
+        """Run a template: ``{"template", "target", "parameters": {name: value}, "why"}`` → the task (201)."""
+        data = self.body()
+        name = self.field(data, "template")
+        target = self.field(data, "target")
+        values = self.field(data, "parameters", dict, required=False, default={})
+        why = self.field(data, "why", required=False, default="")
+        try:
+            task = await run_template(self.library, self.scripts, self.store, self.user, name, target, values, why)
+        except TemplateValueRefused as exc:
+            self.send({"status": 400, "message": exc.message, "field": exc.field}, 400)
+            return
+        self.send(task_json(task, self.flow.task_url(task.id)), 201)
 
 
 class RepositoryHandler(TemplateHandlerBase):
@@ -82,6 +103,7 @@ class WebhookHandler(TemplateHandlerBase):
 default_handlers = [
     (r"/api/v1/templates/?", TemplatesHandler),
     (r"/api/v1/templates/(?P<name>[\w][\w./-]*)", TemplateHandler),
+    (r"/api/v1/template-runs/?", TemplateRunsHandler),
     (r"/api/v1/template-repository/?", RepositoryHandler),
     (r"/api/v1/template-repository/webhook", WebhookHandler),
 ]

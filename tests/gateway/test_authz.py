@@ -107,6 +107,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, str, Any]] = {
     # the push webhook is anonymous at the HTTP level and signed (see SIGNED)
     (r"/api/v1/templates/?", "GET"): ("user", "/api/v1/templates", None),
     (r"/api/v1/templates/(?P<name>[\w][\w./-]*)", "GET"): ("user", "/api/v1/templates/fixes/refund", None),
+    (r"/api/v1/template-runs/?", "POST"): ("user", "/api/v1/template-runs", {"template": "fixes/refund", "target": "t1"}),
     (r"/api/v1/template-repository/?", "GET"): ("admin", "/api/v1/template-repository", None),
     (r"/api/v1/template-repository/?", "POST"): ("admin", "/api/v1/template-repository", None),
     (r"/api/v1/template-repository/webhook", "POST"): ("anonymous", "/api/v1/template-repository/webhook", {}),
