@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..registry import kernel_module
+from .params import Params
 from .target import Settings
 
 
@@ -61,7 +62,7 @@ class Dialect(abc.ABC):
         """Open an autocommit connection with the statement timeout applied."""
 
     @abc.abstractmethod
-    def execute(self, conn: Any, statement: str, params: dict[str, Any] | None = None) -> Result:
+    def execute(self, conn: Any, statement: str, params: Params | None = None) -> Result:
         """Run one statement, in one protocol call that the server refuses if the text holds a
         second statement. Without ``params`` the text goes to the driver raw (no parameters, no
         interpolation); with them it is in the driver's paramstyle (``params.for_driver``).

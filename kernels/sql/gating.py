@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .params import MarkerError, for_driver, values_from
+from .params import MarkerError, Params, for_driver, values_from
 from .split import split_statements
 
 READ_ONLY = "read-only"
@@ -35,9 +35,9 @@ class Plan:
 
     statements: list[str]
     mode: str = READ_WRITE
-    bound: list[tuple[str, dict[str, Any] | None]] | None = None
+    bound: list[tuple[str, Params | None]] | None = None
 
-    def calls(self) -> list[tuple[str, dict[str, Any] | None]]:
+    def calls(self) -> list[tuple[str, Params | None]]:
         return self.bound if self.bound is not None else [(s, None) for s in self.statements]
 
 

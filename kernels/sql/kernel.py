@@ -13,6 +13,7 @@ from typing import Any
 
 from ipykernel.kernelbase import Kernel
 
+from .params import Params
 from . import gating, render
 from .dialects import ResultSet
 from .session import Interrupted, Session
@@ -101,7 +102,7 @@ class SQLKernel(Kernel):
             self._readonly_session = Session(readonly)
         return self._readonly_session
 
-    def _run_statements(self, session: Session, statements: list[tuple[str, dict[str, Any] | None]], silent: bool) -> dict[str, Any]:
+    def _run_statements(self, session: Session, statements: list[tuple[str, Params | None]], silent: bool) -> dict[str, Any]:
         try:
             event = session.connect()
             if event and not silent:

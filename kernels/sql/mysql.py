@@ -15,16 +15,18 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import pymysql
 import pymysql.cursors
 from pymysql.constants import ER
 
+from .params import Params
 from .dialects import Dialect, Result, ResultSet, Status, status_text
 
 _TIMEOUT_CODES = {1969, 3024}  # MariaDB ER_STATEMENT_TIMEOUT, MySQL ER_QUERY_TIMEOUT
 READ_ONLY = "SET SESSION TRANSACTION READ ONLY"
+#: the session's one prepared statement, for a statement with template values
+PREPARED = "cg_stmt"
 
 
 class MySQLDialect(Dialect):
@@ -60,11 +62,32 @@ class MySQLDialect(Dialect):
                 cur.execute(READ_ONLY)
         return conn
 
-    def execute(self, conn: pymysql.connections.Connection, statement: str, params: dict[str, Any] | None = None) -> Result:
+    def execute(self, conn: pymysql.connections.Connection, statement: str, params: Params | None = None) -> Result:
+        if params is None:
+            return self._execute(conn, statement, None)
+        # a template's values: bound by the server in a prepared statement (``?`` in the text,
+        # ``EXECUTE … USING`` user variables each set to one value), never spliced into the text
+        values = list(params.values()) if isinstance(params, dict) else list(params)
+        names = [f"@cg_v{i}" for i in range(len(values))]
+        with conn.cursor() as cur:
+            for name, value in zip(names, values):
+                cur.execute(f"SET {name} = %s", (value,))
+            cur.execute(f"PREPARE {PREPARED} FROM %s", (statement,))
+        try:
+            return self._execute(conn, f"EXECUTE {PREPARED}" + (f" USING {', '.join(names)}" if names else ""), statement)
+        finally:
+            with conn.cursor() as cur:
+                cur.execute(f"DEALLOCATE PREPARE {PREPARED}")
+                if names:
+                    cur.execute("SET " + ", ".join(f"{name} = NULL" for name in names))
+
+    def _execute(self, conn: pymysql.connections.Connection, sent: str, statement: str | None) -> Result:
+        """Send ``sent`` (the statement, or the EXECUTE of it); ``statement`` names it in status lines."""
+        statement = statement or sent
         with conn.cursor() as cur:
             if self.readonly:
                 cur.execute(READ_ONLY)
-            cur.execute(statement, params)  # params: escaped by PyMySQL, each as one literal
+            cur.execute(sent)
             while cur.description is None and cur.nextset():
                 pass  # a CALL's status before its result set
             if cur.description is None:

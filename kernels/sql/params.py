@@ -5,9 +5,9 @@ unquoted identifier to every dialect's scanner, so the gateway's splitter and ri
 the statement as it will run, and the value never enters the text. The gateway checks with
 :func:`marker_spans` that every marker is a whole token, not inside a string, a comment or a
 quoted name; the kernel (gated) checks it again and runs the statement with the marker replaced
-by the driver's placeholder and the value passed beside it: psycopg and PyMySQL take
-``%(name)s`` (so the statement's own ``%`` is doubled), sqlite3 ``:name``. psycopg binds on the
-server (extended protocol); PyMySQL escapes the value as one literal in the driver.
+by a placeholder and the value passed beside it, bound by the server: psycopg ``%(name)s`` (so
+the statement's own ``%`` is doubled; extended protocol), MariaDB/MySQL ``?`` in a server-side
+prepared statement (``PREPARE``/``EXECUTE … USING``), sqlite3 ``:name``.
 
 Values travel as ``{"name", "type", "value"}`` with the template's types (``date`` as
 ``YYYY-MM-DD``, which becomes a ``datetime.date``); :func:`values_from` checks them.
@@ -106,24 +106,40 @@ def _typed(name: str, kind: str, value: Any) -> Any:
     return value
 
 
-def for_driver(statement: str, dialect: str, values: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+#: a statement's parameters as its driver takes them: by name (psycopg, sqlite3) or in order (MariaDB)
+Params = dict[str, Any] | list[Any]
+
+
+def for_driver(statement: str, dialect: str, values: Mapping[str, Any]) -> tuple[str, Params | None]:
     """The statement as the driver takes it, and its parameters (None when it has no marker: then
-    the text goes to the driver raw, as every statement without a template value does)."""
+    the text goes to the driver raw, as every statement without a template value does).
+
+    PostgreSQL: ``%(name)s`` (the statement's own ``%`` doubled), bound by the server. SQLite:
+    ``:name``. MySQL/MariaDB: ``?`` and the values in order, for a server-side prepared statement
+    (``PREPARE … FROM``, ``EXECUTE … USING``: PyMySQL itself only interpolates escaped literals).
+    """
     spans = marker_spans(statement, dialect)
     if not spans:
         return statement, None
     missing = sorted({name for _, _, name in spans} - set(values))
     if missing:
         raise MarkerError(f"no value for {{{{ {missing[0]} }}}}: the task carries no such parameter")
-    pyformat = sqlglot_dialect(dialect.lower()) in ("postgres", "mysql")
+    reading = sqlglot_dialect(dialect.lower())
     pieces: list[str] = []
     at = 0
     for start, end, name in spans:
         text = statement[at:start]
-        pieces.append(text.replace("%", "%%") if pyformat else text)
-        pieces.append(f"%({name})s" if pyformat else f":{name}")
+        pieces.append(text.replace("%", "%%") if reading == "postgres" else text)
+        pieces.append({"postgres": f"%({name})s", "mysql": "?"}.get(reading or "", f":{name}"))
         at = end
     tail = statement[at:]
-    pieces.append(tail.replace("%", "%%") if pyformat else tail)
-    used = {name for _, _, name in spans}
-    return "".join(pieces), {name: values[name] for name in used}
+    pieces.append(tail.replace("%", "%%") if reading == "postgres" else tail)
+    if reading == "mysql":
+        return "".join(pieces), [values[name] for _, _, name in spans]
+    if reading == "sqlite":  # SQLite has no date type: a date is its ISO text (sqlite3's own adapter is deprecated)
+        return "".join(pieces), {name: _iso(values[name]) for _, _, name in spans}
+    return "".join(pieces), {name: values[name] for _, _, name in spans}
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value

@@ -26,6 +26,7 @@ import psycopg
 from psycopg import errors
 from psycopg.pq import TransactionStatus
 
+from .params import Params
 from .dialects import Dialect, Result, ResultSet, Status
 
 _PIPELINE = psycopg.Pipeline.is_supported()
@@ -58,7 +59,7 @@ class PostgresDialect(Dialect):
             conn.read_only = True  # psycopg opens every transaction with BEGIN READ ONLY
         return conn
 
-    def execute(self, conn: psycopg.Connection, statement: str, params: dict[str, Any] | None = None) -> Result:
+    def execute(self, conn: psycopg.Connection, statement: str, params: Params | None = None) -> Result:
         if self.readonly:
             self._pin_read_only(conn)
         with conn.cursor() as cur:
@@ -124,7 +125,7 @@ class PostgresDialect(Dialect):
         return isinstance(exc, errors.QueryCanceled) and "statement timeout" in str(exc)
 
 
-def _run(conn: psycopg.Connection, cur: psycopg.Cursor, statement: str, params: dict[str, Any] | None = None) -> None:
+def _run(conn: psycopg.Connection, cur: psycopg.Cursor, statement: str, params: Params | None = None) -> None:
     """Send ``statement`` in one extended-protocol call (see the module docstring); ``params`` are
     bound by the server (psycopg sends them apart from the text)."""
     if not _PIPELINE:

@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .dialects import Dialect, Result, dialect_for
+from .params import Params
 from .target import Settings
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Session:
         """Connect if needed; return ``"connected"``/``"reconnected"`` when a new connection was made."""
         return self._call(self._ensure_connection)
 
-    def execute(self, statement: str, params: dict[str, Any] | None = None) -> Result:
+    def execute(self, statement: str, params: Params | None = None) -> Result:
         """Run one statement (with a template's values as driver parameters, when given); raises
         the driver's error, or :class:`Interrupted`."""
         if self.interrupted:
@@ -114,7 +115,7 @@ class Session:
         self._ever_connected, self._quiet = True, False
         return event
 
-    def _execute(self, statement: str, params: dict[str, Any] | None) -> Result:
+    def _execute(self, statement: str, params: Params | None) -> Result:
         with self._lock:
             if self._interrupted_at is not None:
                 raise Interrupted("interrupted before the statement started")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
+from .params import Params
 from .dialects import Dialect, Result, ResultSet, Status, status_text
 from .sqlite_readonly import authorize
 
@@ -53,7 +53,7 @@ class SQLiteDialect(Dialect):
             return 1
         return 0
 
-    def execute(self, conn: sqlite3.Connection, statement: str, params: dict[str, Any] | None = None) -> Result:
+    def execute(self, conn: sqlite3.Connection, statement: str, params: Params | None = None) -> Result:
         timeout = self.settings.statement_timeout
         self._deadline = time.monotonic() + timeout if timeout else None
         self._timed_out = False

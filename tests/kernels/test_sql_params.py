@@ -114,6 +114,29 @@ def test_typed_values_and_percent_signs_in_the_statement(target: Any, table_name
     assert str(row["d"]).startswith("2024-02-29") and float(row["r"]) == 2.5 and row["t"] == "ok"
 
 
+def _executes() -> int:
+    conn = mariadb()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Com_execute_sql'")
+            return int(cur.fetchone()[1])
+    finally:
+        conn.close()
+
+
+@pytest.mark.mariadb
+def test_mariadb_binds_on_the_server_in_a_prepared_statement(mariadb_ro_kernel: Any) -> None:
+    """PyMySQL only splices escaped literals into the text; the kernel uses PREPARE/EXECUTE instead."""
+    before = _executes()
+    run = send(mariadb_ro_kernel, "SELECT __cg_param_v__ AS v", params(v="x' OR 1=1 -- "),
+               mode="read-only")
+    assert run.status == "ok", run.reply
+    assert run.tables[0]["application/vnd.dataresource+json"]["data"][0]["v"] == "x' OR 1=1 -- "
+    assert _executes() >= before + 1
+    after = send(mariadb_ro_kernel, "SELECT @cg_v0 IS NULL AS cleared", [], mode="read-only")
+    assert after.tables[0]["application/vnd.dataresource+json"]["data"] == [{"cleared": 1}]  # nothing of the value stays
+
+
 @pytest.mark.mariadb
 def test_mariadb_without_backslash_escapes_still_reads_values_as_data(mariadb_ro_kernel: Any, table_name: str) -> None:
     conn = mariadb()
@@ -163,5 +186,6 @@ def test_markers_are_found_only_as_whole_unquoted_tokens(dialect: str) -> None:
 def test_each_driver_gets_its_own_placeholder_and_only_the_values_used() -> None:
     sql = "SELECT * FROM t WHERE a = __cg_param_a__ AND b LIKE 'x%'"
     assert for_driver(sql, "postgresql", {"a": 1, "b": 2}) == ("SELECT * FROM t WHERE a = %(a)s AND b LIKE 'x%%'", {"a": 1})
-    assert for_driver(sql, "mariadb", {"a": 1}) == ("SELECT * FROM t WHERE a = %(a)s AND b LIKE 'x%%'", {"a": 1})
+    assert for_driver(sql + " OR a = __cg_param_a__", "mariadb", {"a": 1}) == \
+        ("SELECT * FROM t WHERE a = ? AND b LIKE 'x%' OR a = ?", [1, 1])  # a server-side prepared statement
     assert for_driver(sql, "sqlite", {"a": 1}) == ("SELECT * FROM t WHERE a = :a AND b LIKE 'x%'", {"a": 1})
