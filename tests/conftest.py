@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from databases import create_target_databases, drop_target_databases
+from readonly_roles import drop_readonly_roles
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,6 +20,7 @@ def target_databases() -> Iterator[None]:
         pytest.fail(f"the tests need PostgreSQL on 127.0.0.1:5432 and MariaDB on 127.0.0.1:3306: {exc}", pytrace=False)
     yield
     drop_target_databases()
+    drop_readonly_roles()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]

@@ -2,16 +2,18 @@
 
 PostgreSQL (127.0.0.1:5432, trust) and MariaDB (127.0.0.1:3306, root, no password) are shared by
 every pytest process on the machine. The suite runs in parallel (pytest-xdist), so each process
-has its own target database on each server, ``cg_target_<worker>`` (``gw0``, ``gw1``, ...; ``main``
-without xdist), made fresh by :func:`create_target_databases` at the start of the session and
-dropped at its end, and its own read-only account (``readonly_roles.ROLE``). Workers then never
-see each other's tables, grants or locks. Tests that need a database of their own (the gateway's
+has its own target database on each server, ``cg_target_<worker>_<run>`` (``gw0``, ``gw1``, ...;
+``main`` without xdist; the run's id, so two runs at once, such as CI and a developer, stay apart),
+made fresh by :func:`create_target_databases` at the start of the session and dropped at its end,
+and its own read-only account (``readonly_roles.ROLE``), dropped too. Workers then never see each
+other's tables, grants or locks. Tests that need a database of their own (the gateway's
 store, the disguised-attack datasets) make one with a random name as before.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 import psycopg
@@ -19,7 +21,11 @@ import pymysql
 
 #: the xdist worker this process is ("gw0", ...), or "main" when the suite runs in one process
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
-DATABASE = f"cg_target_{WORKER}"
+#: this test run (the same in all its workers): two runs on one machine never share a database
+RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID", uuid.uuid4().hex)[:10]
+#: this process's own: ``cg_target_<worker>_<run>``
+SUFFIX = f"{WORKER}_{RUN}"
+DATABASE = f"cg_target_{SUFFIX}"
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 #: where databases are created and dropped (the server's own database)

@@ -18,7 +18,7 @@ Use :func:`pg_readonly_url` / :func:`mariadb_readonly_url` in agent configs and 
 call makes sure the role exists with exactly these rights, for the tables that exist now.
 
 The documented name is ``cellgate_ro``; each pytest process uses its own, ``ROLE``
-(``cellgate_ro_gw0``, ...: roles are server-wide and parallel workers must not alter one role at
+(``cellgate_ro_<worker>_<run>``: roles are server-wide and parallel workers must not alter one role at
 once), and runs the documented SQL with that name in place of ``cellgate_ro`` (:func:`as_role`).
 """
 
@@ -28,11 +28,11 @@ import re
 
 import psycopg
 import pymysql
-from databases import DATABASE, PG_URL, WORKER
+from databases import DATABASE, PG_MAINTENANCE, PG_URL, SUFFIX, mariadb
 
 PG_ADMIN = PG_URL
 DOCUMENTED_ROLE = "cellgate_ro"
-ROLE = f"{DOCUMENTED_ROLE}_{WORKER}"
+ROLE = f"{DOCUMENTED_ROLE}_{SUFFIX}"
 PASSWORD = "ro-Secret-7q"
 
 #: executable by PUBLIC by default and not stopped by a read-only transaction (they write large
@@ -190,3 +190,19 @@ def mariadb_readonly_url(host: str = "127.0.0.1", port: int = 3306, database: st
         conn.close()
     auth = f"{user}:{password}" if password else user
     return f"mysql://{auth}@{host}:{port}/{database}"
+
+
+def drop_readonly_roles() -> None:
+    """Drop this process's read-only accounts (after its databases are gone: nothing depends on them)."""
+    with psycopg.connect(PG_MAINTENANCE, autocommit=True) as conn:
+        try:
+            conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
+        except psycopg.errors.DependentObjectsStillExist:
+            pass  # a grant in a database another test made and left: the role stays, harmless
+    conn = mariadb(database=None)
+    try:
+        with conn.cursor() as cur:
+            for where in ("%", "localhost"):
+                cur.execute(f"DROP USER IF EXISTS '{ROLE}'@'{where}'")
+    finally:
+        conn.close()
