@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 from urllib.parse import quote
 
-from . import exitcodes
+from . import exitcodes, render
 from .client import command, connect, connection_options, error, json_option
 from .cmd_tasks import follow_submitted
-from .render import table
 
 
 def register(subparsers: Any) -> None:
@@ -40,12 +38,20 @@ def _where(t: dict[str, Any]) -> str:
     return ", ".join(places) or "nowhere"
 
 
+def _answer(args: Any, method: str, path: str) -> Any:
+    """The gateway's answer, or None once it was printed as JSON (``--json``)."""
+    with connect(args) as gw:
+        found = gw.request(method, path)
+    if args.json:
+        render.print_json(found)
+        return None
+    return found
+
+
 @command
 def cmd_list(args: Any) -> int:
-    with connect(args) as gw:
-        found = gw.request("GET", "/api/v1/templates")
-    if args.json:
-        print(json.dumps(found, indent=2))
+    found = _answer(args, "GET", "/api/v1/templates")
+    if found is None:
         return exitcodes.OK
     source = found.get("source", {})
     if not source.get("configured", True):
@@ -54,7 +60,7 @@ def cmd_list(args: Any) -> int:
     rows = [(t["name"], t["kind"], _where(t), ", ".join(p["name"] for p in t["parameters"]) or "-", t["description"])
             for t in found.get("templates", [])]
     if rows:
-        print(table(["NAME", "KIND", "RUNS ON", "PARAMETERS", "DESCRIPTION"], rows))
+        print(render.table(["NAME", "KIND", "RUNS ON", "PARAMETERS", "DESCRIPTION"], rows))
     else:
         print("no template you may run", file=sys.stderr)
     commit = source.get("commit")
@@ -66,10 +72,8 @@ def cmd_list(args: Any) -> int:
 
 @command
 def cmd_show(args: Any) -> int:
-    with connect(args) as gw:
-        t = gw.request("GET", f"/api/v1/templates/{quote(args.name, safe='/')}")
-    if args.json:
-        print(json.dumps(t, indent=2))
+    t = _answer(args, "GET", f"/api/v1/templates/{quote(args.name, safe='/')}")
+    if t is None:
         return exitcodes.OK
     lines = [f"template {t['name']} ({t['kind']}, {t['path']} at {str(t.get('commit'))[:12]})"]
     if t.get("description"):
@@ -110,10 +114,8 @@ def cmd_run(args: Any) -> int:
 
 @command
 def cmd_refresh(args: Any) -> int:
-    with connect(args) as gw:
-        done = gw.request("POST", "/api/v1/template-repository")
-    if args.json:
-        print(json.dumps(done, indent=2))
+    done = _answer(args, "POST", "/api/v1/template-repository")
+    if done is None:
         return exitcodes.OK
     moved = "unchanged" if done["previous"] == done["commit"] else f"was {str(done['previous'])[:12]}"
     print(f"templates at commit {done['commit'][:12]} ({moved}): {done['templates']} offered")

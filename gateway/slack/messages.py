@@ -160,6 +160,14 @@ def _plain(text: str) -> dict[str, Any]:
     return {"type": "plain_text", "text": text, "emoji": True}
 
 
+def template_text(template: dict[str, Any]) -> str:
+    """A templated task's name, commit and values: in SQL the code shows markers, the values are here."""
+    lines = [f"*Template* {esc(str(template.get('name')))} at `{esc(str(template.get('commit'))[:12])}`"]
+    for p in template.get("parameters", [])[:20]:
+        lines.append(f"• {esc(str(p.get('name')))} = {esc(cut(repr(p.get('value')), 200)[0])}")
+    return "\n".join(lines)
+
+
 def notice(task: Task, url: str, facts: Facts) -> tuple[str, list[dict[str, Any]]]:
     """The review notice as (fallback text, blocks); the buttons only while the task waits for review."""
     who = esc(task.user.name) + (f" (<@{facts.author_slack_id}>)" if facts.author_slack_id else "")
@@ -174,6 +182,8 @@ def notice(task: Task, url: str, facts: Facts) -> tuple[str, list[dict[str, Any]
                                        _text(f"*When*\n{when(task.created_at)}"), _text(f"*Why*\n{why}")]},
         {"type": "section", "text": _text(code_block(task.code, url))},
     ]
+    if task.template:
+        blocks.append({"type": "section", "text": _text(template_text(task.template))})
     risk_text = "\n".join(esc(line) for line in risk_lines(task))
     if risk_text:
         blocks.append({"type": "section", "text": _text(f"{LEVEL_MARK.get(risk, '')} *Risk*\n{risk_text}".strip())})

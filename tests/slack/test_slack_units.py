@@ -108,6 +108,16 @@ def _task(code: str = "UPDATE t SET a = 1 WHERE id = 2", status: str = "pending_
     return task
 
 
+def test_a_templated_task_shows_its_template_commit_and_values() -> None:
+    task = _task(code="UPDATE refunds SET note = __cg_param_note__ WHERE id = __cg_param_id__",
+                 template={"name": "fixes/note", "path": "fixes/note.sql", "commit": "a" * 40, "parameters": [
+                     {"name": "id", "type": "integer", "value": 7}, {"name": "note", "type": "text", "value": "<@U1> 'x'"}]})
+    _, blocks = messages.notice(task, "http://gw/tasks/7", messages.Facts())
+    shown = [b["text"]["text"] for b in blocks if b.get("type") == "section" and "text" in b]
+    template = next(s for s in shown if s.startswith("*Template*"))
+    assert template == "*Template* fixes/note at `aaaaaaaaaaaa`\n• id = 7\n• note = \"&lt;@U1&gt; 'x'\""
+
+
 def test_notice_shows_who_what_where_when_why_risk_and_buttons() -> None:
     text, blocks = messages.notice(_task(), "http://gw/tasks/7", messages.Facts(author_slack_id="UDEV"))
     shown = json.dumps(blocks)
