@@ -6,6 +6,8 @@ It prepares (idempotently) a state folder, by default ``.cellgate-demo``::
                       target payments (policy: cellgate/demo_policy.toml)
     target/payments.db  the demo target: a SQLite payments database (accounts, cards, transactions)
     agent.toml        the agent's config: target payments → target/payments.db
+    templates/        a git repository of example templates (cellgate/demo_templates.py)
+    gateway_config.py the gateway's settings: c.Templates.* pointing at templates/
     notebooks/        JupyterLab's root, with payments.ipynb
     logs/             gateway.log, agent.log, jupyterlab.log
 
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import demo_data
+from . import demo_data, demo_templates
 
 TARGET = "payments"
 GATEWAY_TIMEOUT = 30.0
@@ -193,6 +195,14 @@ def prepare(opts: Options) -> Tokens:
               "kernels WITHOUT isolation (as root); use --dir under a folder others can "
               "traverse to run them as unprivileged uids", file=sys.stderr, flush=True)
     write_agent_config(state / "agent.toml", db, isolated)
+    config = ""
+    if demo_templates.write_repository(state / "templates"):
+        config = (f"c.Templates.repository = {str(state / 'templates')!r}\n"
+                  f"c.Templates.cache_dir = {str(state / 'templates-cache')!r}\n")
+    else:
+        print("cellgate demo: git is not installed, so the demo runs without templates", file=sys.stderr, flush=True)
+    (state / "gateway_config.py").write_text(config)
+    os.chmod(state / "gateway_config.py", 0o644)
     tokens = prepare_store(opts.db_url)
     gateway_db = state / "gateway.db"
     if gateway_db.exists():
@@ -366,7 +376,7 @@ def signals_stop() -> Iterator[None]:
 def start_all(opts: Options, tokens: Tokens, children: Children, lab_token: str) -> None:
     state, logs = opts.state_dir, opts.state_dir / "logs"
     children.start("gateway", [*_cellgate(), "gateway", "--port", str(opts.port), "--db-url", opts.db_url,
-                               "--public-url", opts.gateway_url])
+                               "--public-url", opts.gateway_url, "--config", str(state / "gateway_config.py")])
     wait_for("the gateway answering", lambda: bool(http_json(f"{opts.gateway_url}/api/v1/")), GATEWAY_TIMEOUT,
              children, f"see {logs / 'gateway.log'}")
 

@@ -47,7 +47,7 @@ def test_demo_runs_everything_and_stops_cleanly(demo: DemoRun) -> None:
     assert (demo.state_dir / "target" / "payments.db").exists() and (demo.state_dir / "notebooks" / "payments.ipynb").exists()
     assert 'kernel_isolation = "uid"' in (demo.state_dir / "agent.toml").read_text()  # tests run as root
 
-    assert get(f"{gw}/api/v1/me", tokens["dev"]) == (200, {"name": "dev", "is_admin": False, "groups": []})
+    assert get(f"{gw}/api/v1/me", tokens["dev"]) == (200, {"name": "dev", "is_admin": False, "groups": ["support"]})
     status, me = get(f"{gw}/api/v1/me", tokens["reviewer"])
     assert me["groups"] == ["dba"]
     assert get(f"{gw}/api/v1/me", tokens["admin"])[1]["is_admin"] is True
@@ -225,3 +225,25 @@ def test_a_notebook_cell_waits_for_review_then_runs(demo: DemoRun) -> None:
     assert demo.wait_exit(20) == 0
     with sqlite3.connect(demo.state_dir / "target" / "payments.db") as conn:
         assert conn.execute("SELECT status FROM cards WHERE id = 7").fetchone() == ("blocked",)
+
+
+def test_the_demo_offers_templates_and_runs_one(demo: DemoRun) -> None:
+    demo.start()
+    info = demo.wait_ready()
+    gw, tokens = info["gateway_url"], info["tokens"]
+
+    def listed() -> list[str]:
+        return [t["name"] for t in get(f"{gw}/api/v1/templates", tokens["dev"])[1]["templates"]]
+    deadline = time.monotonic() + 30
+    while not listed() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert listed() == ["checks/declined_share", "fixes/refund_transaction", "reports/accounts_by_country",
+                        "reports/large_transactions"]
+    assert get(f"{gw}/api/v1/templates", tokens["admin"])[1]["source"]["errors"] == {}
+    # a read-only report runs at once; the refund waits for dba, as any write
+    status, task = post(f"{gw}/api/v1/template-runs", {"template": "reports/large_transactions", "target": "payments",
+                                                       "parameters": {"min_cents": "1000", "currency": "EUR"}}, tokens["dev"])
+    assert status == 201 and task["status"] in ("approved", "dispatched", "running", "succeeded"), task
+    status, task = post(f"{gw}/api/v1/template-runs", {"template": "fixes/refund_transaction", "target": "payments",
+                                                       "parameters": {"transaction_id": "1", "reason": "fraud"}}, tokens["dev"])
+    assert status == 201 and task["status"] == "pending_review" and task["template"]["parameters"][1]["value"] == "fraud"
