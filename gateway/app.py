@@ -302,7 +302,8 @@ class Gateway(Application):
                          analysis_budget=self.analysis_budget, analyser=analyser,
                          templates=TemplateLibrary(store, Templates(parent=self)))
         await parts.scripts.recover()
-        slack = SlackIntegration(store, parts.flow, parts.events, parts.agents, parts.background, Slack(parent=self))
+        slack = SlackIntegration(store, parts.flow, parts.events, parts.agents, parts.background, Slack(parent=self),
+                                 templates=parts.templates)
         slack.start()
         oidc_config = OIDC(parent=self)
         oidc = OIDCProvider(oidc_config, url.rstrip("/") + CALLBACK_PATH) if oidc_config.enabled else None

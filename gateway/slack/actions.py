@@ -24,6 +24,7 @@ from ..errors import CellgateError, Conflict, Forbidden, NotFound
 from ..models import Target, Task, User
 from . import links, messages
 from .client import SlackCallFailed
+from ..templates.library import NOT_CONFIGURED
 from .integration import SlackIntegration
 
 log = logging.getLogger("cellgate.gateway.slack")
@@ -177,8 +178,10 @@ async def command(slack: SlackIntegration, form: dict[str, str]) -> dict[str, An
     if verb == "task" and len(words) == 2 and words[1].lstrip("#").isdigit():
         return await _task(slack, ident, int(words[1].lstrip("#")))
     if verb == "templates":
-        return reply("templates are not available yet", [
-            {"type": "section", "text": {"type": "mrkdwn", "text": "*Templates* (0)\n_templates are not available yet_"}}])
+        library = slack.templates
+        if library is None or not library.configured:
+            return reply(NOT_CONFIGURED)
+        return reply(messages.templates_text(library.visible(ident)))
     return reply(f"unknown command `{messages.esc(' '.join(words))}`\n{HELP}")
 
 

@@ -9,6 +9,7 @@ from ..background import Background
 from ..events import TaskEvents
 from ..flow import TaskFlow
 from ..store import Store
+from ..templates.library import TemplateLibrary
 from .client import SlackCallFailed, SlackClient
 from .config import Slack
 from .notices import Notifier
@@ -19,8 +20,9 @@ log = logging.getLogger("cellgate.gateway.slack")
 
 class SlackIntegration:
     def __init__(self, store: Store, flow: TaskFlow, events: TaskEvents, agents: AgentRegistry, background: Background,
-                 config: Slack) -> None:
+                 config: Slack, templates: TemplateLibrary | None = None) -> None:
         self.store = store
+        self.templates = templates  # what /cellgate templates lists
         self.flow = flow
         self.agents = agents  # "online"/"offline" in the target list
         self.background = background

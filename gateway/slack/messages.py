@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import tasks
-from ..models import Task
 from ..display import LEVEL_MARK, risk_lines
+from ..models import Task
+from ..templates.catalog import Template
 
 #: characters of code (and of output) shown in Slack; the rest is behind the task's link
 CODE_LIMIT = 1800
@@ -158,6 +159,20 @@ def _text(markdown: str) -> dict[str, Any]:
 
 def _plain(text: str) -> dict[str, Any]:
     return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def templates_text(templates: list[Template]) -> str:
+    """``/cellgate templates``: what the user may run, each with where and how (running from Slack
+    is not available yet: the command line is given)."""
+    lines = []
+    for t in templates[:30]:
+        where = ", ".join([*t.targets, *(f"any {k} target" for k in t.target_kinds)]) or "nowhere"
+        params = " ".join(f"-p {p}=…" for p in t.params)
+        about = f" — {esc(cut(t.description, 120)[0])}" if t.description else ""
+        run = f"cellgate templates run {esc(t.name)} -t TARGET {esc(params)}".rstrip()
+        lines.append(f"• *{esc(t.name)}* ({esc(t.kind)}, on {esc(where)}){about}\n    `{run}`")
+    more = f"\n_and {len(templates) - 30} more: `cellgate templates`_" if len(templates) > 30 else ""
+    return f"*Templates you may run* ({len(templates)})\n" + ("\n".join(lines) if lines else "_none_") + more
 
 
 def template_text(template: dict[str, Any]) -> str:

@@ -108,6 +108,17 @@ def _task(code: str = "UPDATE t SET a = 1 WHERE id = 2", status: str = "pending_
     return task
 
 
+def test_the_templates_command_lists_what_one_may_run_and_how() -> None:
+    from cellgate.gateway.templates.catalog import parse
+
+    t = parse("fixes/<b>.sql", b"-- ---\n-- description: a *fix*\n-- targets: [payments]\n-- parameters: {id: {type: integer}}\n-- ---\n"
+              b"SELECT {{ id }};\n")
+    text = messages.templates_text([t])
+    assert text == ("*Templates you may run* (1)\n• *fixes/&lt;b&gt;* (sql, on payments) — a *fix*\n"
+                    "    `cellgate templates run fixes/&lt;b&gt; -t TARGET -p id=…`")
+    assert messages.templates_text([]) == "*Templates you may run* (0)\n_none_"
+
+
 def test_a_templated_task_shows_its_template_commit_and_values() -> None:
     task = _task(code="UPDATE refunds SET note = __cg_param_note__ WHERE id = __cg_param_id__",
                  template={"name": "fixes/note", "path": "fixes/note.sql", "commit": "a" * 40, "parameters": [
