@@ -42,6 +42,11 @@ def _read_code(args: argparse.Namespace) -> str | None:
         return args.code
     if args.file == "-":
         return sys.stdin.read()
+    if args.file.endswith(".ipynb"):  # its JSON is not code for the target
+        error(f"{args.file} is a notebook: `cellgate run` sends code (SQL or Python); running a notebook as one task "
+              "is not available yet. Put the cells to run in a .sql or .py file, or add the notebook to the template "
+              "repository (docs/templates.md)")
+        return None
     try:
         with open(args.file, encoding="utf-8") as f:
             return f.read()

@@ -46,6 +46,15 @@ def test_run_reads_code_from_stdin(cli, gateway):
     assert gateway.tasks[1]["why"] == ""
 
 
+def test_a_notebook_is_not_sent_as_code(cli, gateway, tmp_path):
+    notebook = tmp_path / "report.ipynb"
+    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    p = cli("run", "-t", "db", "-f", str(notebook))
+    assert p.returncode == exitcodes.USAGE and "is a notebook" in p.stderr and "not available yet" in p.stderr
+    assert not any(r["path"] == "/api/v1/tasks" and r["method"] == "POST" for r in gateway.requests)
+    no_traceback(p.stderr)
+
+
 def test_run_reads_code_from_file(cli, gateway, tmp_path):
     script = tmp_path / "q.sql"
     script.write_text("SELECT 3")
