@@ -16,7 +16,7 @@ from traitlets.config import Configurable
 
 from ...seconds import check_seconds
 from ...secret_files import read_setting_file
-from .source import BRANCH
+from .source import BRANCH, GitSource, SourceError
 
 WEBHOOK_SECRET_ENV = "CELLGATE_TEMPLATES_WEBHOOK_SECRET"
 
@@ -44,6 +44,15 @@ class Templates(Configurable):
         if value or not self.webhook_secret_file:
             return value
         return read_setting_file(self.webhook_secret_file, "Templates.webhook_secret_file", TraitError)
+
+    @validate("repository")
+    def _valid_repository(self, proposal: Any) -> str:
+        repository: str = proposal["value"]
+        try:
+            GitSource.check_repository(repository)
+        except SourceError as exc:
+            raise TraitError(f"Templates.repository: {exc}") from None
+        return repository
 
     @validate("branch")
     def _valid_branch(self, proposal: Any) -> str:

@@ -14,6 +14,7 @@ targets. Notebooks and shell scripts are listed but not yet runnable (400 says s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,7 +60,9 @@ async def run_template(library: TemplateLibrary, scripts: Scripts, store: Store,
     except ValueRefused as exc:
         raise TemplateValueRefused(exc) from None
     try:
-        rendered = render_sql(template, checked, target.dialect) if template.kind == "sql" else render_python(template, checked)
+        # the dialect's scanner and Python's tokenizer read up to a 1 MiB template: off the event loop
+        rendered = await asyncio.to_thread(
+            lambda: render_sql(template, checked, target.dialect) if template.kind == "sql" else render_python(template, checked))
     except TemplateError as exc:
         raise BadRequest(f"template {name} cannot be run: {exc}") from None
     record = {"name": template.name, "path": template.path, "commit": commit,

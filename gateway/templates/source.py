@@ -52,8 +52,9 @@ class Catalog:
 
 class GitSource:
     def __init__(self, repository: str, branch: str, cache: Path, *, timeout: float = 120.0) -> None:
-        if not repository or repository.startswith("-") or repository.lower().startswith("ext::"):
-            raise SourceError(f"template repository {shown(repository)!r}: give a local path or a git URL")
+        if not repository:
+            raise SourceError("no template repository: give a local path or a git URL")
+        self.check_repository(repository)
         if not BRANCH.fullmatch(branch) or ".." in branch:
             raise SourceError(f"template branch {branch!r} is not a branch name")
         self.repository = repository
@@ -61,7 +62,13 @@ class GitSource:
         self.cache = cache
         self.timeout = timeout
 
-    def _git(self, *args: str, binary: bool = False) -> bytes:
+    @staticmethod
+    def check_repository(repository: str) -> None:
+        """A local path or a git URL; never an option (``-…``) nor the ``ext::`` transport (it runs commands)."""
+        if repository.startswith("-") or repository.lower().startswith("ext::"):
+            raise SourceError(f"template repository {shown(repository)!r}: give a local path or a git URL")
+
+    def _git(self, *args: str) -> bytes:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.cache), "GIT_TERMINAL_PROMPT": "0",
                "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "LC_ALL": "C"}
         command = ["git", "-c", "protocol.ext.allow=never", "-C", str(self.cache), *args]

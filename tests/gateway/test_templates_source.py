@@ -83,3 +83,15 @@ def test_a_password_in_the_url_is_never_shown(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as info:
         GitSource(url, "main", tmp_path / "cache", timeout=20).refresh()
     assert "s3cret-Tok" not in str(info.value) and "bot:***@127.0.0.1:9" in str(info.value)
+
+
+@pytest.mark.parametrize("repository", ["--upload-pack=touch /tmp/cg-pwned", "ext::sh -c id", "EXT::sh"])
+def test_the_setting_refuses_what_git_would_run(repository: str) -> None:
+    """At start (a one-line configuration error), not at the first fetch."""
+    from traitlets import TraitError
+
+    from cellgate.gateway.templates.config import Templates
+
+    with pytest.raises(TraitError, match=r"Templates\.repository: .*give a local path or a git URL"):
+        Templates(repository=repository)
+    assert Templates(repository="/srv/templates").repository == "/srv/templates"
