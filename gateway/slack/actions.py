@@ -22,9 +22,9 @@ from ..access import may_see_task, may_submit
 from ..auth import Identity
 from ..errors import CellgateError, Conflict, Forbidden, NotFound
 from ..models import Target, Task, User
+from ..templates.library import NOT_CONFIGURED
 from . import links, messages
 from .client import SlackCallFailed
-from ..templates.library import NOT_CONFIGURED
 from .integration import SlackIntegration
 
 log = logging.getLogger("cellgate.gateway.slack")

@@ -13,9 +13,9 @@ from typing import Any
 
 from ipykernel.kernelbase import Kernel
 
-from .params import Params
 from . import gating, render
 from .dialects import ResultSet
+from .params import Params
 from .session import Interrupted, Session
 from .target import READONLY_URL_ENV, ConfigError, Settings, redact
 

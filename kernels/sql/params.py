@@ -118,6 +118,8 @@ def for_driver(statement: str, dialect: str, values: Mapping[str, Any]) -> tuple
     ``:name``. MySQL/MariaDB: ``?`` and the values in order, for a server-side prepared statement
     (``PREPARE … FROM``, ``EXECUTE … USING``: PyMySQL itself only interpolates escaped literals).
     """
+    if PREFIX not in statement:  # every cell passes here: no scan for the many without a template value
+        return statement, None
     spans = marker_spans(statement, dialect)
     if not spans:
         return statement, None

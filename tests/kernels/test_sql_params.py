@@ -183,6 +183,20 @@ def test_markers_are_found_only_as_whole_unquoted_tokens(dialect: str) -> None:
     assert for_driver("SELECT '50%'", dialect, {}) == ("SELECT '50%'", None)  # no marker: the text goes raw
 
 
+@pytest.mark.parametrize(("dialect", "statement"), [
+    ("postgresql", "SELECT E'\\\\' __cg_param_a__'"), ("postgresql", "SELECT $t$ __cg_param_a__ $t$"),
+    ("postgresql", 'SELECT U&"__cg_param_a__"'), ("postgresql", "SELECT 1 /* /* */ __cg_param_a__ */"),
+    ("mariadb", "SELECT /*! __cg_param_a__ */ 1"), ("mariadb", "SELECT '\\\\' __cg_param_a__ '"),
+    ("mariadb", "SELECT 1 # __cg_param_a__"), ("mariadb", "SELECT `__cg_param_a__`"),
+    ("sqlite", "SELECT [__cg_param_a__]"), ("sqlite", "SELECT `__cg_param_a__`"),
+])
+def test_each_dialects_own_quoting_and_comments_hide_no_marker(dialect: str, statement: str) -> None:
+    """As the server reads it: dollar quotes, E'' escapes, nested comments (PostgreSQL), executable
+    comments, # comments, backslash escapes (MariaDB), [] names (SQLite): a marker there is refused."""
+    with pytest.raises(MarkerError):
+        for_driver(statement, dialect, {"a": 1})
+
+
 def test_each_driver_gets_its_own_placeholder_and_only_the_values_used() -> None:
     sql = "SELECT * FROM t WHERE a = __cg_param_a__ AND b LIKE 'x%'"
     assert for_driver(sql, "postgresql", {"a": 1, "b": 2}) == ("SELECT * FROM t WHERE a = %(a)s AND b LIKE 'x%%'", {"a": 1})
