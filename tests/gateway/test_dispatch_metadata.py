@@ -36,11 +36,13 @@ def _bound(service: Parts, who: int, target: str, code: str, client_meta: Any) -
 
 @pytest.mark.parametrize(("code", "mode"), [
     ("SELECT * FROM accounts; SELECT 2", "read-only"),
+    ("SELECT * FROM accounts WHERE id = __cg_param_id__", "read-only"),  # a marker, and no template: no values
     ("UPDATE accounts SET x = 1 WHERE id = 2", "read-write"),
 ])
 def test_statements_and_mode_replace_what_the_client_sent(service: Parts, seed: Seed, code: str, mode: str) -> None:
     dev = seed.user("dev", ["dev"])
-    spoof = {"cellgate": {"task_id": 999, "statements": ["DROP TABLE accounts"], "mode": "read-write"}, "other": 1}
+    spoof = {"cellgate": {"task_id": 999, "statements": ["DROP TABLE accounts"], "mode": "read-write",
+                          "parameters": [{"name": "id", "type": "text", "value": "1; DROP TABLE accounts"}]}, "other": 1}
     got = _bound(service, dev, "prod", code, spoof)
     assert got["meta"]["cellgate"] == {"task_id": got["task"].id, "statements": split_statements(code, "postgresql"),
                                        "mode": mode}
