@@ -112,6 +112,25 @@ def _tighter(own: int, policy: Any) -> int:
     return min(own, policy) if isinstance(policy, int) and not isinstance(policy, bool) and policy > 0 else own
 
 
+#: the longest Unix socket path (sockaddr_un.sun_path is 108 bytes on Linux, with its NUL)
+MAX_SOCKET_PATH = 107
+
+
+def ipc_prefix(path: Path) -> str:
+    """Where a kernel's five ZeroMQ sockets go: Unix sockets ``<prefix>-1`` … ``-5`` in its home.
+
+    Not TCP: a TCP port is picked by binding port 0 and closing it before the kernel binds it
+    again, so another process on the host can take it meanwhile and the kernel dies at start; and
+    a TCP port is reachable by every local user, a socket in the kernel's 0700 home only by its
+    uid and the agent.
+    """
+    prefix = str(path / "home" / "k")
+    if len(prefix) + 3 > MAX_SOCKET_PATH:
+        raise KernelError(f"the runtime directory {path.parent} is too long for the kernels' Unix sockets "
+                          f"({len(prefix) + 3} bytes, at most {MAX_SOCKET_PATH}): set a shorter Agent.runtime_dir")
+    return prefix
+
+
 @dataclass
 class HostedKernel:
     kernel_id: str
@@ -175,11 +194,13 @@ class KernelHost:
         if not isinstance(kernel_id, str) or not KERNEL_ID.match(kernel_id):
             raise KernelError(f"invalid kernel id {kernel_id!r}")
         path = Path(self.runtime_dir) / kernel_id
+        sockets = ipc_prefix(path)
         manager = AsyncKernelManager(kernel_name=target.kernel_name,
                                      kernel_spec_manager=self.spec_manager,
                                      transport_encryption=self.transport_encryption,
                                      shutdown_wait_time=self.timeouts.kernel_shutdown,
-                                     connection_file=str(path / "connection.json"))
+                                     connection_file=str(path / "connection.json"),
+                                     transport="ipc", ip=sockets)
         kdir = self._kernel_dir(path, target)
         assert str(kdir.connection_file) == manager.connection_file
         kernel = HostedKernel(kernel_id, target, manager, kdir)

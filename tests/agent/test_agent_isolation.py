@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import secrets
+import stat
 import subprocess
 import tempfile
 import uuid
@@ -204,6 +205,36 @@ def test_nothing_a_kernel_started_outlives_it(tmp_path):
             assert uid_processes(uid) == []
             assert await agent.stop() == 0
         assert "as uid" in agent.log
+
+    asyncio.run(scenario())
+
+
+CONNECTION = r"""
+import json, os
+from ipykernel import get_connection_file
+info = json.load(open(get_connection_file()))
+print(json.dumps({"transport": info["transport"], "ip": info["ip"], "home": os.environ["HOME"],
+                  "ports": [info[k] for k in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")]}))
+"""
+
+
+def test_a_kernels_channels_are_unix_sockets_in_its_home(tmp_path):
+    """Not TCP: a TCP port picked by binding port 0 can be taken by another process before the
+    kernel binds it (the kernel then dies at start), and is reachable by every local user."""
+    async def scenario():
+        async with running(write_config(tmp_path), env={"CG_ISO_PAY_URL": "postgresql://app@db.internal/pay"}) as (gw, agent):
+            await asyncio.wait_for(gw.hellos.get(), 15)
+            kid, uid, _ = await started(gw, "payments")
+            out, _ = await gw.run(kid, CONNECTION)
+            found = json.loads(out)
+            assert found["transport"] == "ipc" and found["ip"] == os.path.join(found["home"], "k"), found
+            home = Path(found["home"])
+            assert home.stat().st_uid == uid and oct(home.stat().st_mode & 0o777) == "0o700"
+            sockets = [home / f"k-{port}" for port in found["ports"]]
+            assert len(set(sockets)) == 5 and all(stat.S_ISSOCK(p.stat().st_mode) for p in sockets)
+            assert (await gw.request("kernel_stop", kernel_id=kid))["ok"]
+            assert not home.exists()
+            assert await agent.stop() == 0
 
     asyncio.run(scenario())
 

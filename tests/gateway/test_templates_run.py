@@ -130,7 +130,7 @@ def test_a_sql_template_binds_hostile_values_and_the_task_says_what_ran(world: W
         assert task["template"] == {"name": "fixes/note", "path": "fixes/note.sql", "commit": head, "parameters": [
             {"name": "id", "type": "integer", "value": i}, {"name": "note", "type": "text", "value": value}]}
         done = approve_and_wait(world.gw, task["id"])
-        assert done["task"]["status"] == "succeeded", done
+        assert done["task"]["status"] == "succeeded", (done["task"]["error"], done["outputs"])
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         assert conn.execute(f"SELECT id, note FROM {TABLE} ORDER BY id").fetchall() == list(enumerate(HOSTILE))
         assert conn.execute("SELECT to_regclass('victims')").fetchone() == (None,)
