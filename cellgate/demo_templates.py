@@ -55,17 +55,23 @@ print(f"declined share over {threshold:.0%} would be reported here")
 
 
 def report_notebook() -> str:
+    """A SQL notebook: its values are declared in ``metadata.cellgate.parameters`` and bound by the
+    driver in every cell; read-only, so policy runs it at once and it keeps the executed notebook."""
+    def code(cell_id: str, source: str) -> dict[str, object]:
+        return {"cell_type": "code", "id": cell_id, "metadata": {}, "execution_count": None, "outputs": [], "source": source}
     cells = [
-        {"cell_type": "code", "id": "parameters", "metadata": {"tags": ["parameters"]}, "execution_count": None, "outputs": [],
-         "source": "country = 'FR'  # accounts of this country\nlimit = 10\n"},
-        {"cell_type": "code", "id": "report", "metadata": {}, "execution_count": None, "outputs": [],
-         "source": "print(f'a report of {limit} accounts in {country} would run here')\n"},
+        {"cell_type": "markdown", "id": "about", "metadata": {}, "source": "# Accounts of one country\nHow many, by status; then the newest."},
+        code("by-status", "SELECT status, count(*) AS accounts FROM accounts WHERE country = {{ country }}\n"
+                          "GROUP BY status ORDER BY status;\n"),
+        code("newest", "SELECT id, holder_name, status, created_at FROM accounts WHERE country = {{ country }}\n"
+                       "ORDER BY created_at DESC LIMIT {{ limit }};\n"),
     ]
     nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "cellgate": {"description": "A notebook report with parameters (notebook runs are not available yet)",
-                     "groups": ["support"], "kinds": ["python"],
-                     "parameters": {"country": {"type": "select", "options": ["FR", "DE", "GB", "US"]}}}}}
+        "kernelspec": {"name": "cellgate-sql", "display_name": "SQL", "language": "sql"},
+        "cellgate": {"description": "Accounts of a country, by status and the newest (a SQL notebook; read-only: runs at once)",
+                     "groups": ["support", "dba"], "targets": ["payments"],
+                     "parameters": {"country": {"type": "select", "options": ["FR", "DE", "GB", "US", "SE", "PL"], "default": "FR"},
+                                    "limit": {"type": "integer", "default": 10, "help": "how many of the newest accounts"}}}}}
     return json.dumps(nb, indent=1) + "\n"
 
 

@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -138,6 +139,12 @@ class Analyser:
         log.warning("risk analysis of a %d-byte %s cell passed its %.1f s budget; the cell is reviewed",
                     len(code.encode("utf-8", "surrogatepass")), kind, budget)
         return unanalysed(f"over its {budget:g} s budget")
+
+    async def analyse_cells(self, cells: Sequence[str], kind: str, dialect: str | None, budget: float) -> risk.Risk:
+        """The risk of a notebook: each cell analysed as a cell is (at once, each within ``budget``),
+        then combined (``risk.combine``: the highest level, every reason under ``cell N``)."""
+        found = await asyncio.gather(*(self.analyse(code, kind, dialect, budget) for code in cells))
+        return risk.combine(found, [f"cell {i}" for i in range(1, len(found) + 1)])
 
     def _replace(self) -> None:
         pool, self._pool = self._pool, None

@@ -23,6 +23,7 @@ from .auth import Identity
 from .errors import Conflict, Forbidden, NotFound, TooLarge, Unavailable
 from .events import TaskEvents
 from .models import Target, Task, User, utcnow
+from .notebooks.document import cells_of as notebook_cells
 from .store import Store
 from .timeouts import Timeouts
 
@@ -127,7 +128,14 @@ class TaskFlow:
         if row is None:
             raise NotFound(f"target {target_name!r} not found")
         analysed_as, has_reviewers = row
-        found = await (self.analyser or analysis.default()).analyse(code, analysed_as[0], analysed_as[1], self.analysis_budget)
+        analyser = self.analyser or analysis.default()
+        policy_reads = code
+        if kind == "notebook":  # every cell analysed as a cell; deny patterns read the cells' text
+            cells = [c.source for c in notebook_cells(code)]
+            found = await analyser.analyse_cells(cells, analysed_as[0], analysed_as[1], self.analysis_budget)
+            policy_reads = "\n".join(cells)
+        else:
+            found = await analyser.analyse(code, analysed_as[0], analysed_as[1], self.analysis_budget)
         estimate: tuple[int | None, dict[str, Any]] | None = None
         if not refuse and has_reviewers and found.explain:  # UPDATE/DELETE: estimate before anyone can see the task
             estimate = await self._pre_estimate(target_name, found)
@@ -139,7 +147,7 @@ class TaskFlow:
             cell_risk = found
             if (target.kind or "sql", target.dialect or None) != analysed_as:  # changed meanwhile: not what was analysed
                 cell_risk = analysis.unanalysed(f"the target {target.name} changed kind or dialect while the cell was analysed")
-            decision = policy.evaluate(ident, target, code, cell_risk)
+            decision = policy.evaluate(ident, target, policy_reads, cell_risk)
             if refuse:
                 decision = policy.Decision(policy.DENY, refuse)
             rules = policy.of(target)
@@ -170,7 +178,7 @@ class TaskFlow:
             return reviews.annotate(session, task)
 
         task = await self.store.run(_submit)
-        if found.parsed and analysed_as[0] == "sql":  # dispatch need not split again (the kernel checks it)
+        if found.parsed and analysed_as[0] == "sql" and kind != "notebook":  # dispatch need not split again (the kernel checks it)
             task.analysed = (analysed_as, found.texts)
         self.events.notify(task.id)
         return task

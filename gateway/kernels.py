@@ -82,6 +82,24 @@ class Execution:
     reply: dict[str, Any] | None = None  # the execute_reply content
     seen_at: int | None = None  # the kernel's arrival count + 1 when that reply was relayed
     idle: bool = False  # iopub idle seen: every output has been relayed (iopub and shell are not ordered)
+    cell: CellRun | None = None  # one cell of a notebook task: the task ends with the notebook, not here
+
+
+@dataclass
+class CellRun:
+    """One cell of a notebook task, dispatched as its own request. ``seq`` and ``bytes`` carry on
+    from the cells before (a task's outputs are numbered, and capped, across all its cells);
+    ``outputs`` collects what this cell showed (``{"msg_type", "content"}``) for the executed
+    notebook; ``timeout`` is what is left of the task's time limit."""
+
+    code: str
+    timeout: float
+    seq: int = 0
+    bytes: int = 0
+    dispatched: bool = False
+    started: bool = False
+    truncated: bool = False
+    outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,15 @@ class TaskOutput(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class TaskNotebook(Base):
+    """The executed notebook of a notebook task (nbformat JSON), stored when the task ends."""
+
+    __tablename__ = "task_notebooks"
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    notebook: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class AuditEvent(Base):
     """Append-only, hash-chained. ``hash = sha256(prev_hash + canonical(event))``."""
 

@@ -25,7 +25,7 @@ from .agents import AgentRegistry
 from .errors import Unavailable
 from .events import TaskEvents
 from .flow import TaskFlow
-from .kernels import OUTPUT_TYPES, Execution, LiveKernel, NotRun, Outcome, Recorder
+from .kernels import OUTPUT_TYPES, CellRun, Execution, LiveKernel, NotRun, Outcome, Recorder
 from .models import Target, Task, TaskOutput
 from .store import Store
 from .timeouts import Timeouts
@@ -90,37 +90,50 @@ class Relay:
             await self.finish(ex.task_id, status, ename, evalue)
 
     # ------------------------------------------------------------ dispatch
-    async def dispatch(self, kernel: LiveKernel, task: Task, msg: dict[str, Any]) -> Outcome:
+    async def dispatch(self, kernel: LiveKernel, task: Task, msg: dict[str, Any], cell: CellRun | None = None) -> Outcome:
         """Send an approved request to the agent; return how the kernel ended it.
 
         Raises :class:`NotRun` when the approval expired first, :class:`Unavailable` when the
         kernel's agent is not connected (the task fails). A task still running after the target's
         time limit is interrupted and ends ``killed``.
+
+        With ``cell`` (one cell of a notebook task, ``cell.code`` its text): the request is bound to
+        that cell's statements, its outputs are also collected in ``cell``, and its reply does not
+        end the task (the notebook runner does, once the executed notebook is stored); only a time
+        limit or a lost kernel does.
         """
         task = await self.flow.ensure_fresh(task)
-        if task.status not in (tasks.APPROVED, tasks.DISPATCHED):
+        later_cell = cell is not None and cell.dispatched  # the task was dispatched with the notebook's first cell
+        if task.status not in ((tasks.APPROVED, tasks.DISPATCHED, tasks.RUNNING) if later_cell
+                               else (tasks.APPROVED, tasks.DISPATCHED)):
             raise NotRun(task)
         agent = self.agents.get(kernel.agent_id)
         if agent is None:
             await self.finish(task.id, tasks.FAILED, "AgentUnavailable", f"agent {kernel.agent_id} is not connected")
             raise Unavailable(f"the agent hosting this kernel ({kernel.agent_id}) is not connected; task #{task.id} did not run")
-        if task.status == tasks.APPROVED:  # (submit may have dispatched it already)
+        if task.status == tasks.APPROVED and not later_cell:  # (submit may have dispatched it already)
             await self.store.run(lambda s: tasks.transition(s, task.id, tasks.APPROVED, tasks.DISPATCHED, "gateway",
                                                               {"agent": agent.agent_id}, agent_id=agent.agent_id))
         rule = task.review_rule or {}
-        await self.bind_to_task(msg, task)
+        await self.bind_to_task(msg, task, cell.code if cell else None)
         msg_id = msg["header"]["msg_id"]
         ex = Execution(task_id=task.id, msg_id=msg_id, done=asyncio.get_running_loop().create_future(),
-                       max_bytes=int(rule.get("max_bytes", policy.Limits().max_bytes)))
+                       max_bytes=int(rule.get("max_bytes", policy.Limits().max_bytes)), cell=cell)
+        if cell is not None:
+            ex.seq, ex.bytes, ex.started, ex.truncated = cell.seq, cell.bytes, cell.started, cell.truncated
+            cell.dispatched = True
         kernel.executions[msg_id] = ex
         agent.send(protocol.KernelMsg(kernel_id=kernel.id, channel="shell", msg=msg, task_id=task.id))
         self.events.notify(task.id)
-        timeout = float(rule.get("timeout", policy.Limits().timeout))
+        limit = float(rule.get("timeout", policy.Limits().timeout))
         try:
-            return self._outcome(kernel, ex, await asyncio.wait_for(asyncio.shield(ex.done), timeout))
+            return self._outcome(kernel, ex, await asyncio.wait_for(asyncio.shield(ex.done), cell.timeout if cell else limit))
         except TimeoutError:
             pass
-        ex.killed = f"the task ran longer than this target's limit of {timeout:.0f} s and was interrupted"
+        finally:
+            if cell is not None:
+                cell.seq, cell.bytes, cell.started, cell.truncated = ex.seq, ex.bytes, ex.started, ex.truncated
+        ex.killed = f"the task ran longer than this target's limit of {limit:.0f} s and was interrupted"
         self._notice(kernel, ex, msg.get("header", {}), f"[cellgate] {ex.killed}\n")
         try:
             await agent.request(protocol.KernelInterrupt(kernel_id=kernel.id), timeout=self.timeouts.time_limit_interrupt)
@@ -137,19 +150,21 @@ class Relay:
     def _outcome(kernel: LiveKernel, ex: Execution, reply: dict[str, Any]) -> Outcome:
         return Outcome(reply, ex.seen_at if ex.seen_at is not None else kernel.arrivals + 1)
 
-    async def bind_to_task(self, msg: dict[str, Any], task: Task) -> None:
+    async def bind_to_task(self, msg: dict[str, Any], task: Task, code: str | None = None) -> None:
         """Tell the kernel exactly what to run: ``metadata.cellgate`` (any client-sent one replaced).
 
         ``statements`` is the split the analysis read (the SQL kernel refuses a cell whose own
         split differs); ``mode`` is "read-only" when policy auto-approved it as read-only SQL.
+        ``code``: one cell of a notebook task (else the task's code).
         """
-        if task.analysed is not None:  # this process analysed it at submission: the same split
+        if task.analysed is not None and code is None:  # this process analysed it at submission: the same split
             (kind, dialect), texts = task.analysed
         else:
             target = await self.store.run(lambda s: s.get(Target, task.target))
             kind = (target.kind if target is not None else "") or "sql"
             dialect = (target.dialect if target is not None else "") or ""
-            texts = tuple(await asyncio.to_thread(split_statements, task.code, dialect)) if kind == "sql" and dialect else ()
+            text = task.code if code is None else code
+            texts = tuple(await asyncio.to_thread(split_statements, text, dialect)) if kind == "sql" and dialect else ()
         sql = kind == "sql" and bool(dialect)
         metadata = msg.get("metadata")
         metadata = dict(metadata) if isinstance(metadata, dict) else {}
@@ -197,6 +212,8 @@ class Relay:
             ex.seq += 1
             seq = ex.seq
             recorder.put(ex.task_id, lambda s: _output_tx(s, ex.task_id, seq, msg_type, content, size))
+            if ex.cell is not None:
+                ex.cell.outputs.append({"msg_type": msg_type, "content": content})
         elif channel == "shell" and msg_type == "execute_reply":
             # what the client sends from now on is not aborted by a failure of this one
             ex.reply = content
@@ -214,6 +231,8 @@ class Relay:
         ex.seq += 1
         seq = ex.seq
         self.recorders[kernel.id].put(ex.task_id, lambda s: _output_tx(s, ex.task_id, seq, "stream", content, len(text)))
+        if ex.cell is not None:
+            ex.cell.outputs.append({"msg_type": "stream", "content": content})
 
     def _maybe_finish(self, kernel: LiveKernel, ex: Execution) -> None:
         """Finish once both the reply and the idle status were relayed (an aborted request may lack idle)."""
@@ -228,4 +247,6 @@ class Relay:
             dest, ename, evalue = tasks.KILLED, "TimeLimit", ex.killed
         if not ex.done.done():
             ex.done.set_result(ex.reply)
+        if ex.cell is not None and not ex.killed:  # a notebook's cell: the runner ends the task
+            return
         self.recorders[kernel.id].put(ex.task_id, lambda s: finish_tx(s, ex.task_id, dest, ename, evalue))

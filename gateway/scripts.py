@@ -1,6 +1,7 @@
 """Scripts: code sent by the CLI (``cellgate run``), run headless on an ephemeral kernel.
 
-A script is a task of kind ``script``: once approved (by policy or review) and once an agent
+A script is a task of kind ``script`` (or ``notebook``: a rendered notebook, run cell by cell by
+``notebooks.runner``): once approved (by policy or review) and once an agent
 serves its target, it runs on a kernel started for it alone, as its author, and the kernel is
 stopped when it ends. After a gateway restart, :meth:`Scripts.recover` ends what the previous
 process was running (``lost``, never re-run) and picks up the scripts still waiting.
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import jmsg, tasks
+from . import tasks
 from .agents import AgentRegistry
 from .auth import Identity
 from .background import Background
@@ -24,6 +25,7 @@ from .flow import TaskFlow, identity_of
 from .kernels import NotRun
 from .lifecycle import KernelLifecycle
 from .models import Task
+from .notebooks.runner import NotebookRunner, execute_request
 from .relay import Relay
 from .store import Store
 from .timeouts import Timeouts
@@ -42,12 +44,14 @@ class Scripts:
         self.lifecycle = lifecycle
         self.background = background
         self.timeouts = timeouts or Timeouts()
+        self.notebooks = NotebookRunner(store, relay)
 
     async def submit(self, ident: Identity, target_name: str, code: str, why: str,
-                     template: dict[str, Any] | None = None) -> Task:
-        """A CLI script, or a rendered template (``template``: what ``Task.template`` records). A user
+                     template: dict[str, Any] | None = None, kind: str = "script") -> Task:
+        """A CLI script, or a rendered template (``template``: what ``Task.template`` records); with
+        ``kind="notebook"``, ``code`` is a rendered notebook (``notebooks.document``). A user
         outside the target's submit groups gets a ``denied`` task: the attempt is audited."""
-        task = await self.flow.submit(ident, target_name, code, kind="script", why=why, template=template)
+        task = await self.flow.submit(ident, target_name, code, kind=kind, why=why, template=template)
         if task.status in (tasks.APPROVED, tasks.PENDING_REVIEW):
             self.background.spawn(self.run(task.id))
         return task
@@ -70,12 +74,11 @@ class Scripts:
             await self.relay.finish(task_id, tasks.FAILED, "AgentUnavailable", str(getattr(exc, "message", exc)))
             return
         try:
-            msg = jmsg.make("execute_request", {"code": task.code, "silent": False, "store_history": True,
-                                                "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-                            None, "shell", session=f"cellgate-task-{task_id}")
-            msg["parent_header"] = {}
+            if task.kind == "notebook":
+                await self.notebooks.run(kernel, task)
+                return
             try:
-                await self.relay.dispatch(kernel, task, msg)
+                await self.relay.dispatch(kernel, task, execute_request(task.code, task_id))
             except NotRun:
                 return
             await self.relay.drain(kernel)

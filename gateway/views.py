@@ -10,6 +10,7 @@ from typing import Any
 
 from . import policy
 from .models import Target, Task, User
+from .notebooks import document
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -20,7 +21,19 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def shown_code(task: Task) -> str:
+    """The code as reviewers read it: a notebook task's cells, each under a line naming it (its
+    ``code`` is the notebook's JSON, which is what the approval's hash covers)."""
+    if task.kind != "notebook":
+        return task.code
+    try:
+        return document.reviewable(task.code)
+    except document.NotebookError:
+        return task.code
+
+
 def task_json(task: Task, url: str) -> dict[str, Any]:
+    shown = {"review_text": shown_code(task)} if task.kind == "notebook" else {}
     return {
         "id": task.id,
         "kind": task.kind,
@@ -53,6 +66,7 @@ def task_json(task: Task, url: str) -> dict[str, Any]:
         "approved_at": iso(task.approved_at),
         "expires_at": iso(task.expires_at),
         "url": url,
+        **shown,
     }
 
 

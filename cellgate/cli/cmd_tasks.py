@@ -1,8 +1,10 @@
-"""`cellgate run`, `tasks`, `task show|cancel`, `reviews`, `review approve|reject`, `targets`."""
+"""`cellgate run`, `tasks`, `task show|output|cancel`, `reviews`, `review approve|reject`, `targets`."""
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
 from typing import Any
 
@@ -37,16 +39,26 @@ def _say(line: str) -> None:
 # -- run ------------------------------------------------------------------------------------
 
 
+def parameter_values(items: list[str]) -> dict[str, str] | None:
+    """``-p NAME=VALUE`` options as a mapping; None (after saying why) when one is malformed."""
+    values: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            error(f"-p {item!r}: give a parameter as NAME=VALUE, e.g. -p refund_id=42")
+            return None
+        if name.strip() in values:
+            error(f"-p {name.strip()} is given twice")
+            return None
+        values[name.strip()] = value
+    return values
+
+
 def _read_code(args: argparse.Namespace) -> str | None:
     if args.code is not None:
         return args.code
     if args.file == "-":
         return sys.stdin.read()
-    if args.file.endswith(".ipynb"):  # its JSON is not code for the target
-        error(f"{args.file} is a notebook: `cellgate run` sends code (SQL or Python); running a notebook as one task "
-              "is not available yet. Put the cells to run in a .sql or .py file, or add the notebook to the template "
-              "repository (docs/templates.md)")
-        return None
     try:
         with open(args.file, encoding="utf-8") as f:
             return f.read()
@@ -96,13 +108,22 @@ def follow(gw: GatewayClient, task: dict[str, Any], *, stream: bool = True) -> t
 
 @command
 def cmd_run(args: argparse.Namespace) -> int:
+    notebook = bool(args.file and args.file.endswith(".ipynb"))
+    if args.parameter and not notebook:
+        error("-p gives a notebook's parameters: use it with -f NOTEBOOK.ipynb (a template's: cellgate templates run)")
+        return exitcodes.USAGE
+    values = parameter_values(args.parameter)
     code = _read_code(args)
-    if code is None:
+    if code is None or values is None:
         return exitcodes.USAGE
     if not code.strip():
         error("the code to run is empty")
         return exitcodes.USAGE
     with connect(args) as gw:
+        if notebook:  # one task: the notebook with its parameters injected, run cell by cell once approved
+            task = gw.request("POST", "/api/v1/tasks", json={"target": args.target, "notebook": code, "parameters": values,
+                                                             "name": os.path.basename(args.file), "why": args.why or ""})
+            return follow_submitted(gw, task, args)
         return follow_submitted(gw, gw.submit(args.target, code, args.why or ""), args)
 
 
@@ -134,7 +155,7 @@ def follow_submitted(gw: GatewayClient, task: dict[str, Any], args: argparse.Nam
 
 def _task_rows(tasks: list[dict[str, Any]]) -> list[list[Any]]:
     return [[t.get("id"), t.get("status"), t.get("target"), t.get("user"),
-             render.format_time(t.get("created_at")), render.first_line(t.get("code"))]
+             render.format_time(t.get("created_at")), render.first_line(t.get("review_text") or t.get("code"))]
             for t in tasks]
 
 
@@ -156,7 +177,9 @@ def _template_line(template: dict[str, Any] | None) -> str | None:
     if not template:
         return None
     values = ", ".join(f"{p['name']}={p['value']!r}" for p in template.get("parameters", []))
-    return f"{template.get('name')} at {str(template.get('commit'))[:12]}" + (f": {values}" if values else "")
+    where = (f"{template.get('name')} at {str(template.get('commit'))[:12]}" if template.get("name")
+             else f"{template.get('path')} (a notebook of the author's own)")
+    return where + (f": {values}" if values else "")
 
 
 def _show_task(task: dict[str, Any], outputs: list[dict[str, Any]]) -> str:
@@ -193,7 +216,7 @@ def _show_task(task: dict[str, Any], outputs: list[dict[str, Any]]) -> str:
             lines.append(f"  {render.format_time(r.get('created_at'))}  {r.get('user')} "
                          f"{r.get('decision')}{comment}")
     lines.append("code:")
-    lines += ["    " + ln for ln in (task.get("code") or "").splitlines()]
+    lines += ["    " + ln for ln in (task.get("review_text") or task.get("code") or "").splitlines()]
     return "\n".join(lines)
 
 
@@ -205,6 +228,35 @@ def cmd_task_show(args: argparse.Namespace) -> int:
         render.print_json({**task, "outputs": outputs})
     else:
         print(_show_task(task, outputs))
+    return exitcodes.OK
+
+
+@command
+def cmd_task_output(args: argparse.Namespace) -> int:
+    with connect(args) as gw:
+        if args.ipynb:
+            body = io.BytesIO()  # (a refusal leaves no half-written file)
+            gw.stream_to(f"/api/v1/tasks/{args.id}/notebook", body)
+            if args.output:
+                with open(args.output, "wb") as out:
+                    out.write(body.getvalue())
+                _say(f"task {args.id}'s executed notebook written to {args.output}")
+            else:
+                sys.stdout.buffer.write(body.getvalue())
+                sys.stdout.flush()
+            return exitcodes.OK
+        task, pages = gw.all_outputs(args.id)
+    outputs = [item.get("output") or {} for item in pages]
+    if args.json:
+        render.print_json({**task, "outputs": outputs})
+        return exitcodes.OK
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            for output in outputs:
+                f.writelines(text for _, text in render.render_output(output))
+    else:
+        for output in outputs:
+            _emit(output)
     return exitcodes.OK
 
 
@@ -283,6 +335,8 @@ def register(subparsers: Any) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-f", "--file", help="file with the code; - reads stdin")
     src.add_argument("-e", "--code", help="the code itself")
+    p.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                   help="with -f NOTEBOOK.ipynb: a value for its parameters cell (repeat for each)")
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("tasks", parents=[conn, js], help="list tasks (newest first)")
@@ -297,6 +351,11 @@ def register(subparsers: Any) -> None:
     p = task_sub.add_parser("show", parents=[conn, js], help="all about one task")
     p.add_argument("id", type=int, metavar="N")
     p.set_defaults(func=cmd_task_show)
+    p = task_sub.add_parser("output", parents=[conn, js], help="a task's outputs, or with --ipynb its executed notebook")
+    p.add_argument("id", type=int, metavar="N")
+    p.add_argument("--ipynb", action="store_true", help="the executed notebook of a notebook task (.ipynb JSON)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    p.set_defaults(func=cmd_task_output)
     p = task_sub.add_parser("cancel", parents=[conn, js], help="cancel a task still waiting for review")
     p.add_argument("id", type=int, metavar="N")
     p.set_defaults(func=cmd_task_cancel)

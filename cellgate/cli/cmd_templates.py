@@ -7,8 +7,8 @@ from typing import Any
 from urllib.parse import quote
 
 from . import exitcodes, render
-from .client import command, connect, connection_options, error, json_option
-from .cmd_tasks import follow_submitted
+from .client import command, connect, connection_options, json_option
+from .cmd_tasks import follow_submitted, parameter_values
 
 
 def register(subparsers: Any) -> None:
@@ -96,16 +96,9 @@ def cmd_show(args: Any) -> int:
 
 @command
 def cmd_run(args: Any) -> int:
-    values: dict[str, str] = {}
-    for item in args.parameter:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            error(f"-p {item!r}: give a parameter as NAME=VALUE, e.g. -p refund_id=42")
-            return exitcodes.USAGE
-        if name.strip() in values:
-            error(f"-p {name.strip()} is given twice")
-            return exitcodes.USAGE
-        values[name.strip()] = value
+    values = parameter_values(args.parameter)
+    if values is None:
+        return exitcodes.USAGE
     with connect(args) as gw:
         task = gw.request("POST", "/api/v1/template-runs",
                           json={"template": args.name, "target": args.target, "parameters": values, "why": args.why})

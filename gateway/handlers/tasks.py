@@ -1,7 +1,9 @@
-"""``/api/v1/tasks`` (list, submit, show, outputs, review, cancel) and ``/api/v1/reviews`` (waiting for me)."""
+"""``/api/v1/tasks`` (list, submit a script or a notebook, show, outputs, the executed notebook,
+review, cancel) and ``/api/v1/reviews`` (waiting for me)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -11,7 +13,8 @@ from sqlalchemy.orm import Session
 from .. import reviews, tasks
 from ..access import may_see_task, visible_tasks
 from ..errors import BadRequest, NotFound
-from ..models import Task, TaskOutput, User
+from ..models import Task, TaskNotebook, TaskOutput, User
+from ..templates.runs import TemplateValueRefused, run_notebook_file
 from ..views import task_json
 from .base import APIHandler
 
@@ -46,14 +49,35 @@ class TasksHandler(APIHandler):
         self.send({"tasks": [task_json(t, self.flow.task_url(t.id)) for t in found]})
 
     async def post(self) -> None:
+        """A script ``{"target", "code", "why"}``, or a notebook of the caller's own ``{"target",
+        "notebook": its JSON text, "name": its file name, "parameters": {name: value}, "why"}``."""
         data = self.body()
         target = self.field(data, "target")
-        code = self.field(data, "code")
         why = self.field(data, "why", required=False, default="")
+        if "notebook" in data:
+            await self._notebook(data, target, why)
+            return
+        code = self.field(data, "code")
         if not code.strip():
             raise BadRequest("code is empty: pass the script with -f FILE or -e CODE")
         self.flow.check_size(code, "script")  # 413 over Gateway.max_code_bytes
         task = await self.scripts.submit(self.user, target, code, why)
+        self.send(task_json(task, self.flow.task_url(task.id)), 201)
+
+
+    async def _notebook(self, data: dict[str, Any], target: str, why: str) -> None:
+        raw = data.get("notebook")
+        if not isinstance(raw, (str, dict)):
+            raise BadRequest("notebook must be the notebook's JSON, as text or as an object")
+        text = raw if isinstance(raw, str) else json.dumps(raw)
+        name = self.field(data, "name", required=False, default="notebook.ipynb")
+        values = self.field(data, "parameters", dict, required=False, default={})
+        self.flow.check_size(text, "script")  # 413 over Gateway.max_code_bytes
+        try:
+            task = await run_notebook_file(self.scripts, self.store, self.user, name, text, target, values, why)
+        except TemplateValueRefused as exc:
+            self.send({"status": 400, "message": exc.message, "field": exc.field}, 400)
+            return
         self.send(task_json(task, self.flow.task_url(task.id)), 201)
 
 
@@ -101,6 +125,23 @@ def _outputs_after(session: Session, task_id: int, after: int) -> list[dict[str,
     return [{"seq": r.seq, "output": r.output} for r in rows]
 
 
+class TaskNotebookHandler(TaskHandler):
+    access = {"GET": "user"}
+
+    async def get(self, task_id: str) -> None:
+        """The executed notebook of a notebook task that ended (``.ipynb`` JSON), for whoever may see the task."""
+        task = await self.visible_task(int(task_id))
+        if task.kind != "notebook":
+            raise NotFound(f"task {task.id} is a {task.kind}, not a notebook: its outputs are at /api/v1/tasks/{task.id}/output")
+        found = await self.store.run(lambda s: s.get(TaskNotebook, task.id))
+        if found is None:
+            raise NotFound(f"task {task.id} has no executed notebook ({task.status.replace('_', ' ')}): "
+                           "a notebook task has one once it ran")
+        self.set_header("Content-Type", "application/x-ipynb+json")
+        self.set_header("Content-Disposition", f'attachment; filename="task-{task.id}.ipynb"')
+        self.finish(found.notebook)
+
+
 class TaskReviewHandler(TaskHandler):
     access = {"POST": "user"}
 
@@ -135,6 +176,7 @@ default_handlers = [
     (r"/api/v1/tasks/?", TasksHandler),
     (r"/api/v1/tasks/(?P<task_id>\d+)/?", TaskHandler),
     (r"/api/v1/tasks/(?P<task_id>\d+)/output", TaskOutputHandler),
+    (r"/api/v1/tasks/(?P<task_id>\d+)/notebook", TaskNotebookHandler),
     (r"/api/v1/tasks/(?P<task_id>\d+)/review", TaskReviewHandler),
     (r"/api/v1/tasks/(?P<task_id>\d+)/cancel", TaskCancelHandler),
     (r"/api/v1/reviews/?", ReviewsHandler),

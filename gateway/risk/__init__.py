@@ -27,12 +27,22 @@ The package, each module depending only on those above it (no cycle; docs/risk.m
 
 from __future__ import annotations
 
-from .model import FLAGS, LEVELS, PYTHON_FLAGS, RULES, Findings, Risk
+from .model import FLAGS, LEVELS, PYTHON_FLAGS, RULES, Findings, Risk, combine
 from .python import analyze_python
 from .sql import analyze_sql
 
-__all__ = ["FLAGS", "LEVELS", "PYTHON_FLAGS", "RULES", "Findings", "Risk", "analyze", "analyze_python",
-           "analyze_sql"]
+__all__ = [
+    "FLAGS",
+    "LEVELS",
+    "PYTHON_FLAGS",
+    "RULES",
+    "Findings",
+    "Risk",
+    "analyze",
+    "analyze_python",
+    "analyze_sql",
+    "combine",
+]
 
 
 def analyze(code: str, kind: str, dialect: str | None, *, deadline: float | None = None) -> Risk:

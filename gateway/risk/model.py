@@ -7,6 +7,7 @@ reasons. Nothing here reads SQL or Python.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,3 +158,24 @@ class Findings:
         for _, sentence in ordered:
             seen.setdefault(sentence, None)
         return tuple(seen)
+
+
+def combine(parts: Sequence[Risk], labels: Sequence[str]) -> Risk:
+    """The risk of several cells run as one task (a notebook): the highest level of any; every
+    reason, each under its cell's label, most serious first; read-only and parsed only when every
+    cell is; the statements, texts and UPDATE/DELETE statements of all cells in order."""
+    if not parts:
+        raise ValueError("combine needs at least one part")
+    ranked = sorted(((p, label) for p, label in zip(parts, labels)), key=lambda pl: -_RANK[pl[0].level])
+    reasons: dict[str, None] = {}
+    for part, label in ranked:  # stable: cell order within a level, and a cell's own order
+        for reason in part.reasons:
+            reasons.setdefault(f"{label}: {reason}", None)
+    return Risk(level=max((p.level for p in parts), key=_RANK.__getitem__), reasons=tuple(reasons),
+                flags=tuple(sorted({f for p in parts for f in p.flags})),
+                statements=tuple(s for p in parts for s in p.statements),
+                tables=tuple(sorted({t for p in parts for t in p.tables})),
+                read_only=all(p.read_only for p in parts), parsed=all(p.parsed for p in parts),
+                explain=tuple(e for p in parts for e in p.explain), texts=tuple(t for p in parts for t in p.texts),
+                functions=tuple(sorted({f for p in parts for f in p.functions})),
+                normalized=tuple(n for p in parts for n in p.normalized))

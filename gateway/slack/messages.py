@@ -15,6 +15,7 @@ from typing import Any
 from .. import tasks
 from ..display import LEVEL_MARK, risk_lines
 from ..models import Task
+from ..views import shown_code
 from ..templates.catalog import Template
 
 #: characters of code (and of output) shown in Slack; the rest is behind the task's link
@@ -177,7 +178,10 @@ def templates_text(templates: list[Template]) -> str:
 
 def template_text(template: dict[str, Any]) -> str:
     """A templated task's name, commit and values: in SQL the code shows markers, the values are here."""
-    lines = [f"*Template* {esc(str(template.get('name')))} at `{esc(str(template.get('commit'))[:12])}`"]
+    if template.get("name"):
+        lines = [f"*Template* {esc(str(template.get('name')))} at `{esc(str(template.get('commit'))[:12])}`"]
+    else:  # a notebook of the author's own (cellgate run -f x.ipynb)
+        lines = [f"*Notebook* `{esc(str(template.get('path')))}` (the author's own file)"]
     for p in template.get("parameters", [])[:20]:
         lines.append(f"• {esc(str(p.get('name')))} = {esc(cut(repr(p.get('value')), 200)[0])}")
     return "\n".join(lines)
@@ -195,7 +199,7 @@ def notice(task: Task, url: str, facts: Facts) -> tuple[str, list[dict[str, Any]
                                           f"({esc(task.kind)}) — {task.status.replace('_', ' ')}")},
         {"type": "section", "fields": [_text(f"*Who*\n{who}"), _text(f"*Where*\n{where}"),
                                        _text(f"*When*\n{when(task.created_at)}"), _text(f"*Why*\n{why}")]},
-        {"type": "section", "text": _text(code_block(task.code, url))},
+        {"type": "section", "text": _text(code_block(shown_code(task), url))},
     ]
     if task.template:
         blocks.append({"type": "section", "text": _text(template_text(task.template))})
@@ -252,7 +256,7 @@ def author_dm(task: Task, url: str, facts: Facts, *, finished: bool) -> str:
 
 def reject_modal(task: Task) -> dict[str, Any]:
     """The modal a Reject click opens; its submission carries the task id in ``private_metadata``."""
-    shown, left = cut(task.code, 300)
+    shown, left = cut(shown_code(task), 300)
     preview = "```" + esc(shown.replace("```", "`\u200b``")) + "```" + ("\n_…_" if left else "")
     return {
         "type": "modal",

@@ -28,7 +28,7 @@ import ast
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -54,6 +54,7 @@ class Template:
     target_kinds: tuple[str, ...] = ()
     params: dict[str, Param] = field(default_factory=dict)
     body: str = ""                # a text template's code after the header; a notebook's JSON
+    language: str = ""            # a notebook's kernel language (python, sql): the kind of target it runs on
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path, "kind": self.kind, "description": self.description,
@@ -136,7 +137,7 @@ def _notebook(name: str, path: str, text: str) -> Template:
             raise TemplateError(f"metadata.cellgate.parameters declares {extra[0]}, which the parameters cell does not set")
     else:  # a SQL notebook: the parameters are declared in the metadata only
         params = _declared(refined)
-    return _template(name, path, "notebook", meta, text, params)
+    return replace(_template(name, path, "notebook", meta, text, params), language=str(language or ""))
 
 
 def _inspect(text: str) -> dict[str, dict[str, Any]]:

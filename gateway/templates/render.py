@@ -9,6 +9,9 @@
   tokenizer reads it as a whole name: a placeholder inside a string or comment is refused (a
   literal pasted into a string would end it, and the rest of the value would be code).
 
+- Notebooks (``render_notebook``): papermill's injected-parameters cell for Python (each value
+  written by ``repr``); a SQL notebook's cells as SQL templates are, bound by the driver.
+
 The rendered code is what policy, risk analysis and reviewers see, and what the approval binds.
 """
 
@@ -22,6 +25,7 @@ from typing import Any
 
 from ...kernels.sql.params import MARKER, PREFIX, MarkerError, marker, marker_spans
 from ...kernels.sql.split import split_statements
+from ..notebooks import document
 from .catalog import PLACEHOLDER, Template
 from .declare import TemplateError, Value
 
@@ -35,18 +39,44 @@ class Rendered:
 
 def render_sql(template: Template, values: dict[str, Value | None], dialect: str) -> Rendered:
     """``TemplateError`` when a value would not be bound (a marker inside a string or comment)."""
-    if PREFIX in template.body:
-        raise TemplateError(f"{template.path}: its text may not contain {PREFIX!r} (cellgate's marker for values)")
-    code = PLACEHOLDER.sub(lambda m: marker(m.group(1).strip()), template.body)
+    code = sql_with_markers(template.body, template.path, dialect)
+    return Rendered(code=code, parameters=bound(template, values, PLACEHOLDER.findall(template.body)))
+
+
+def sql_with_markers(text: str, where: str, dialect: str) -> str:
+    """SQL text with each ``{{ name }}`` as its marker, every marker checked to be a whole token."""
+    if PREFIX in text:
+        raise TemplateError(f"{where}: its text may not contain {PREFIX!r} (cellgate's marker for values)")
+    code = PLACEHOLDER.sub(lambda m: marker(m.group(1).strip()), text)
     try:
         for statement in split_statements(code, dialect):
             marker_spans(statement, dialect)
     except MarkerError as exc:
-        raise TemplateError(f"{template.path}: {exc}") from None
-    used = {m.group(1).strip() for m in PLACEHOLDER.finditer(template.body)}
-    parameters = [{"name": name, "type": template.params[name].type, "value": _json(values.get(name))}
-                  for name in template.params if name in used]
-    return Rendered(code=code, parameters=parameters)
+        raise TemplateError(f"{where}: {exc}") from None
+    return code
+
+
+def bound(template: Template, values: dict[str, Value | None], placeholders: list[str]) -> list[dict[str, Any]]:
+    """``[{name, type, value}]`` of the parameters the placeholders use, in declaration order."""
+    used = {p.strip() for p in placeholders}
+    return [{"name": name, "type": template.params[name].type, "value": _json(values.get(name))}
+            for name in template.params if name in used]
+
+
+def render_notebook(template: Template, values: dict[str, Value | None], dialect: str) -> Rendered:
+    """A notebook with the run's values: papermill's injected-parameters cell for Python (literals
+    written by ``repr``); for SQL, every code cell with markers the driver binds (nothing pasted in)."""
+    nb = document.load(template.body)
+    if document.language(nb) == "sql":
+        placeholders = []
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                placeholders += PLACEHOLDER.findall(cell.source)
+                cell.source = sql_with_markers(cell.source, f"{template.path}, cell {i + 1}", dialect)
+        nb.metadata["papermill"] = {"parameters": {k: _json(v) for k, v in values.items()}}
+        return Rendered(code=document.canonical(nb), parameters=bound(template, values, placeholders))
+    return Rendered(code=document.canonical(document.inject_python(nb, {k: _json(v) for k, v in values.items()})),
+                    parameters=[])
 
 
 def render_python(template: Template, values: dict[str, Value | None]) -> Rendered:

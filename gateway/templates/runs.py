@@ -1,4 +1,4 @@
-"""Running a template: one task of kind ``script``, its code the template rendered with the run's values.
+"""Running a template: one task (kind ``script``, or ``notebook``), its code the template rendered with the run's values.
 
 Everything is checked before a task exists: the caller may run the template (else 404, as for
 one that does not exist), the template runs on that target (403 naming where it runs), the caller
@@ -8,8 +8,9 @@ every value as data (400). The task records the template's name, path, the commi
 from and the values (``Task.template``; in the audit with the code), and then goes the way of every
 script: policy and risk read the rendered code, reviewers see it with the values, the agent runs it.
 
-Kinds that run today: ``sql`` templates on SQL targets and ``python`` templates on Python
-targets. Notebooks and shell scripts are listed but not yet runnable (400 says so).
+Kinds that run today: ``sql`` templates on SQL targets, ``python`` templates on Python targets,
+notebooks on targets of their kernel's language. Shell scripts are listed but not yet runnable
+(400 says so).
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from ..access import template_allows_target
 from ..auth import Identity
 from ..errors import BadRequest, Forbidden, NotFound
 from ..models import Target, Task
+from ..notebooks.document import NotebookError
 from ..scripts import Scripts
 from ..store import Store
+from .catalog import Template, parse
 from .declare import TemplateError, ValueRefused, check_values
 from .library import TemplateLibrary
-from .render import render_python, render_sql
+from .render import render_notebook, render_python, render_sql
 
-#: template kind → the target kind it runs on
+#: template kind → the target kind it runs on (a notebook: its kernel's language)
 RUNS_ON = {"sql": "sql", "python": "python"}
+RENDER = {"sql": render_sql, "python": lambda t, values, _dialect: render_python(t, values), "notebook": render_notebook}
 
 
 class TemplateValueRefused(BadRequest):
@@ -43,32 +47,61 @@ class TemplateValueRefused(BadRequest):
 async def run_template(library: TemplateLibrary, scripts: Scripts, store: Store, ident: Identity, name: str,
                        target_name: str, values: Mapping[str, Any], why: str) -> Task:
     template = library.get(ident, name)
-    commit = library.catalog.commit if library.catalog else ""
-    target = await store.run(lambda s: s.get(Target, target_name))
-    if target is None:
-        raise NotFound(f"target {target_name!r} not found")
+    target = await _target(store, target_name)
     if not template_allows_target(template.targets, template.target_kinds, target):
         where = ", ".join([*template.targets, *(f"any {k} target" for k in template.target_kinds)]) or "no target"
         raise Forbidden(f"template {name} runs on {where}, not on {target_name}")
-    if template.kind not in RUNS_ON:
-        raise BadRequest(f"template {name} is a {template.kind} template; running those is not available yet "
-                         "(sql and python templates run)")
-    if (target.kind or "") != RUNS_ON[template.kind]:
-        raise BadRequest(f"template {name} is {template.kind} and target {target_name} is {target.kind or 'of unknown kind'}")
+    commit = library.catalog.commit if library.catalog else ""
+    return await _run(scripts, ident, template, target, values, why, {"name": template.name, "path": template.path, "commit": commit})
+
+
+async def run_notebook_file(scripts: Scripts, store: Store, ident: Identity, filename: str, text: str,
+                            target_name: str, values: Mapping[str, Any], why: str) -> Task:
+    """``cellgate run -f report.ipynb -p day=…``: a notebook of the caller's own, run as one task
+    with its parameters checked and injected as a template's are; who may run it where is the
+    target's rule, as for any script. The task records the file's name, and no commit."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1] or "notebook.ipynb"
+    try:
+        template = parse(name if name.endswith(".ipynb") else f"{name}.ipynb", text.encode("utf-8", "surrogatepass"))
+    except TemplateError as exc:
+        raise BadRequest(f"{name} cannot be run: {exc}") from None
+    target = await _target(store, target_name)
+    return await _run(scripts, ident, template, target, values, why, {"name": None, "path": name, "commit": None})
+
+
+async def _target(store: Store, name: str) -> Target:
+    target: Target | None = await store.run(lambda s: s.get(Target, name))
+    if target is None:
+        raise NotFound(f"target {name!r} not found")
+    return target
+
+
+async def _run(scripts: Scripts, ident: Identity, template: Template, target: Target, values: Mapping[str, Any],
+               why: str, record: dict[str, Any]) -> Task:
+    shown = template.name if record["name"] else template.path
+    runs_on = RUNS_ON.get(template.kind) or (template.language if template.kind == "notebook" else None)
+    if template.kind == "notebook" and not runs_on:
+        raise BadRequest(f"notebook {shown} names no kernel language (metadata.kernelspec.language: python or sql), "
+                         "so it runs on no target")
+    if runs_on is None:
+        raise BadRequest(f"template {shown} is a {template.kind} template; running those is not available yet "
+                         "(sql, python and notebook templates run)")
+    if (target.kind or "") != runs_on:
+        what = f"a {template.language or 'kernel-less'} notebook" if template.kind == "notebook" else template.kind
+        raise BadRequest(f"template {shown} is {what} and target {target.name} is {target.kind or 'of unknown kind'}")
     try:
         checked = check_values(template.params, values)
     except ValueRefused as exc:
         raise TemplateValueRefused(exc) from None
     try:
         # the dialect's scanner and Python's tokenizer read up to a 1 MiB template: off the event loop
-        rendered = await asyncio.to_thread(
-            lambda: render_sql(template, checked, target.dialect) if template.kind == "sql" else render_python(template, checked))
-    except TemplateError as exc:
-        raise BadRequest(f"template {name} cannot be run: {exc}") from None
-    record = {"name": template.name, "path": template.path, "commit": commit,
-              "parameters": rendered.parameters or [{"name": k, "type": template.params[k].type, "value": v}
-                                                    for k, v in _json(checked).items()]}
-    return await scripts.submit(ident, target_name, rendered.code, why, template=record)
+        rendered = await asyncio.to_thread(RENDER[template.kind], template, checked, target.dialect)
+    except (TemplateError, NotebookError) as exc:
+        raise BadRequest(f"template {shown} cannot be run: {exc}") from None
+    record["parameters"] = rendered.parameters or [{"name": k, "type": template.params[k].type, "value": v}
+                                                   for k, v in _json(checked).items()]
+    return await scripts.submit(ident, target.name, rendered.code, why, template=record,
+                                kind="notebook" if template.kind == "notebook" else "script")
 
 
 def _json(values: Mapping[str, Any]) -> dict[str, Any]:

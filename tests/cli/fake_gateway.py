@@ -238,6 +238,11 @@ class Handler(RequestHandler):
         if (method, path) == ("POST", "tasks"):
             if body["target"] not in fake.targets:
                 self.fail(404, f"target {body['target']} not found")
+            if "notebook" in body:  # a notebook of one's own: the gateway renders it; here it is kept as sent
+                task = fake.add_task(body["target"], body["notebook"], self.user, body.get("why") or "")
+                task.update(kind="notebook", template={"name": None, "path": body.get("name"), "commit": None,
+                                                       "parameters": body.get("parameters")})
+                return task
             return fake.add_task(body["target"], body["code"], self.user, body.get("why") or "")
         if (method, path) == ("GET", "tasks"):
             tasks = sorted(fake.tasks.values(), key=lambda t: -t["id"])

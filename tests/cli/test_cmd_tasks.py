@@ -8,6 +8,8 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from cellgate.cli import exitcodes
 
 from .conftest import CELLGATE
@@ -46,12 +48,27 @@ def test_run_reads_code_from_stdin(cli, gateway):
     assert gateway.tasks[1]["why"] == ""
 
 
-def test_a_notebook_is_not_sent_as_code(cli, gateway, tmp_path):
+def test_a_notebook_is_sent_as_a_notebook_with_its_parameters(cli, gateway, tmp_path):
     notebook = tmp_path / "report.ipynb"
-    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
-    p = cli("run", "-t", "db", "-f", str(notebook))
-    assert p.returncode == exitcodes.USAGE and "is a notebook" in p.stderr and "not available yet" in p.stderr
-    assert not any(r["path"] == "/api/v1/tasks" and r["method"] == "POST" for r in gateway.requests)
+    text = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    notebook.write_text(text)
+    p = cli("run", "-t", "db", "-f", str(notebook), "-p", "day=2024-05-01", "-p", "note=a=b")
+    assert p.returncode == 0, p.stderr
+    sent = [r for r in gateway.requests if r["path"] == "tasks" and r["method"] == "POST"]
+    assert [r["body"] for r in sent] == [{"target": "db", "notebook": text, "name": "report.ipynb",
+                                          "parameters": {"day": "2024-05-01", "note": "a=b"}, "why": ""}]
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["-e", "SELECT 1", "-p", "a=1"], "use it with -f NOTEBOOK.ipynb"),
+    (["-f", "x.ipynb", "-p", "a"], "give a parameter as NAME=VALUE"),
+    (["-f", "x.ipynb", "-p", "a=1", "-p", "a=2"], "-p a is given twice"),
+])
+def test_notebook_parameters_are_checked_before_anything_is_sent(cli, gateway, tmp_path, args, said):
+    (tmp_path / "x.ipynb").write_text("{}")
+    p = cli("run", "-t", "db", *[str(tmp_path / a) if a == "x.ipynb" else a for a in args])
+    assert p.returncode == exitcodes.USAGE and said in p.stderr, p.stderr
+    assert not any(r["path"] == "tasks" and r["method"] == "POST" for r in gateway.requests)
     no_traceback(p.stderr)
 
 

@@ -247,3 +247,17 @@ def test_the_demo_offers_templates_and_runs_one(demo: DemoRun) -> None:
     status, task = post(f"{gw}/api/v1/template-runs", {"template": "fixes/refund_transaction", "target": "payments",
                                                        "parameters": {"transaction_id": "1", "reason": "fraud"}}, tokens["dev"])
     assert status == 201 and task["status"] == "pending_review" and task["template"]["parameters"][1]["value"] == "fraud"
+    # the notebook report is a read-only SQL notebook: it runs at once and keeps the executed notebook
+    status, task = post(f"{gw}/api/v1/template-runs", {"template": "reports/accounts_by_country", "target": "payments",
+                                                       "parameters": {"country": "DE", "limit": "3"}}, tokens["dev"])
+    assert status == 201 and task["kind"] == "notebook" and task["status"] in ("approved", "dispatched", "running", "succeeded"), task
+    deadline = time.monotonic() + 60
+    while task["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        task = get(f"{gw}/api/v1/tasks/{task['id']}", tokens["dev"])[1]
+    assert task["status"] == "succeeded", task
+    status, body = get(f"{gw}/api/v1/tasks/{task['id']}/notebook", tokens["dev"])
+    newest = body["cells"][2]["outputs"][-1]["data"]["application/vnd.dataresource+json"]["data"]
+    with sqlite3.connect(demo.state_dir / "target" / "payments.db") as conn:
+        expected = conn.execute("SELECT id FROM accounts WHERE country = 'DE' ORDER BY created_at DESC LIMIT 3").fetchall()
+    assert [row["id"] for row in newest] == [r[0] for r in expected]

@@ -158,7 +158,7 @@ def test_a_python_template_gets_its_values_as_literals(world: World) -> None:
      "parameter drop: the template has no such parameter"),
     ("support", {"template": "fixes/note", "target": "py", "parameters": {"id": 1, "note": "x"}}, 403,
      "template fixes/note runs on pg, not on py"),
-    ("support", {"template": "reports/daily", "target": "py"}, 400, "notebook template; running those is not available yet"),
+    ("support", {"template": "reports/daily", "target": "py"}, 400, "names no kernel language"),
     ("other", {"template": "fixes/note", "target": "pg", "parameters": {"id": 1, "note": "x"}}, 404, "no template 'fixes/note'"),
     ("support", {"template": "fixes/note", "target": "nope", "parameters": {"id": 1, "note": "x"}}, 404, "target 'nope' not found"),
     ("support", {"template": "fixes/note", "target": "pg", "parameters": "id=1"}, 400, "field 'parameters' must be dict"),
