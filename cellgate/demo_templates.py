@@ -60,7 +60,8 @@ def report_notebook() -> str:
     def code(cell_id: str, source: str) -> dict[str, object]:
         return {"cell_type": "code", "id": cell_id, "metadata": {}, "execution_count": None, "outputs": [], "source": source}
     cells = [
-        {"cell_type": "markdown", "id": "about", "metadata": {}, "source": "# Accounts of one country\nHow many, by status; then the newest."},
+        {"cell_type": "markdown", "id": "about", "metadata": {},
+         "source": "# Accounts of one country\nHow many, by status; then the newest."},
         code("by-status", "SELECT status, count(*) AS accounts FROM accounts WHERE country = {{ country }}\n"
                           "GROUP BY status ORDER BY status;\n"),
         code("newest", "SELECT id, holder_name, status, created_at FROM accounts WHERE country = {{ country }}\n"
