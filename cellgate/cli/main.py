@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "cellgate.cli.cmd_token",     # token list, token revoke (your own tokens)
     "cellgate.cli.cmd_slack",     # slack link, unlink, links
     "cellgate.cli.cmd_templates", # templates list, show, refresh
+    "cellgate.cli.cmd_kernelspecs",  # kernelspecs install (a local kernel per target, through the gate)
 ]
 
 

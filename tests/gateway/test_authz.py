@@ -67,6 +67,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, str, Any]] = {
     (r"/api/v1/tasks/?", "POST"): ("user", "/api/v1/tasks", {"target": "t1", "code": "select 1", "why": "authz"}),
     (r"/api/v1/tasks/(?P<task_id>\d+)/?", "GET"): ("user", "/api/v1/tasks/{task}", None),
     (r"/api/v1/tasks/(?P<task_id>\d+)/output", "GET"): ("user", "/api/v1/tasks/{task}/output?wait=0", None),
+    (r"/api/v1/tasks/(?P<task_id>\d+)/notebook", "GET"): ("user", "/api/v1/tasks/{task}/notebook", None),
     (r"/api/v1/tasks/(?P<task_id>\d+)/review", "POST"):
         ("user", "/api/v1/tasks/{review_task}/review", {"decision": "approve", "comment": "ok"}),
     (r"/api/v1/tasks/(?P<task_id>\d+)/cancel", "POST"): ("user", "/api/v1/tasks/{cancel_task}/cancel", {}),

@@ -184,6 +184,11 @@ def test_a_failing_cell_ends_the_task_failed_with_papermills_error_cells(world: 
     assert nb.cells[failed + 1].outputs == [] and nb.cells[failed + 1].execution_count is None  # never ran
     assert nb.metadata.papermill.exception is True
     assert not any("never" in o["output"].get("text", "") for o in done["outputs"])
+    for token, status in ((world.support, 200), (world.gw.tokens["rita"], 200), (world.gw.user("olga", ("ops",)), 404)):
+        with world.gw.api(token) as api:  # who may see the task sees its notebook; anyone else: as if absent
+            r = api.get(f"/api/v1/tasks/{task['id']}/notebook")
+        assert r.status_code == status, r.text
+    assert r.json()["message"] == f"task {task['id']} not found"
 
 
 @pytest.mark.parametrize("target", ["pg", "maria"])
