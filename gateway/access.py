@@ -135,6 +135,20 @@ def template_allows_target(targets: Collection[str], kinds: Collection[str], tar
     return target.name in targets or (bool(target.kind) and target.kind in kinds)
 
 
+# ----------------------------------------------------------------------------- schedules
+
+def may_see_schedule(ident: Identity, author_id: int, review: Task | None) -> bool:
+    """Its author, admins, and whoever may see its review task (its reviewers); nobody else (404)."""
+    if ident.kind != "user":
+        return False
+    return ident.is_admin or author_id == ident.user_id or (review is not None and may_see_task(ident, review))
+
+
+def may_manage_schedule(ident: Identity, author_id: int) -> bool:
+    """Resubmitting or deleting a schedule: its author and admins (a reviewer who sees it gets 403)."""
+    return ident.kind == "user" and (ident.is_admin or author_id == ident.user_id)
+
+
 # ------------------------------------------------------------------------------- kernels
 
 

@@ -34,7 +34,7 @@ from .cells import CellHost
 from .events import TaskEvents
 from .flow import TaskFlow
 from .gate import Gate
-from .handlers import admin, agent_ws, audit, kernels, kernelspecs, login, targets, tasks, templates, tokens
+from .handlers import admin, agent_ws, audit, kernels, kernelspecs, login, schedules, targets, tasks, templates, tokens
 from .handlers.base import APIHandler, NotFoundHandler
 from .kernels import KernelRegistry, LiveKernel
 from .lifecycle import KernelLifecycle
@@ -48,10 +48,12 @@ from .slack.integration import SlackIntegration
 from .sockets import SocketRegistry
 from .store import Store
 from .templates.config import Templates
+from .schedules.service import Schedules
 from .templates.library import TemplateLibrary
 from .timeouts import Timeouts
 
-HANDLER_MODULES = [kernelspecs, kernels, agent_ws, tasks, targets, admin, audit, slack_handlers, login, tokens, templates]
+HANDLER_MODULES = [kernelspecs, kernels, agent_ws, tasks, targets, admin, audit, slack_handlers, login, tokens, templates,
+                   schedules]
 
 
 class TaskPageHandler(web.RequestHandler):
@@ -125,6 +127,7 @@ class Parts:
     scripts: Scripts
     cells: CellHost
     templates: TemplateLibrary  # without c.Templates.repository: an empty library that says so
+    schedules: Schedules
     agents: AgentRegistry = field(default_factory=AgentRegistry)
     kernels: KernelRegistry = field(default_factory=KernelRegistry)
     events: TaskEvents = field(default_factory=TaskEvents)
@@ -136,12 +139,12 @@ class Parts:
         return {"store": self.store, "public_url": self.public_url, "timeouts": self.timeouts, "flow": self.flow,
                 "lifecycle": self.lifecycle, "sessions": self.sessions, "scripts": self.scripts, "agents": self.agents,
                 "kernels": self.kernels, "events": self.events, "sockets": self.sockets, "background": self.background,
-                "templates": self.templates}
+                "templates": self.templates, "schedules": self.schedules}
 
 
 def assemble(store: Store, public_url: str, *, timeouts: Timeouts | None = None, max_code_bytes: int = 1 << 20,
              analysis_budget: float = 2.0, analyser: analysis.Analyser | None = None,
-             templates: TemplateLibrary | None = None) -> Parts:
+             templates: TemplateLibrary | None = None, schedule_interval: float = 15.0) -> Parts:
     """Build the gateway's parts on ``store`` (``analyser`` None: the process-wide default)."""
     timeouts = timeouts or Timeouts()
     public_url = public_url.rstrip("/")
@@ -156,8 +159,10 @@ def assemble(store: Store, public_url: str, *, timeouts: Timeouts | None = None,
     lifecycle = KernelLifecycle(store, agents, kernels, flow, relay, make_gate, timeouts)
     sessions = AgentSessions(store, agents, kernels, lifecycle, relay, background, timeouts)
     scripts = Scripts(store, events, agents, flow, relay, lifecycle, background, timeouts)
+    templates = templates or TemplateLibrary(store)
+    schedules = Schedules(store, flow, scripts, templates, events, interval=schedule_interval)
     return Parts(store=store, public_url=public_url, timeouts=timeouts, flow=flow, relay=relay, lifecycle=lifecycle,
-                 sessions=sessions, scripts=scripts, cells=cells, templates=templates or TemplateLibrary(store), agents=agents,
+                 sessions=sessions, scripts=scripts, cells=cells, templates=templates, schedules=schedules, agents=agents,
                  kernels=kernels, events=events,
                  sockets=sockets, background=background)
 
@@ -192,6 +197,9 @@ class Gateway(Application):
     config_file = Unicode("cellgate_config.py", config=True, help="Config file to load, if it exists.")
     socket_recheck_interval = Float(10.0, config=True, help=(
         "Seconds between re-checks of the tokens behind open WebSockets (revoked elsewhere, expired)."))
+    schedule_interval = Float(15.0, config=True, help=(
+        "Seconds between the schedules' ticks: reviews settled, new template commits checked, due runs started "
+        "(a run is due at its cron minute and starts within this many seconds)."))
     max_code_bytes = Integer(1 << 20, config=True, help=(
         "Largest cell or script accepted, in bytes of UTF-8 (default 1 MiB). A larger cell is refused "
         "in the notebook (it does not become a task); a larger script gets HTTP 413."))
@@ -300,7 +308,7 @@ class Gateway(Application):
         analyser.start()
         parts = assemble(store, url, timeouts=self.timeouts(), max_code_bytes=self.max_code_bytes,
                          analysis_budget=self.analysis_budget, analyser=analyser,
-                         templates=TemplateLibrary(store, Templates(parent=self)))
+                         templates=TemplateLibrary(store, Templates(parent=self)), schedule_interval=self.schedule_interval)
         await parts.scripts.recover()
         slack = SlackIntegration(store, parts.flow, parts.events, parts.agents, parts.background, Slack(parent=self),
                                  templates=parts.templates)
@@ -310,6 +318,9 @@ class Gateway(Application):
         self.log.info("OIDC sign-in: %s", f"issuer {oidc_config.issuer}" if oidc else "off (OIDC.issuer is not set)")
         parts.background.spawn(parts.sockets.watch(store, self.socket_recheck_interval))
         parts.background.spawn(parts.templates.run())
+        if slack.client.enabled:
+            parts.schedules.poster = slack.post_schedule_result
+        parts.background.spawn(parts.schedules.run())
         server = httpserver.HTTPServer(make_app(parts, slack=slack, oidc=oidc), xheaders=True,
                                        max_body_size=message_limit(self.max_code_bytes))
         server.listen(self.port, self.ip)

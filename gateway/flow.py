@@ -105,7 +105,8 @@ class TaskFlow:
         return refusal(task)
 
     async def submit(self, ident: Identity, target_name: str, code: str, *, kind: str,
-                     refuse: str | None = None, dispatch_to: str | None = None, **context: Any) -> Task:
+                     refuse: str | None = None, dispatch_to: str | None = None,
+                     preapproved: tuple[str, str] | None = None, **context: Any) -> Task:
         """Create the task, analyse its risk and let policy move it on, in one transaction.
 
         Code over ``max_code_bytes`` (UTF-8) is refused with :class:`TooLarge` (413) before
@@ -122,6 +123,10 @@ class TaskFlow:
         ``review_rule["run_as"]`` records how an approved task must run: ``read-only`` when policy
         auto-approved it as read-only SQL (the kernel then uses the read-only credential), else
         ``read-write``.
+
+        ``preapproved`` = ``(decided_by, reason)``: the code was reviewed already (a schedule's due
+        run, the very code its review approved): where policy would ask for a review, it is approved
+        as ``decided_by``; a denial still denies.
         """
         self.check_size(code, "cell" if kind == "cell" else "script")
         row = await self.store.run(_target_facts, target_name)
@@ -130,7 +135,8 @@ class TaskFlow:
         analysed_as, has_reviewers = row
         analyser = self.analyser or analysis.default()
         policy_reads = code
-        if kind == "notebook":  # every cell analysed as a cell; deny patterns read the cells' text
+        if kind == "notebook" or (kind == "schedule" and (context.get("template") or {}).get("kind") == "notebook"):
+            # every cell analysed as a cell; deny patterns read the cells' text
             cells = [c.source for c in notebook_cells(code)]
             found = await analyser.analyse_cells(cells, analysed_as[0], analysed_as[1], self.analysis_budget)
             policy_reads = "\n".join(cells)
@@ -150,6 +156,8 @@ class TaskFlow:
             decision = policy.evaluate(ident, target, policy_reads, cell_risk)
             if refuse:
                 decision = policy.Decision(policy.DENY, refuse)
+            elif preapproved and decision.action == policy.REVIEW:
+                decision = policy.Decision(policy.APPROVE, preapproved[1])
             rules = policy.of(target)
             review_rule = {"mode": rules.review.mode, "approvals": rules.review.approvals,
                            "approval_window": rules.limits.approval_window, "timeout": rules.limits.timeout,
@@ -160,14 +168,15 @@ class TaskFlow:
                                 review_rule=review_rule, **context)
             dest = {policy.APPROVE: tasks.APPROVED, policy.REVIEW: tasks.PENDING_REVIEW, policy.DENY: tasks.DENIED}[decision.action]
             fields: dict[str, Any] = {}
+            decider = preapproved[0] if preapproved and dest == tasks.APPROVED and decision.reason == preapproved[1] else "policy"
             if dest != tasks.PENDING_REVIEW:
-                fields = {"decided_by": "policy", "decision_comment": decision.reason}
+                fields = {"decided_by": decider, "decision_comment": decision.reason}
             elif estimate is not None:  # attached in the same transaction: reviewers never see it missing
                 fields = {"row_estimate": estimate[0]}
                 audit.append(session, "agent", "task.estimated", task_id=task.id, target=task.target, detail=estimate[1])
             if dest == tasks.APPROVED:
                 fields.update(reviews.approval_fields(task))
-            task = tasks.transition(session, task.id, tasks.SUBMITTED, dest, "policy",
+            task = tasks.transition(session, task.id, tasks.SUBMITTED, dest, decider,
                                     {"reason": decision.reason, "risk": cell_risk.level, "flags": list(cell_risk.flags),
                                      "run_as": decision.run_as}, **fields)
             if dest == tasks.APPROVED and dispatch_to:

@@ -108,7 +108,7 @@ class Kernel(Base):
 class Task(Base):
     __tablename__ = "tasks"
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(10))  # cell | script | notebook
+    kind: Mapped[str] = mapped_column(String(10))  # cell | script | notebook | schedule (a schedule's review)
     status: Mapped[str] = mapped_column(String(20), index=True)
     target: Mapped[str] = mapped_column(String(100), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -179,6 +179,44 @@ class TaskNotebook(Base):
     __tablename__ = "task_notebooks"
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
     notebook: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Schedule(Base):
+    """A template run on a cron schedule, reviewed once (its review task, kind ``schedule``): each due run
+    is a task approved by that review, its code byte-identical to what was reviewed."""
+
+    __tablename__ = "schedules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    template: Mapped[str] = mapped_column(String(500))
+    target: Mapped[str] = mapped_column(String(100))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)   # the values as given (re-rendered on a new commit)
+    cron: Mapped[str] = mapped_column(String(100))
+    on_missed: Mapped[str] = mapped_column(String(10), default="skip")
+    notify: Mapped[str] = mapped_column(String(200), default="")       # a Slack channel; "" = the author
+    why: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), index=True)       # pending_review | active | suspended | rejected | deleted
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(10))                      # the runs' kind: script | notebook
+    code: Mapped[str] = mapped_column(Text)                            # the rendered code reviewed, run as it is
+    code_sha256: Mapped[str] = mapped_column(String(64))
+    record: Mapped[dict[str, Any]] = mapped_column(default=dict)      # Task.template of each run: name, path, commit, parameters
+    review_task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), default=None)
+    next_run_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ScheduleRun(Base):
+    """One due occurrence of a schedule, claimed once (its primary key): never two runs for one tick."""
+
+    __tablename__ = "schedule_runs"
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True)
+    due_at: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(20))                   # ran | skipped (missed) | denied
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

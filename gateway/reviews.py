@@ -141,8 +141,11 @@ def decide(session: Session, task_id: int, reviewer_id: int, decision: str, comm
 
 
 def approval_fields(task: Task) -> dict[str, object]:
-    """``approved_at`` and ``expires_at`` (approval window from the rule recorded at submission)."""
+    """``approved_at`` and ``expires_at`` (approval window from the rule recorded at submission; a
+    schedule's review never expires: it approves the schedule's runs until withdrawn)."""
     now = utcnow()
+    if task.kind == "schedule":
+        return {"approved_at": now, "expires_at": None}
     window = int((task.review_rule or {}).get("approval_window", 3600))
     return {"approved_at": now, "expires_at": now + dt.timedelta(seconds=window)}
 

@@ -47,11 +47,12 @@ class Scripts:
         self.notebooks = NotebookRunner(store, relay)
 
     async def submit(self, ident: Identity, target_name: str, code: str, why: str,
-                     template: dict[str, Any] | None = None, kind: str = "script") -> Task:
+                     template: dict[str, Any] | None = None, kind: str = "script",
+                     preapproved: tuple[str, str] | None = None) -> Task:
         """A CLI script, or a rendered template (``template``: what ``Task.template`` records); with
         ``kind="notebook"``, ``code`` is a rendered notebook (``notebooks.document``). A user
         outside the target's submit groups gets a ``denied`` task: the attempt is audited."""
-        task = await self.flow.submit(ident, target_name, code, kind=kind, why=why, template=template)
+        task = await self.flow.submit(ident, target_name, code, kind=kind, why=why, template=template, preapproved=preapproved)
         if task.status in (tasks.APPROVED, tasks.PENDING_REVIEW):
             self.background.spawn(self.run(task.id))
         return task
@@ -96,6 +97,8 @@ class Scripts:
                     tasks.transition(session, task.id, task.status, tasks.LOST, "gateway",
                                      {"reason": "the gateway restarted while it ran; it is not re-run automatically"},
                                      error_ename="TaskLost", error_evalue="the gateway restarted while this task ran")
+                elif task.kind == "schedule":  # a schedule's review: it never runs itself
+                    continue
                 elif task.kind == "cell":
                     tasks.transition(session, task.id, task.status, tasks.CANCELLED, "gateway",
                                      {"reason": "the gateway restarted while the cell waited"},

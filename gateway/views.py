@@ -21,10 +21,15 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def is_notebook(task: Task) -> bool:
+    """A notebook task, or the review of a notebook schedule: its code is a notebook's JSON."""
+    return task.kind == "notebook" or (task.kind == "schedule" and (task.template or {}).get("kind") == "notebook")
+
+
 def shown_code(task: Task) -> str:
     """The code as reviewers read it: a notebook task's cells, each under a line naming it (its
     ``code`` is the notebook's JSON, which is what the approval's hash covers)."""
-    if task.kind != "notebook":
+    if not is_notebook(task):
         return task.code
     try:
         return document.reviewable(task.code)
@@ -33,7 +38,7 @@ def shown_code(task: Task) -> str:
 
 
 def task_json(task: Task, url: str) -> dict[str, Any]:
-    shown = {"review_text": shown_code(task)} if task.kind == "notebook" else {}
+    shown = {"review_text": shown_code(task)} if is_notebook(task) else {}
     return {
         "id": task.id,
         "kind": task.kind,

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "cellgate.cli.cmd_slack",     # slack link, unlink, links
     "cellgate.cli.cmd_templates", # templates list, show, refresh
     "cellgate.cli.cmd_kernelspecs",  # kernelspecs install (a local kernel per target, through the gate)
+    "cellgate.cli.cmd_schedules",    # schedules list, create, show, resubmit, delete
 ]
 
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from ..agents import AgentRegistry
 from ..background import Background
 from ..events import TaskEvents
 from ..flow import TaskFlow
+from ..models import Schedule, Task, TaskOutput
 from ..store import Store
 from ..templates.library import TemplateLibrary
 from .client import SlackCallFailed, SlackClient
 from .config import Slack
+from . import links
 from .notices import Notifier
+from .results import schedule_result_text
 from .verify import RequestVerifier
 
 log = logging.getLogger("cellgate.gateway.slack")
@@ -57,3 +63,20 @@ class SlackIntegration:
     async def close(self) -> None:
         """Stop calling Slack (the notifier's workers are the gateway's background tasks: cancelled with them)."""
         self.client.close()
+
+    async def post_schedule_result(self, schedule: Schedule, task: Task) -> None:
+        """A scheduled run's result: in the schedule's channel, else to its author (linked), else logged."""
+        def _tx(session: Session) -> tuple[str | None, list[str]]:
+            rows = session.execute(select(TaskOutput).where(TaskOutput.task_id == task.id).order_by(TaskOutput.seq)
+                                   .limit(50)).scalars()
+            texts = [str(r.output.get("text") or (r.output.get("data") or {}).get("text/plain") or "") for r in rows]
+            return schedule.notify or links.slack_id_of(session, schedule.user_id), texts
+        channel, outputs = await self.store.run(_tx)
+        text = schedule_result_text(schedule, task, self.flow.task_url(task.id), outputs)
+        if not channel:
+            log.info("schedule %s: no Slack channel and its author is not linked: %s", schedule.name, text)
+            return
+        try:
+            await self.client.call("chat.postMessage", channel=channel, text=text)
+        except SlackCallFailed as exc:
+            log.warning("schedule %s: could not post the result of task %s: %s", schedule.name, task.id, exc)

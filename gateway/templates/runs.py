@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..access import template_allows_target
@@ -44,15 +45,32 @@ class TemplateValueRefused(BadRequest):
         self.field = refused.field
 
 
-async def run_template(library: TemplateLibrary, scripts: Scripts, store: Store, ident: Identity, name: str,
-                       target_name: str, values: Mapping[str, Any], why: str) -> Task:
+@dataclass(frozen=True)
+class Prepared:
+    """A template rendered for a run, before any task: what the task will hold."""
+
+    target: str
+    kind: str                 # the task's: script | notebook
+    code: str
+    record: dict[str, Any]    # Task.template: name, path, commit, parameters
+
+
+async def prepare_run(library: TemplateLibrary, store: Store, ident: Identity, name: str, target_name: str,
+                      values: Mapping[str, Any]) -> Prepared:
+    """Every check of a template run, and the rendering; raises as :func:`run_template` does."""
     template = library.get(ident, name)
     target = await _target(store, target_name)
     if not template_allows_target(template.targets, template.target_kinds, target):
         where = ", ".join([*template.targets, *(f"any {k} target" for k in template.target_kinds)]) or "no target"
         raise Forbidden(f"template {name} runs on {where}, not on {target_name}")
     commit = library.catalog.commit if library.catalog else ""
-    return await _run(scripts, ident, template, target, values, why, {"name": template.name, "path": template.path, "commit": commit})
+    return await _render(template, target, values, {"name": template.name, "path": template.path, "commit": commit})
+
+
+async def run_template(library: TemplateLibrary, scripts: Scripts, store: Store, ident: Identity, name: str,
+                       target_name: str, values: Mapping[str, Any], why: str) -> Task:
+    prepared = await prepare_run(library, store, ident, name, target_name, values)
+    return await _submit(scripts, ident, prepared, why)
 
 
 async def run_notebook_file(scripts: Scripts, store: Store, ident: Identity, filename: str, text: str,
@@ -66,7 +84,8 @@ async def run_notebook_file(scripts: Scripts, store: Store, ident: Identity, fil
     except TemplateError as exc:
         raise BadRequest(f"{name} cannot be run: {exc}") from None
     target = await _target(store, target_name)
-    return await _run(scripts, ident, template, target, values, why, {"name": None, "path": name, "commit": None})
+    prepared = await _render(template, target, values, {"name": None, "path": name, "commit": None})
+    return await _submit(scripts, ident, prepared, why)
 
 
 async def _target(store: Store, name: str) -> Target:
@@ -76,8 +95,11 @@ async def _target(store: Store, name: str) -> Target:
     return target
 
 
-async def _run(scripts: Scripts, ident: Identity, template: Template, target: Target, values: Mapping[str, Any],
-               why: str, record: dict[str, Any]) -> Task:
+async def _submit(scripts: Scripts, ident: Identity, prepared: Prepared, why: str) -> Task:
+    return await scripts.submit(ident, prepared.target, prepared.code, why, template=prepared.record, kind=prepared.kind)
+
+
+async def _render(template: Template, target: Target, values: Mapping[str, Any], record: dict[str, Any]) -> Prepared:
     shown = template.name if record["name"] else template.path
     runs_on = RUNS_ON.get(template.kind) or (template.language if template.kind == "notebook" else None)
     if template.kind == "notebook" and not runs_on:
@@ -100,8 +122,8 @@ async def _run(scripts: Scripts, ident: Identity, template: Template, target: Ta
         raise BadRequest(f"template {shown} cannot be run: {exc}") from None
     record["parameters"] = rendered.parameters or [{"name": k, "type": template.params[k].type, "value": v}
                                                    for k, v in _json(checked).items()]
-    return await scripts.submit(ident, target.name, rendered.code, why, template=record,
-                                kind="notebook" if template.kind == "notebook" else "script")
+    return Prepared(target=target.name, kind="notebook" if template.kind == "notebook" else "script",
+                    code=rendered.code, record=record)
 
 
 def _json(values: Mapping[str, Any]) -> dict[str, Any]:

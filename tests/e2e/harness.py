@@ -134,8 +134,10 @@ class Gateway:
             assert r.status_code == 200, r.text
 
 
-def start_gateway(workdir: Path, db_url: str, port: int | None = None, config: str = "") -> Gateway:
-    """A gateway on ``db_url`` with an admin; ``config``: the text of its cellgate_config.py."""
+def start_gateway(workdir: Path, db_url: str, port: int | None = None, config: str = "",
+                  env: dict[str, str] | None = None) -> Gateway:
+    """A gateway on ``db_url`` with an admin; ``config``: the text of its cellgate_config.py; ``env``: more
+    environment for it (secrets such as ``CELLGATE_SLACK_BOT_TOKEN``)."""
     port = port or free_port()
     config_file = workdir / f"gateway-{port}-config.py"
     config_file.write_text(config)
@@ -146,7 +148,7 @@ def start_gateway(workdir: Path, db_url: str, port: int | None = None, config: s
     log = workdir / f"gateway-{port}.log"
     url = f"http://127.0.0.1:{port}"
     proc = spawn([CELLGATE, "gateway", "--port", str(port), "--db-url", db_url, "--public-url", url,
-                  "--config", str(config_file), "--log-level", "INFO"], log)
+                  "--config", str(config_file), "--log-level", "INFO"], log, env=env)
     gw = Gateway(url=url, db_url=db_url, admin_token=token, proc=proc)
     wait_until(lambda: httpx.get(f"{url}/api/v1/").status_code == 200, 30, "gateway", log)
     return gw

@@ -109,6 +109,12 @@ EXPECTED: dict[tuple[str, str], tuple[str, str, Any]] = {
     (r"/api/v1/templates/?", "GET"): ("user", "/api/v1/templates", None),
     (r"/api/v1/templates/(?P<name>[\w][\w./-]*)", "GET"): ("user", "/api/v1/templates/fixes/refund", None),
     (r"/api/v1/template-runs/?", "POST"): ("user", "/api/v1/template-runs", {"template": "fixes/refund", "target": "t1"}),
+    (r"/api/v1/schedules/?", "GET"): ("user", "/api/v1/schedules", None),
+    (r"/api/v1/schedules/?", "POST"): ("user", "/api/v1/schedules", {"name": "s-{u}", "template": "fixes/refund",
+                                                                    "target": "t1", "cron": "0 8 * * *"}),
+    (r"/api/v1/schedules/(?P<name>[a-z0-9][a-z0-9._-]*)/?", "GET"): ("user", "/api/v1/schedules/nope", None),
+    (r"/api/v1/schedules/(?P<name>[a-z0-9][a-z0-9._-]*)/?", "DELETE"): ("user", "/api/v1/schedules/nope", None),
+    (r"/api/v1/schedules/(?P<name>[a-z0-9][a-z0-9._-]*)/resubmit", "POST"): ("user", "/api/v1/schedules/nope/resubmit", {}),
     (r"/api/v1/template-repository/?", "GET"): ("admin", "/api/v1/template-repository", None),
     (r"/api/v1/template-repository/?", "POST"): ("admin", "/api/v1/template-repository", None),
     (r"/api/v1/template-repository/webhook", "POST"): ("anonymous", "/api/v1/template-repository/webhook", {}),
@@ -578,6 +584,15 @@ def test_who_may_run_a_template(who: str, groups: list[str], may: bool) -> None:
     assert access.may_run_template(CALLERS[who], groups) is may
 
 
+@pytest.mark.parametrize("who", sorted(CALLERS))
+def test_who_sees_and_manages_a_schedule(who: str) -> None:
+    """The author's schedule, reviewed by dba: seen as its review task is, changed by the author and admins."""
+    review = _task()
+    assert access.may_see_schedule(CALLERS[who], 1, review) is SEES[who]
+    assert access.may_see_schedule(CALLERS[who], 1, None) is (who in ("author", "admin", "admin_reviewer"))
+    assert access.may_manage_schedule(CALLERS[who], 1) is CANCELS[who]
+
+
 def test_only_admins_manage_templates() -> None:
     assert {w for w, i in CALLERS.items() if access.may_manage_templates(i)} == {"admin", "admin_reviewer"}
 
@@ -707,7 +722,7 @@ def test_the_json_overlap_is_refused_on_other_stores() -> None:
 COVERED = {"may_see_task", "visible_tasks", "may_cancel_task", "may_decide_reviews", "review_refusal", "may_review_task",
            "reviewable_tasks", "may_submit", "may_use_kernel", "may_list_tokens", "may_see_token", "may_revoke_token",
            "visible_tokens", "may_run_template", "template_allows_target",
-           "may_manage_templates"}
+           "may_manage_templates", "may_see_schedule", "may_manage_schedule"}
 
 #: modules that read ``.is_admin`` to decide something, and why that is not an object-level rule
 ADMIN_DECIDED_ELSEWHERE = {
