@@ -186,3 +186,16 @@ def test_what_papermill_cannot_do_through_the_gate_is_refused_with_the_fix(gatew
     done = subprocess.run([str(BIN / "papermill"), str(source), str(tmp_path / "o.ipynb"), "-k", "py", "--engine", "cellgate"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "did not start a kernel on py" in done.stderr and "token" in done.stderr, done.stderr
+
+
+def test_papermill_through_a_jupyter_server_in_gateway_mode(jupyter: Any, users: dict[str, str], tmp_path: Path) -> None:
+    """The same client against the user's own Jupyter server (gateway mode, the cellgate extension): its
+    Kernel Gateway proxy carries the cells to cellgate, which gates them."""
+    source = notebook(tmp_path / "in.ipynb", "python", ["print(word[::-1])"], parameters="word = 'x'\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CELLGATE_")},
+           "CELLGATE_URL": jupyter.url, "CELLGATE_TOKEN": jupyter.token, "CELLGATE_CONFIG_DIR": "/nonexistent"}
+    done = subprocess.run([str(BIN / "papermill"), str(source), str(tmp_path / "out.ipynb"), "--engine", "cellgate",
+                           "-k", "py", "-p", "word", "gated"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ran = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert ran.cells[2].outputs[0].text == "detag\n"
