@@ -44,6 +44,19 @@ class TemplateValueRefused(BadRequest):
         self.field = refused.field
 
 
+def target_kind(template: Template, shown: str | None = None) -> str:
+    """The kind of target ``template`` runs on (``sql``, ``python``); 400 saying why when it runs on none."""
+    shown = shown or template.name
+    runs_on = RUNS_ON.get(template.kind) or (template.language if template.kind == "notebook" else None)
+    if template.kind == "notebook" and not runs_on:
+        raise BadRequest(f"notebook {shown} names no kernel language (metadata.kernelspec.language: python or sql), "
+                         "so it runs on no target")
+    if runs_on is None:
+        raise BadRequest(f"template {shown} is a {template.kind} template; running those is not available yet "
+                         "(sql, python and notebook templates run)")
+    return runs_on
+
+
 async def run_template(library: TemplateLibrary, scripts: Scripts, store: Store, ident: Identity, name: str,
                        target_name: str, values: Mapping[str, Any], why: str) -> Task:
     template = library.get(ident, name)
@@ -79,13 +92,7 @@ async def _target(store: Store, name: str) -> Target:
 async def _run(scripts: Scripts, ident: Identity, template: Template, target: Target, values: Mapping[str, Any],
                why: str, record: dict[str, Any]) -> Task:
     shown = template.name if record["name"] else template.path
-    runs_on = RUNS_ON.get(template.kind) or (template.language if template.kind == "notebook" else None)
-    if template.kind == "notebook" and not runs_on:
-        raise BadRequest(f"notebook {shown} names no kernel language (metadata.kernelspec.language: python or sql), "
-                         "so it runs on no target")
-    if runs_on is None:
-        raise BadRequest(f"template {shown} is a {template.kind} template; running those is not available yet "
-                         "(sql, python and notebook templates run)")
+    runs_on = target_kind(template, shown)
     if (target.kind or "") != runs_on:
         what = f"a {template.language or 'kernel-less'} notebook" if template.kind == "notebook" else template.kind
         raise BadRequest(f"template {shown} is {what} and target {target.name} is {target.kind or 'of unknown kind'}")
