@@ -311,7 +311,7 @@ class Gateway(Application):
                          templates=TemplateLibrary(store, Templates(parent=self)), schedule_interval=self.schedule_interval)
         await parts.scripts.recover()
         slack = SlackIntegration(store, parts.flow, parts.events, parts.agents, parts.background, Slack(parent=self),
-                                 templates=parts.templates)
+                                 templates=parts.templates, scripts=parts.scripts)
         slack.start()
         oidc_config = OIDC(parent=self)
         oidc = OIDCProvider(oidc_config, url.rstrip("/") + CALLBACK_PATH) if oidc_config.enabled else None

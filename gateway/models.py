@@ -292,6 +292,20 @@ class SlackMessage(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class SlackRunThread(Base):
+    """The direct message that announced a template run started from Slack: its result is threaded under it."""
+
+    __tablename__ = "slack_run_threads"
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    #: who ran it from Slack (the message is theirs, whoever the task's author is linked to later)
+    slack_user_id: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[str] = mapped_column(String(32))
+    #: the last status the thread told, so each step is posted once (as ``SlackMessage.shown_status``)
+    shown_status: Mapped[str] = mapped_column(String(20), default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class SlackSeenRequest(Base):
     """A Slack request signature already accepted, kept until its timestamp is stale anyway:
     a replay is refused by every replica and after a restart."""

@@ -1,4 +1,5 @@
-"""What a verified Slack request does: Approve and Reject clicks, the reject modal, ``/cellgate``.
+"""What a verified Slack request does: Approve and Reject clicks, the reject modal, ``/cellgate``
+(a template's Run… button and its form: ``template_runs``).
 
 Every decision goes through ``TaskFlow.review`` with the identity of the cellgate user the Slack
 user is linked to (:func:`links.resolve`, groups read now): the same state machine and the same
@@ -20,10 +21,11 @@ from sqlalchemy.orm import Session
 from .. import reviews, tasks
 from ..access import may_see_task, may_submit
 from ..auth import Identity
-from ..errors import CellgateError, Conflict, Forbidden, NotFound
+from ..errors import CellgateError, Conflict, NotFound
 from ..models import Target, Task, User
 from ..templates.library import NOT_CONFIGURED
-from . import links, messages
+from . import messages, template_form, template_runs
+from .callers import channel_of, identify, refusal, who
 from .client import SlackCallFailed
 from .integration import SlackIntegration
 
@@ -33,30 +35,9 @@ HELP = """*/cellgate* — cellgate from Slack
 • `/cellgate targets` — the targets you may run code on
 • `/cellgate tasks` — your latest tasks
 • `/cellgate task N` — one task you may see
-• `/cellgate templates` — templates you may run
+• `/cellgate templates` — templates you may run (each with a Run… button)
 Reviews: use the Approve and Reject buttons of a review notice."""
 MAX_TASKS = 10
-
-
-def refusal(exc: Exception) -> str:
-    """A refusal as the clicking user reads it."""
-    if isinstance(exc, CellgateError):
-        return f"cellgate refused ({exc.status}): {exc.message}"
-    return f"cellgate refused (409): {exc}"
-
-
-async def identify(slack: SlackIntegration, slack_user_id: str, team_id: str) -> Identity:
-    """The linked cellgate identity; raises :class:`Forbidden` with the way out when there is none."""
-    ident = await links.resolve(slack.store, slack.client, slack_user_id, team_id)
-    if ident is None:
-        raise Forbidden(links.not_linked(slack_user_id))
-    return ident
-
-
-def _who(payload: dict[str, Any]) -> tuple[str, str]:
-    user = payload.get("user") or {}
-    team = (payload.get("team") or {}).get("id") or user.get("team_id") or ""
-    return str(user.get("id") or ""), str(team)
 
 
 # ---------------------------------------------------------------------------- interactions
@@ -66,8 +47,11 @@ async def interaction(slack: SlackIntegration, payload: dict[str, Any]) -> dict[
     if kind == "block_actions":  # answered at once (Slack waits 3 s at most); refusals come as ephemeral messages
         slack.background.spawn(_logged(block_action(slack, payload)))
         return None
-    if kind == "view_submission" and (payload.get("view") or {}).get("callback_id") == messages.REJECT_MODAL:
+    callback = (payload.get("view") or {}).get("callback_id")
+    if kind == "view_submission" and callback == messages.REJECT_MODAL:
         return await reject_submission(slack, payload)
+    if kind == "view_submission" and callback == template_form.MODAL:
+        return await template_runs.submit(slack, payload)
     return None
 
 
@@ -81,12 +65,13 @@ async def _logged(work: Awaitable[None]) -> None:
 async def block_action(slack: SlackIntegration, payload: dict[str, Any]) -> None:
     action = (payload.get("actions") or [{}])[0]
     action_id = action.get("action_id")
+    if action_id == template_form.RUN:
+        await template_runs.open_form(slack, payload, action)
+        return
     if action_id not in (messages.APPROVE, messages.REJECT):
         return
-    slack_user_id, team_id = _who(payload)
-    channel = str((payload.get("channel") or {}).get("id") or "") or None
-
-    tell = functools.partial(slack.tell, channel, slack_user_id)
+    slack_user_id, team_id = who(payload)
+    tell = functools.partial(slack.tell, channel_of(payload), slack_user_id)
 
     try:
         task_id = int(str(action.get("value")))
@@ -130,7 +115,7 @@ def _reviewable(session: Session, task_id: int, ident: Identity) -> Task:
 
 async def reject_submission(slack: SlackIntegration, payload: dict[str, Any]) -> dict[str, Any] | None:
     view = payload.get("view") or {}
-    slack_user_id, team_id = _who(payload)
+    slack_user_id, team_id = who(payload)
     state = ((view.get("state") or {}).get("values") or {}).get(messages.REASON_BLOCK) or {}
     reason = str((state.get(messages.REASON_BLOCK) or {}).get("value") or "").strip()
 
@@ -181,7 +166,7 @@ async def command(slack: SlackIntegration, form: dict[str, str]) -> dict[str, An
         library = slack.templates
         if library is None or not library.configured:
             return reply(NOT_CONFIGURED)
-        return reply(messages.templates_text(library.visible(ident)))
+        return reply(*template_form.listing(library.visible(ident)))
     return reply(f"unknown command `{messages.esc(' '.join(words))}`\n{HELP}")
 
 

@@ -12,6 +12,7 @@ from ..background import Background
 from ..events import TaskEvents
 from ..flow import TaskFlow
 from ..models import Schedule, Task, TaskOutput
+from ..scripts import Scripts
 from ..store import Store
 from ..templates.library import TemplateLibrary
 from .client import SlackCallFailed, SlackClient
@@ -26,9 +27,10 @@ log = logging.getLogger("cellgate.gateway.slack")
 
 class SlackIntegration:
     def __init__(self, store: Store, flow: TaskFlow, events: TaskEvents, agents: AgentRegistry, background: Background,
-                 config: Slack, templates: TemplateLibrary | None = None) -> None:
+                 config: Slack, templates: TemplateLibrary | None = None, scripts: Scripts | None = None) -> None:
         self.store = store
-        self.templates = templates  # what /cellgate templates lists
+        self.templates = templates  # what /cellgate templates lists, and the forms run
+        self.scripts = scripts  # what runs a template submitted from its form (templates.runs.run_template)
         self.flow = flow
         self.agents = agents  # "online"/"offline" in the target list
         self.background = background

@@ -154,26 +154,40 @@ def state_line(task: Task, facts: Facts) -> str | None:
     return None
 
 
-def _text(markdown: str) -> dict[str, Any]:
+def mrkdwn(markdown: str) -> dict[str, Any]:
     return {"type": "mrkdwn", "text": markdown}
 
 
-def _plain(text: str) -> dict[str, Any]:
+def plain(text: str) -> dict[str, Any]:
     return {"type": "plain_text", "text": text, "emoji": True}
 
 
+#: templates listed by ``/cellgate templates`` (a message holds at most 50 blocks)
+MAX_TEMPLATES = 30
+
+
+def template_line(t: Template) -> str:
+    """One template as ``/cellgate templates`` lists it: where it runs, what it does, its command line."""
+    where = ", ".join([*t.targets, *(f"any {k} target" for k in t.target_kinds)]) or "nowhere"
+    params = " ".join(f"-p {p}=…" for p in t.params)
+    about = f" — {esc(cut(t.description, 120)[0])}" if t.description else ""
+    run = f"cellgate templates run {esc(t.name)} -t TARGET {esc(params)}".rstrip()
+    return f"*{esc(t.name)}* ({esc(t.kind)}, on {esc(where)}){about}\n    `{run}`"
+
+
 def templates_text(templates: list[Template]) -> str:
-    """``/cellgate templates``: what the user may run, each with where and how (running from Slack
-    is not available yet: the command line is given)."""
-    lines = []
-    for t in templates[:30]:
-        where = ", ".join([*t.targets, *(f"any {k} target" for k in t.target_kinds)]) or "nowhere"
-        params = " ".join(f"-p {p}=…" for p in t.params)
-        about = f" — {esc(cut(t.description, 120)[0])}" if t.description else ""
-        run = f"cellgate templates run {esc(t.name)} -t TARGET {esc(params)}".rstrip()
-        lines.append(f"• *{esc(t.name)}* ({esc(t.kind)}, on {esc(where)}){about}\n    `{run}`")
-    more = f"\n_and {len(templates) - 30} more: `cellgate templates`_" if len(templates) > 30 else ""
-    return f"*Templates you may run* ({len(templates)})\n" + ("\n".join(lines) if lines else "_none_") + more
+    """``/cellgate templates`` as text (the blocks add a Run… button to each: ``template_form.listing``)."""
+    lines = [f"• {template_line(t)}" for t in templates[:MAX_TEMPLATES]]
+    return templates_heading(templates) + "\n" + ("\n".join(lines) if lines else "_none_") + templates_more(templates)
+
+
+def templates_heading(templates: list[Template]) -> str:
+    return f"*Templates you may run* ({len(templates)})"
+
+
+def templates_more(templates: list[Template]) -> str:
+    left = len(templates) - MAX_TEMPLATES
+    return f"\n_and {left} more: `cellgate templates`_" if left > 0 else ""
 
 
 def template_text(template: dict[str, Any]) -> str:
@@ -195,27 +209,27 @@ def notice(task: Task, url: str, facts: Facts) -> tuple[str, list[dict[str, Any]
     risk = (task.risk or {}).get("level", "")
     status = [line for line in (decision_line(task), state_line(task, facts)) if line]
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": _text(f"*<{url}|cellgate task #{task.id}>* on *{esc(task.target)}* "
+        {"type": "section", "text": mrkdwn(f"*<{url}|cellgate task #{task.id}>* on *{esc(task.target)}* "
                                           f"({esc(task.kind)}) — {task.status.replace('_', ' ')}")},
-        {"type": "section", "fields": [_text(f"*Who*\n{who}"), _text(f"*Where*\n{where}"),
-                                       _text(f"*When*\n{when(task.created_at)}"), _text(f"*Why*\n{why}")]},
-        {"type": "section", "text": _text(code_block(shown_code(task), url))},
+        {"type": "section", "fields": [mrkdwn(f"*Who*\n{who}"), mrkdwn(f"*Where*\n{where}"),
+                                       mrkdwn(f"*When*\n{when(task.created_at)}"), mrkdwn(f"*Why*\n{why}")]},
+        {"type": "section", "text": mrkdwn(code_block(shown_code(task), url))},
     ]
     if task.template:
-        blocks.append({"type": "section", "text": _text(template_text(task.template))})
+        blocks.append({"type": "section", "text": mrkdwn(template_text(task.template))})
     risk_text = "\n".join(esc(line) for line in risk_lines(task))
     if risk_text:
-        blocks.append({"type": "section", "text": _text(f"{LEVEL_MARK.get(risk, '')} *Risk*\n{risk_text}".strip())})
+        blocks.append({"type": "section", "text": mrkdwn(f"{LEVEL_MARK.get(risk, '')} *Risk*\n{risk_text}".strip())})
     if task.status == tasks.PENDING_REVIEW and task.missing_approvals:
-        blocks.append({"type": "section", "text": _text("*Still needed:* " + esc("; ".join(task.missing_approvals)))})
+        blocks.append({"type": "section", "text": mrkdwn("*Still needed:* " + esc("; ".join(task.missing_approvals)))})
     if status:
-        blocks.append({"type": "section", "text": _text("\n".join(status))})
+        blocks.append({"type": "section", "text": mrkdwn("\n".join(status))})
     if task.status == tasks.PENDING_REVIEW:
         blocks.append({"type": "actions", "block_id": f"cellgate_review_{task.id}", "elements": [
-            {"type": "button", "action_id": APPROVE, "value": str(task.id), "style": "primary", "text": _plain("Approve"),
-             "confirm": {"title": _plain(f"Approve task #{task.id}?"), "confirm": _plain("Approve"), "deny": _plain("Back"),
-                         "text": _text(f"It will run on *{esc(task.target)}* as shown.")}},
-            {"type": "button", "action_id": REJECT, "value": str(task.id), "style": "danger", "text": _plain("Reject")},
+            {"type": "button", "action_id": APPROVE, "value": str(task.id), "style": "primary", "text": plain("Approve"),
+             "confirm": {"title": plain(f"Approve task #{task.id}?"), "confirm": plain("Approve"), "deny": plain("Back"),
+                         "text": mrkdwn(f"It will run on *{esc(task.target)}* as shown.")}},
+            {"type": "button", "action_id": REJECT, "value": str(task.id), "style": "danger", "text": plain("Reject")},
         ]})
     fallback = f"cellgate task #{task.id} on {task.target} by {task.user.name}: {task.status.replace('_', ' ')}"
     return fallback, blocks
@@ -262,12 +276,42 @@ def reject_modal(task: Task) -> dict[str, Any]:
         "type": "modal",
         "callback_id": REJECT_MODAL,
         "private_metadata": str(task.id),
-        "title": _plain(f"Reject task #{task.id}"[:24]),
-        "submit": _plain("Reject"),
-        "close": _plain("Cancel"),
+        "title": plain(f"Reject task #{task.id}"[:24]),
+        "submit": plain("Reject"),
+        "close": plain("Cancel"),
         "blocks": [
-            {"type": "section", "text": _text(f"*{esc(task.user.name)}* on *{esc(task.target)}*\n{preview}")},
-            {"type": "input", "block_id": REASON_BLOCK, "label": _plain("Why? The author sees this."),
+            {"type": "section", "text": mrkdwn(f"*{esc(task.user.name)}* on *{esc(task.target)}*\n{preview}")},
+            {"type": "input", "block_id": REASON_BLOCK, "label": plain("Why? The author sees this."),
              "element": {"type": "plain_text_input", "action_id": REASON_BLOCK, "multiline": True, "max_length": 2000}},
         ],
     }
+
+
+def decided(status: str) -> bool:
+    """Someone (or policy, after review was asked) has decided: it ran or will run, or it will not."""
+    return status in RAN or status in NOT_RUN
+
+
+def run_announced(task: Task, url: str) -> str:
+    """The direct message a template run started from Slack is announced in; its thread gets the rest."""
+    name = str((task.template or {}).get("name") or "?")
+    status = task.status.replace("_", " ")
+    state = state_line(task, Facts()) or status
+    return (f"Your <{url}|cellgate task #{task.id}> (template *{esc(name)}* on *{esc(task.target)}*) was submitted "
+            f"(status {status}).\n{state}\n_Its result will be posted in this thread._")
+
+
+def run_posts(task: Task, before: str, url: str, facts: Facts, with_output: bool) -> list[str]:
+    """What the thread of a run's announcement gets when its task moved on from ``before``: the
+    decision, once someone decided, and the result with an excerpt of the outputs, once it ended."""
+    posts = []
+    if decided(task.status) and not decided(before):
+        line = decision_post(task)
+        if line:
+            posts.append(line)
+    if task.status in FINISHED and before not in FINISHED:
+        text = result_post(task, url, facts, with_output)
+        if task.kind == "notebook":
+            text += f"\n_`cellgate task output {task.id} --ipynb` downloads the executed notebook._"
+        posts.append(text)
+    return posts

@@ -9,13 +9,16 @@ brings Slack up to date:
   else ``Slack.default_channel``), with Approve and Reject buttons;
 - each later change updates that message in place (``chat.update``); approvals, the decision and
   the result are posted in its thread; the author gets a direct message when the task is decided
-  and when it finishes.
+  and when it finishes;
+- a template run from a Slack form is announced to the user who ran it in a direct message
+  (:meth:`Notifier.announce_run`, a :class:`~cellgate.gateway.models.SlackRunThread`); its
+  decision and its result are posted in that message's thread (instead of the author's DMs).
 
 ``SlackMessage.shown_status`` records what the message shows (the status, plus ``+N`` for N
-approvals recorded on a task still waiting) and is moved by compare-and-set before anything is
-posted, so each step is posted once even with several workers or gateway replicas. A Slack call
-that still fails after its retries is logged and dropped: the next step re-renders the whole
-message anyway.
+approvals recorded on a task still waiting), ``SlackRunThread.shown_status`` the status its thread
+told last; each is moved by compare-and-set before anything is posted, so each step is posted
+once even with several workers or gateway replicas. A Slack call that still fails after its
+retries is logged and dropped: the next step re-renders the whole message anyway.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import reviews, tasks
-from ..models import SlackLink, SlackMessage, Task, TaskOutput, utcnow
+from ..models import SlackLink, SlackMessage, SlackRunThread, Task, TaskOutput, utcnow
 from ..background import Background
 from ..events import TaskEvents
 from ..flow import TaskFlow
@@ -40,7 +43,7 @@ from ..store import Store
 from . import links, messages
 from .client import SlackCallFailed, SlackClient
 from .config import Slack
-from .messages import FINISHED, NOT_RUN, RAN, Facts
+from .messages import FINISHED, Facts, decided
 
 log = logging.getLogger("cellgate.gateway.slack")
 
@@ -64,18 +67,15 @@ def _status_of(key: str) -> str:
     return key.split("+", 1)[0]
 
 
-def _decided(status: str) -> bool:
-    return status in RAN or status in NOT_RUN
-
-
 @dataclass
 class Snapshot:
-    """A task as the notifier sees it; ``task`` is None when there is nothing to show (no notice, not waiting)."""
+    """A task as the notifier sees it; ``task`` is None when there is nothing to show (no notice, no run thread, not waiting)."""
 
     status: str
     task: Task | None = None
     message: SlackMessage | None = None
     facts: Facts = field(default_factory=Facts)
+    run: SlackRunThread | None = None
 
 
 class Notifier:
@@ -103,9 +103,12 @@ class Notifier:
         notice whose posting was claimed long ago and never finished (its process died), so it is posted again."""
         def _open(session: Session) -> list[int]:
             stale = utcnow() - dt.timedelta(seconds=STALE_CLAIM)
-            session.execute(delete(SlackMessage).where(SlackMessage.ts == "", SlackMessage.updated_at < stale))
-            return list(session.execute(select(SlackMessage.task_id)
-                                        .where(SlackMessage.shown_status.not_in(sorted(tasks.FINAL)))).scalars())
+            found: set[int] = set()
+            for model in (SlackMessage, SlackRunThread):
+                session.execute(delete(model).where(model.ts == "", model.updated_at < stale))
+                found.update(session.execute(select(model.task_id).where(model.shown_status.not_in(sorted(tasks.FINAL))))
+                             .scalars())
+            return sorted(found)
         try:
             open_ids = await self.store.run(_open)
         except Exception:
@@ -156,14 +159,19 @@ class Notifier:
             if snap.status != tasks.SUBMITTED:
                 self._be_quiet(task_id)  # never reviewed here, or its notice could not be posted
             return
+        if snap.run is not None:
+            await self._thread_run(snap)
         if message is None:
-            await self._post_notice(snap)
+            if task.status == tasks.PENDING_REVIEW:
+                await self._post_notice(snap)
+            elif task.status in tasks.FINAL:
+                self._be_quiet(task_id)  # a run's thread told its end; there is no notice
             return
         if not message.ts:
             return  # being posted (another replica); it will render the latest state
         new = shown_key(task)
         old = message.shown_status
-        if new == old or not await self.store.run(self._claim, task_id, old, new):
+        if new == old or not await self.store.run(self._claim, SlackMessage, task_id, old, new):
             return
         if task.status in tasks.FINAL:
             self._be_quiet(task_id)
@@ -171,31 +179,33 @@ class Notifier:
         await self._thread_and_dm(snap, _status_of(old))
 
     def _snapshot(self, session: Session, task_id: int) -> Snapshot | None:
-        """The task, its notice and the facts shown; only two small reads for a task Slack never saw."""
+        """The task, its notice, its run thread and the facts shown; only three small reads for a task Slack never saw."""
         message = session.get(SlackMessage, task_id, populate_existing=True)
+        run = session.get(SlackRunThread, task_id, populate_existing=True)
         status = session.execute(select(Task.status).where(Task.id == task_id)).scalar_one_or_none()
         if status is None:
             return None
-        if message is None and status != tasks.PENDING_REVIEW:
+        if message is None and run is None and status != tasks.PENDING_REVIEW:
             return Snapshot(status)
         task = session.get(Task, task_id, populate_existing=True)
         assert task is not None
         _ = task.user, task.reviews
         reviews.annotate(session, task)
         facts = Facts(author_slack_id=links.slack_id_of(session, task.user_id))
-        if task.status in FINISHED and message is not None:
+        if task.status in FINISHED and (message is not None or run is not None):
             outputs = [o.output for o in session.execute(select(TaskOutput).where(TaskOutput.task_id == task_id)
                                                          .order_by(TaskOutput.seq).limit(MAX_OUTPUTS)).scalars()]
             facts.outputs = session.execute(select(func.count()).select_from(TaskOutput)
                                             .where(TaskOutput.task_id == task_id)).scalar_one()
             facts.rows, facts.excerpt = messages.summarize(outputs)
-        return Snapshot(task.status, task, message, facts)
+        return Snapshot(task.status, task, message, facts, run)
 
     @staticmethod
-    def _claim(session: Session, task_id: int, old: str, new: str) -> bool:
+    def _claim(session: Session, model: type[SlackMessage] | type[SlackRunThread], task_id: int, old: str, new: str) -> bool:
+        """Move what ``model``'s row of the task shows from ``old`` to ``new``; False if someone else did."""
         # an UPDATE's result is a CursorResult (SQLAlchemy's typing says only Result: cast, as its docs do)
         result = cast(CursorResult[Any], session.execute(
-            update(SlackMessage).where(SlackMessage.task_id == task_id, SlackMessage.shown_status == old)
+            update(model).where(model.task_id == task_id, model.shown_status == old)
             .values(shown_status=new, updated_at=utcnow())))
         return result.rowcount == 1
 
@@ -247,7 +257,7 @@ class Notifier:
         dms: list[str] = []
         if task.status == tasks.PENDING_REVIEW:
             posts.append(messages.approvals_post(task))
-        if _decided(task.status) and not _decided(before):
+        if decided(task.status) and not decided(before):
             line = messages.decision_post(task)
             if line:
                 posts.append(line)
@@ -259,7 +269,7 @@ class Notifier:
         for text in posts:
             await self._try("thread a reply under the notice of", task.id, "chat.postMessage", channel=message.channel,
                             thread_ts=message.ts, text=text, unfurl_links=False)
-        if not dms:
+        if not dms or snap.run is not None:  # a run from Slack: its own thread tells its author
             return
         author = snap.facts.author_slack_id or await self._find_author(task)
         if author is None:
@@ -268,15 +278,75 @@ class Notifier:
         for text in dms:
             await self._dm(task, author, text)
 
-    async def _dm(self, task: Task, slack_user_id: str, text: str) -> None:
-        channel = self._dm_channels.get(slack_user_id)
-        if channel is None:
-            opened = await self._try("open a direct message for", task.id, "conversations.open", users=slack_user_id)
-            channel = str(((opened or {}).get("channel") or {}).get("id") or "")
-            if not channel:
-                return
-            self._dm_channels[slack_user_id] = channel
-        await self._try("send a direct message about", task.id, "chat.postMessage", channel=channel, text=text, unfurl_links=False)
+    # ------------------------------------------------------------------ runs from a Slack form
+    async def announce_run(self, task_id: int, slack_user_id: str) -> None:
+        """Tell ``slack_user_id`` in a direct message that task ``task_id`` (a template they ran from
+        Slack) was submitted; its decision and its result follow in that message's thread. Never raises."""
+        try:
+            await self._announce(task_id, slack_user_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("task %s: could not announce its run in Slack (the task is not affected)", task_id)
+
+    async def _announce(self, task_id: int, slack_user_id: str) -> None:
+        def _claim_new(session: Session) -> Task | None:
+            task = session.get(Task, task_id)
+            if task is None:
+                return None
+            try:
+                with session.begin_nested():
+                    session.add(SlackRunThread(task_id=task_id, slack_user_id=slack_user_id, channel="", ts="",
+                                               shown_status=task.status))
+            except IntegrityError:
+                return None  # announced already
+            _ = task.user, task.reviews
+            return task
+        task = await self.store.run(_claim_new)
+        if task is None:
+            return
+        posted = await self._dm(task, slack_user_id, messages.run_announced(task, self.flow.task_url(task_id)))
+        ts = str((posted or {}).get("ts") or "")
+        if not ts:
+            await self.store.run(lambda s: s.execute(delete(SlackRunThread).where(SlackRunThread.task_id == task_id)))
+            return
+        channel = str((posted or {}).get("channel") or self._dm_channels.get(slack_user_id) or "")
+        await self.store.run(lambda s: s.execute(update(SlackRunThread).where(SlackRunThread.task_id == task_id)
+                                                 .values(ts=ts, channel=channel, updated_at=utcnow())))
+        log.info("task %s: its run was announced to Slack user %s", task_id, slack_user_id)
+        self._quiet.pop(task_id, None)  # it may have moved (or ended) meanwhile: tell what it did since
+        self.on_task_changed(task_id)
+
+    async def _thread_run(self, snap: Snapshot) -> None:
+        """Post in the run's thread what happened since it last told (the decision, the result)."""
+        task, run = snap.task, snap.run
+        assert task is not None and run is not None
+        if not run.ts:
+            return  # being announced; the announcer syncs it then
+        old = run.shown_status
+        if task.status == old or not await self.store.run(self._claim, SlackRunThread, task.id, old, task.status):
+            return
+        for text in messages.run_posts(task, old, self.flow.task_url(task.id), snap.facts, self.config.post_output == "excerpt"):
+            await self._try("thread a reply under the run message of", task.id, "chat.postMessage", channel=run.channel,
+                            thread_ts=run.ts, text=text, unfurl_links=False)
+
+    async def _dm(self, task: Task, slack_user_id: str, text: str) -> dict[str, Any] | None:
+        return await self.direct_message(slack_user_id, text, f"task {task.id}")
+
+    async def direct_message(self, slack_user_id: str, text: str, about: str) -> dict[str, Any] | None:
+        """A direct message to ``slack_user_id``; Slack's answer, or None when it failed (logged, with ``about``)."""
+        try:
+            channel = self._dm_channels.get(slack_user_id)
+            if channel is None:
+                opened = await self.client.call("conversations.open", users=slack_user_id)
+                channel = str((opened.get("channel") or {}).get("id") or "")
+                if not channel:
+                    raise SlackCallFailed("conversations.open", "no channel in the answer", 1)
+                self._dm_channels[slack_user_id] = channel
+            return await self.client.call("chat.postMessage", channel=channel, text=text, unfurl_links=False)
+        except SlackCallFailed as exc:
+            log.warning("%s: could not send a direct message to Slack user %s: %s", about, slack_user_id, exc)
+            return None
 
     async def _find_author(self, task: Task) -> str | None:
         """The author's Slack user by their verified email (``users.lookupByEmail``), linked for next time."""

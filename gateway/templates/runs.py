@@ -45,6 +45,19 @@ class TemplateValueRefused(BadRequest):
         self.field = refused.field
 
 
+def target_kind(template: Template, shown: str | None = None) -> str:
+    """The kind of target ``template`` runs on (``sql``, ``python``); 400 saying why when it runs on none."""
+    shown = shown or template.name
+    runs_on = RUNS_ON.get(template.kind) or (template.language if template.kind == "notebook" else None)
+    if template.kind == "notebook" and not runs_on:
+        raise BadRequest(f"notebook {shown} names no kernel language (metadata.kernelspec.language: python or sql), "
+                         "so it runs on no target")
+    if runs_on is None:
+        raise BadRequest(f"template {shown} is a {template.kind} template; running those is not available yet "
+                         "(sql, python and notebook templates run)")
+    return runs_on
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A template rendered for a run, before any task: what the task will hold."""
@@ -101,13 +114,7 @@ async def _submit(scripts: Scripts, ident: Identity, prepared: Prepared, why: st
 
 async def _render(template: Template, target: Target, values: Mapping[str, Any], record: dict[str, Any]) -> Prepared:
     shown = template.name if record["name"] else template.path
-    runs_on = RUNS_ON.get(template.kind) or (template.language if template.kind == "notebook" else None)
-    if template.kind == "notebook" and not runs_on:
-        raise BadRequest(f"notebook {shown} names no kernel language (metadata.kernelspec.language: python or sql), "
-                         "so it runs on no target")
-    if runs_on is None:
-        raise BadRequest(f"template {shown} is a {template.kind} template; running those is not available yet "
-                         "(sql, python and notebook templates run)")
+    runs_on = target_kind(template, shown)
     if (target.kind or "") != runs_on:
         what = f"a {template.language or 'kernel-less'} notebook" if template.kind == "notebook" else template.kind
         raise BadRequest(f"template {shown} is {what} and target {target.name} is {target.kind or 'of unknown kind'}")

@@ -1,4 +1,4 @@
-"""Session fixtures: the Slack stand-in, and one gateway + agent with linked users (see slack_world)."""
+"""Session fixtures: the Slack stand-in, and one gateway + agent with linked users and templates (see slack_world)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "e2e"))  # harness: how the e2e tests start gateways and agents
 
-from harness import agent_config, start_agent, wait_online
+from harness import agent_config, start_agent, wait_online, wait_until
 from slack_standin import SlackStandIn, SlackUser
+from slack_templates import template_repo
 from slack_world import World, seed, set_email, slack_config, start_slack_gateway
 
 
@@ -28,7 +29,8 @@ def standin() -> Iterator[SlackStandIn]:
 def world(tmp_path_factory: pytest.TempPathFactory, standin: SlackStandIn) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("slack")
     db = workdir / "gw.db"
-    gw = start_slack_gateway(workdir, f"sqlite:///{db}", slack_config(standin))
+    templates, commit = template_repo(workdir)
+    gw = start_slack_gateway(workdir, f"sqlite:///{db}", slack_config(standin), config=templates)
     lite = workdir / "lite.db"
     with sqlite3.connect(lite) as conn:
         conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, holder TEXT, balance INTEGER)")
@@ -43,7 +45,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, standin: SlackStandIn) -> It
         wait_online(gw, ["payments", "py"], agent.log)
         set_email(db, "rev2", "rev2@example.com", True)
         set_email(db, "unver", "unver@example.com", False)
-        yield World(gw=gw, standin=standin, agent=agent, db=db)
+        with gw.admin() as api:
+            wait_until(lambda: api.get("/api/v1/templates").json()["source"]["commit"] == commit, 30, "templates fetched",
+                       gw.proc.log)
+        yield World(gw=gw, standin=standin, agent=agent, db=db, templates_commit=commit)
     finally:
         agent.stop()
         gw.proc.stop()

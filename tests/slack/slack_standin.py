@@ -37,6 +37,8 @@ class Call:
     method: str
     params: dict[str, Any]
     token: str | None
+    #: what the stand-in answered (e.g. the ``ts`` of a posted message)
+    answer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -184,15 +186,15 @@ class _ApiHandler(web.RequestHandler):
     def _serve(self, method: str) -> None:
         auth = self.request.headers.get("Authorization", "")
         token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
-        self.standin.record(Call(method, self._params(), token))
+        params = self._params()
         if self.standin.fail_with:
+            self.standin.record(Call(method, params, token))
             self.set_status(self.standin.fail_with)
             self.finish("upstream trouble")
             return
-        if token is None:
-            self.finish({"ok": False, "error": "not_authed"})
-            return
-        self.finish(self.standin.answer(method, self._params()))
+        answer = self.standin.answer(method, dict(params)) if token is not None else {"ok": False, "error": "not_authed"}
+        self.standin.record(Call(method, params, token, answer))
+        self.finish(answer)
 
     def post(self, method: str) -> None:
         self._serve(method)
@@ -215,15 +217,16 @@ def form(payload: dict[str, Any]) -> str:
     return urlencode({"payload": json.dumps(payload, separators=(",", ":"))})
 
 
-def block_action(task_id: int | str, action_id: str, slack_user: str, *, team: str = "T0CELLGATE",
-                 channel: str = "CPAY", message_ts: str = "1.000001") -> dict[str, Any]:
+def button_click(action_id: str, value: str, slack_user: str, *, team: str = "T0CELLGATE", channel: str = "CPAY",
+                 message_ts: str = "1.000001", block_id: str = "b1", trigger_id: str | None = None) -> dict[str, Any]:
+    """A ``block_actions`` payload: ``slack_user`` clicked the button ``action_id`` whose value is ``value``."""
     return {
         "type": "block_actions",
         "user": {"id": slack_user, "username": slack_user.lower(), "name": slack_user.lower(), "team_id": team},
         "api_app_id": "A0CELLGATE",
         "token": "legacy-verification-token-unused",
         "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
-        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
+        "trigger_id": trigger_id or f"{int(time.time())}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
         "team": {"id": team, "domain": "cellgate-test"},
         "enterprise": None,
         "is_enterprise_install": False,
@@ -231,24 +234,36 @@ def block_action(task_id: int | str, action_id: str, slack_user: str, *, team: s
         "message": {"type": "message", "ts": message_ts, "text": "cellgate task"},
         "state": {"values": {}},
         "response_url": "https://hooks.slack.com/actions/T0CELLGATE/1/unused",
-        "actions": [{"action_id": action_id, "block_id": f"cellgate_review_{task_id}", "value": str(task_id),
+        "actions": [{"action_id": action_id, "block_id": block_id, "value": value,
                      "type": "button", "style": "primary" if action_id.endswith("approve") else "danger",
                      "text": {"type": "plain_text", "text": "Approve", "emoji": True}, "action_ts": str(time.time())}],
     }
 
 
-def reject_submission(task_id: int | str, reason: str, slack_user: str, *, team: str = "T0CELLGATE") -> dict[str, Any]:
+def block_action(task_id: int | str, action_id: str, slack_user: str, *, team: str = "T0CELLGATE",
+                 channel: str = "CPAY", message_ts: str = "1.000001") -> dict[str, Any]:
+    return button_click(action_id, str(task_id), slack_user, team=team, channel=channel, message_ts=message_ts,
+                        block_id=f"cellgate_review_{task_id}")
+
+
+def view_submission(callback_id: str, private_metadata: str, values: dict[str, dict[str, Any]], slack_user: str, *,
+                    team: str = "T0CELLGATE") -> dict[str, Any]:
+    """A ``view_submission`` payload: ``values`` is the view's state, ``{block_id: {action_id: element state}}``."""
     return {
         "type": "view_submission",
         "team": {"id": team, "domain": "cellgate-test"},
         "user": {"id": slack_user, "username": slack_user.lower(), "name": slack_user.lower(), "team_id": team},
         "api_app_id": "A0CELLGATE",
         "trigger_id": f"{int(time.time())}.1.{uuid.uuid4().hex}",
-        "view": {"id": "V0MODAL", "team_id": team, "type": "modal", "callback_id": "cellgate_reject",
-                 "private_metadata": str(task_id), "hash": "1.abc",
-                 "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}}},
+        "view": {"id": "V0MODAL", "team_id": team, "type": "modal", "callback_id": callback_id,
+                 "private_metadata": private_metadata, "hash": "1.abc", "state": {"values": values}},
         "response_urls": [],
     }
+
+
+def reject_submission(task_id: int | str, reason: str, slack_user: str, *, team: str = "T0CELLGATE") -> dict[str, Any]:
+    return view_submission("cellgate_reject", str(task_id),
+                           {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}, slack_user, team=team)
 
 
 def command(text: str, slack_user: str, *, team: str = "T0CELLGATE") -> str:

@@ -27,12 +27,14 @@ def slack_config(standin: SlackStandIn, **extra: Any) -> dict[str, Any]:
             "channels": {"payments": "CPAY"}, "default_channel": "CREVIEWS", **extra}
 
 
-def start_slack_gateway(workdir: Path, db_url: str, slack: dict[str, Any] | None, bot_token: str | None = BOT_TOKEN) -> Gateway:
-    """``cellgate gateway`` run in its own directory holding ``cellgate_config.py`` with ``slack`` as ``c.Slack``."""
+def start_slack_gateway(workdir: Path, db_url: str, slack: dict[str, Any] | None, bot_token: str | None = BOT_TOKEN,
+                        config: str = "") -> Gateway:
+    """``cellgate gateway`` run in its own directory holding ``cellgate_config.py`` with ``slack`` as
+    ``c.Slack`` (and ``config``, more of that file's text)."""
     home = workdir / f"gateway-{uuid.uuid4().hex[:6]}"
     home.mkdir()
-    if slack is not None:
-        (home / "cellgate_config.py").write_text("".join(f"c.Slack.{k} = {v!r}\n" for k, v in slack.items()))
+    if slack is not None or config:
+        (home / "cellgate_config.py").write_text("".join(f"c.Slack.{k} = {v!r}\n" for k, v in (slack or {}).items()) + config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CELLGATE_")}
     if bot_token:
         env["CELLGATE_SLACK_BOT_TOKEN"] = bot_token
@@ -56,6 +58,7 @@ class World:
     standin: SlackStandIn
     agent: Proc
     db: Path
+    templates_commit: str = ""
 
     def token(self, name: str) -> str:
         return self.gw.tokens[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 from slack_standin import sign
@@ -174,3 +175,135 @@ def test_summarize_counts_rows_and_renders_outputs() -> None:
     ])
     assert rows == 2 and text == "hello\nid\n1\n2\nValueError: bad\n"
     assert messages.summarize([{"output_type": "stream", "text": "x"}])[0] is None
+
+
+def _template(params: str, name: str = "fixes/t") -> Any:
+    from cellgate.gateway.templates.catalog import parse
+
+    return parse(f"{name}.sql", f"-- ---\n-- groups: [g]\n-- targets: [payments]\n-- parameters: {params}\n-- ---\nSELECT 1\n".encode())
+
+
+def test_the_listing_gives_each_template_a_run_button_and_says_how_many_more() -> None:
+    from cellgate.gateway.slack import template_form
+
+    many = [_template("{}", f"t{i:02d}") for i in range(32)]
+    text, blocks = template_form.listing(many)
+    buttons = [b["accessory"] for b in blocks if "accessory" in b]
+    assert [b["value"] for b in buttons] == [f"t{i:02d}" for i in range(30)]
+    assert {b["action_id"] for b in buttons} == {"cellgate_template_run"} and len(blocks) == 32
+    assert blocks[-1] == {"type": "context", "elements": [messages.mrkdwn("_and 2 more: `cellgate templates`_")]}
+    assert text.startswith("*Templates you may run* (32)")
+    assert template_form.listing([])[1][1]["text"]["text"] == "_none_"
+
+
+def test_a_form_falls_back_where_slack_cannot_offer_a_list_and_keeps_defaults_exact() -> None:
+    from cellgate.gateway.slack import template_form
+
+    options = ", ".join(f"o{i}" for i in range(150))
+    t = _template("{big: {type: select, options: [" + options + "], default: o149}, huge: {type: number, default: 1.0e20}, "
+                  "flag: {type: boolean, default: false}, n: {type: integer, default: 5}, "
+                  "lines: {type: text, default: \"a\\nb\"}}")
+    view = template_form.modal(t, "c" * 40, ["payments", "other"])
+    elements = {b["block_id"]: b["element"] for b in view["blocks"] if b.get("type") == "input"}
+    assert elements["param_big"]["type"] == "plain_text_input" and elements["param_big"]["initial_value"] == "o149"
+    assert elements["param_huge"]["initial_value"] == "100000000000000000000"
+    assert elements["param_flag"]["initial_option"]["value"] == "false"
+    assert elements["param_n"] == {"type": "number_input", "action_id": "value", "is_decimal_allowed": False, "initial_value": "5"}
+    assert elements["param_lines"]["multiline"] is True and elements["param_lines"]["initial_value"] == "a\nb"
+    assert "initial_option" not in elements["cellgate_target"]
+    assert json.loads(view["private_metadata"]) == {"template": "fixes/t", "commit": "c" * 40} and len(view["title"]["text"]) <= 24
+
+
+def test_a_submission_is_read_verbatim_and_trusted_for_nothing() -> None:
+    from cellgate.gateway.errors import BadRequest
+    from cellgate.gateway.slack import template_form
+
+    view = {"private_metadata": json.dumps({"template": "fixes/t", "commit": "c" * 40}), "state": {"values": {
+        "cellgate_target": {"value": {"type": "static_select", "selected_option": {"value": "payments"}}},
+        "param_a": {"value": {"type": "plain_text_input", "value": "  x;\n'y' ☃ "}},
+        "param_b": {"value": {"type": "plain_text_input", "value": None}},
+        "param_c": {"value": {"type": "datepicker", "selected_date": "2024-01-02"}},
+        "param_d": {"value": {"type": "static_select", "selected_option": None}},
+        "cellgate_why": {"value": {"type": "plain_text_input", "value": "because"}}}}}
+    form = template_form.read(view)
+    assert (form.template, form.commit, form.target, form.why) == ("fixes/t", "c" * 40, "payments", "because")
+    assert form.values == {"a": "  x;\n'y' ☃ ", "c": "2024-01-02"}  # an empty field is a value not given
+    assert form.block_of("a") == "param_a" and form.block_of("nope") == "cellgate_target"
+    for metadata in ("", "7", json.dumps({"template": 1, "commit": "x"}), json.dumps(["fixes/t"])):
+        with pytest.raises(BadRequest, match="does not name a template"):
+            template_form.read({"private_metadata": metadata})
+
+
+def test_a_runs_thread_gets_the_decision_then_the_result_and_for_a_notebook_how_to_download_it() -> None:
+    task = _task(status="succeeded")
+    task.kind = "notebook"
+    task.template = {"name": "reports/daily", "commit": "a" * 40, "parameters": []}
+    review = Review(decision="approve", user_id=2)
+    review.user = User(id=2, name="rev")
+    task.reviews = [review]
+    facts = messages.Facts(outputs=1, excerpt="ok")
+    posts = messages.run_posts(task, "pending_review", "http://gw/tasks/7", facts, True)
+    assert posts[0] == "✅ Approved by rev"
+    assert posts[1].startswith("✔️ Succeeded") and "```ok```" in posts[1]
+    assert posts[1].endswith("_`cellgate task output 7 --ipynb` downloads the executed notebook._")
+    assert messages.run_posts(task, "running", "http://gw/tasks/7", facts, False) == [posts[1].replace("\n```ok```", "")]
+    task.status, task.kind = "pending_review", "script"
+    assert messages.run_posts(task, "pending_review", "http://gw/tasks/7", messages.Facts(), True) == []
+    head = messages.run_announced(task, "http://gw/tasks/7")
+    assert head.startswith("Your <http://gw/tasks/7|cellgate task #7> (template *reports/daily* on *payments*) was submitted "
+                           "(status pending review).")
+
+
+def test_a_run_slower_than_slack_waits_closes_the_form_and_tells_its_outcome_in_a_direct_message(monkeypatch) -> None:
+    """Slack gives a submission 3 s: past ``ANSWER_WITHIN`` the form closes and the run goes on."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from cellgate.gateway.auth import Identity
+    from cellgate.gateway.background import Background
+    from cellgate.gateway.slack import template_runs
+    from cellgate.gateway.templates.declare import ValueRefused
+    from cellgate.gateway.templates.runs import TemplateValueRefused
+
+    told: list[tuple[str, Any]] = []
+
+    class Notifier:
+        async def announce_run(self, task_id: int, slack_user_id: str) -> None:
+            told.append(("announced", (task_id, slack_user_id)))
+
+        async def direct_message(self, slack_user_id: str, text: str, about: str) -> None:
+            told.append(("dm", (slack_user_id, text)))
+
+    async def identify(slack: Any, slack_user_id: str, team_id: str) -> Identity:
+        return Identity(kind="user", name="dev", user_id=1, is_admin=False, groups=frozenset())
+
+    outcome: list[Any] = []
+
+    async def run_template(*args: Any) -> Any:
+        await asyncio.sleep(0.05)
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    monkeypatch.setattr(template_runs, "identify", identify)
+    monkeypatch.setattr(template_runs, "run_template", run_template)
+    monkeypatch.setattr(template_runs, "ANSWER_WITHIN", 0.01)
+    payload = {"user": {"id": "UDEV"}, "team": {"id": "T1"}, "view": {
+        "private_metadata": json.dumps({"template": "fixes/t", "commit": "c" * 40}),
+        "state": {"values": {"cellgate_target": {"value": {"type": "static_select", "selected_option": {"value": "payments"}}}}}}}
+
+    async def go(result: Any) -> Any:
+        outcome[:] = [result]
+        background = Background()
+        slack = SimpleNamespace(templates=SimpleNamespace(configured=True, catalog=SimpleNamespace(commit="c" * 40)),
+                                scripts=object(), store=None, background=background, notifier=Notifier())
+        answer = await template_runs.submit(slack, payload)  # type: ignore[arg-type]
+        while background.tasks:
+            await asyncio.gather(*background.tasks, return_exceptions=True)  # (the run itself raises)
+        return answer
+
+    assert asyncio.run(go(SimpleNamespace(id=9, status="pending_review"))) is None
+    assert told == [("announced", (9, "UDEV"))]
+    told.clear()
+    assert asyncio.run(go(TemplateValueRefused(ValueRefused("id", "must be a whole number")))) is None
+    assert told == [("dm", ("UDEV", "Your run of template *fixes/t* on *payments* was refused: parameter id: must be a whole number"))]
