@@ -215,7 +215,7 @@ class ScheduleRun(Base):
     __tablename__ = "schedule_runs"
     schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True)
     due_at: Mapped[dt.datetime] = mapped_column(primary_key=True)
-    outcome: Mapped[str] = mapped_column(String(20))                   # ran | skipped (missed) | denied
+    outcome: Mapped[str] = mapped_column(String(20))                   # ran | skipped (missed) | refused
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

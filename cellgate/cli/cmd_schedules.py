@@ -47,41 +47,46 @@ def _show(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _answer(args: Any, method: str, path: str, body: dict[str, Any] | None = None) -> int:
+    """One request about a schedule; the answer as JSON with --json, else as ``schedules show`` prints it."""
+    with connect(args) as gw:
+        found = gw.request(method, path, json=body)
+    if args.json:
+        render.print_json(found)
+    elif method == "DELETE":
+        print(f"schedule {found['name']} deleted")
+    else:
+        print(_show(found))
+    return exitcodes.OK
+
+
+def _path(name: str, action: str = "") -> str:
+    return f"/api/v1/schedules/{quote(name, safe='')}" + (f"/{action}" if action else "")
+
+
 @command
 def cmd_create(args: Any) -> int:
     values = parameter_values(args.parameter)
     if values is None:
         return exitcodes.USAGE
-    with connect(args) as gw:
-        body = gw.request("POST", "/api/v1/schedules", json={
-            "name": args.name, "template": args.template, "target": args.target, "parameters": values, "cron": args.cron,
-            "on_missed": args.on_missed, "notify": args.notify or "", "why": args.why})
-    render.print_json(body) if args.json else print(_show(body))
-    return exitcodes.OK
+    return _answer(args, "POST", "/api/v1/schedules", {
+        "name": args.name, "template": args.template, "target": args.target, "parameters": values, "cron": args.cron,
+        "on_missed": args.on_missed, "notify": args.notify or "", "why": args.why})
 
 
 @command
 def cmd_show(args: Any) -> int:
-    with connect(args) as gw:
-        body = gw.request("GET", f"/api/v1/schedules/{quote(args.name, safe='')}")
-    render.print_json(body) if args.json else print(_show(body))
-    return exitcodes.OK
+    return _answer(args, "GET", _path(args.name))
 
 
 @command
 def cmd_resubmit(args: Any) -> int:
-    with connect(args) as gw:
-        body = gw.request("POST", f"/api/v1/schedules/{quote(args.name, safe='')}/resubmit")
-    render.print_json(body) if args.json else print(_show(body))
-    return exitcodes.OK
+    return _answer(args, "POST", _path(args.name, "resubmit"))
 
 
 @command
 def cmd_delete(args: Any) -> int:
-    with connect(args) as gw:
-        body = gw.request("DELETE", f"/api/v1/schedules/{quote(args.name, safe='')}")
-    render.print_json(body) if args.json else print(f"schedule {body['name']} deleted")
-    return exitcodes.OK
+    return _answer(args, "DELETE", _path(args.name))
 
 
 def register(subparsers: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +29,9 @@ def register(subparsers: Any) -> None:
     q.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                    help="a parameter's value (repeat for each); `cellgate templates show NAME` lists them")
     q.add_argument("--why", default="", help="why you run it (shown to reviewers, kept in the audit)")
+    q.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                   help="follow the task to its end, with the exit codes of `cellgate run` (the default); "
+                        "--no-wait: submit it and exit 0")
     q.set_defaults(func=cmd_run)
     q = sub.add_parser("refresh", parents=[conn, js], help="fetch the template repository now (admin)")
     q.set_defaults(func=cmd_refresh)
@@ -102,6 +106,12 @@ def cmd_run(args: Any) -> int:
     with connect(args) as gw:
         task = gw.request("POST", "/api/v1/template-runs",
                           json={"template": args.name, "target": args.target, "parameters": values, "why": args.why})
+        if not args.wait:  # submitted: say so, and how to follow it
+            if args.json:
+                render.print_json(task)
+            else:
+                print(f"{render.status_line(task)}\nfollow it with: cellgate task show {task['id']}")
+            return exitcodes.OK
         return follow_submitted(gw, task, args)
 
 

@@ -311,9 +311,15 @@ class Schedules:
         row, tick = claimed
         ident = await self.store.run(identity_of, row.user_id)
         reason = f"approved by the review of schedule {row.name} (task #{row.review_task_id})"
-        task = await self.scripts.submit(ident, row.target, row.code, f"schedule {row.name}, due {_iso(tick.due_at)}",
-                                         template={**row.record, "schedule": row.name}, kind=row.kind,
-                                         preapproved=(f"schedule:{row.name}", reason))
+        try:
+            task = await self.scripts.submit(ident, row.target, row.code, f"schedule {row.name}, due {_iso(tick.due_at)}",
+                                             template={**row.record, "schedule": row.name}, kind=row.kind,
+                                             preapproved=(f"schedule:{row.name}", reason))
+        except CellgateError as exc:  # the target is gone, the code is over the size limit now…: said, not retried
+            log.warning("schedule %s: its run due %s was refused: %s", row.name, _iso(tick.due_at), exc.message)
+            await self.store.run(lambda s: s.execute(update(ScheduleRun).where(
+                ScheduleRun.schedule_id == row.id, ScheduleRun.due_at == tick.due_at).values(outcome="refused")))
+            return None
         await self.store.run(lambda s: s.execute(update(ScheduleRun).where(
             ScheduleRun.schedule_id == row.id, ScheduleRun.due_at == tick.due_at).values(task_id=task.id)))
         if self.poster is not None:

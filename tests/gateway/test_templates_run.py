@@ -195,6 +195,9 @@ def test_the_cli_runs_a_template_and_exits_as_cellgate_run_does(world: World) ->
     shown = subprocess.run([CELLGATE, "task", "show", str(task_id)], env=env, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "template:      checks/echo at " in shown.stdout
     assert "text=\"it's $(id)\", n=5" in shown.stdout, shown.stdout
+    queued = subprocess.run([CELLGATE, "templates", "run", "checks/echo", "-t", "py", "-p", "text=later", "--no-wait"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert queued.returncode == 0 and "awaiting review" in queued.stdout and "cellgate task show" in queued.stdout, queued
     for args, code, said in ((["-p", "text"], exitcodes.USAGE, "give a parameter as NAME=VALUE"),
                              (["-p", "n=x", "-p", "text=a"], exitcodes.ERROR, "parameter n: must be a whole number"),
                              (["-p", "text=a", "-p", "text=b"], exitcodes.USAGE, "-p text is given twice")):
