@@ -5,34 +5,23 @@ papermill's own nbclient engine with the kernel on the cellgate gateway (``gated
 cell is submitted through the gate as JupyterLab submits it, a cell that needs review waits for it,
 and a rejection fails the run with the reviewer's reason (papermill's error cell shows it).
 
-papermill writes the parameters into the notebook's text. That is fine for Python (its translator
-writes literals), not for SQL, where a value pasted into the text would be code: the ``cellgate``
-engine refuses a SQL notebook with parameters and says to run it as one task instead
-(``cellgate run -f nb.ipynb -t TARGET -p k=v``), where the driver binds every value.
+papermill writes the parameters into the notebook's text. For Python its translator writes
+literals. For SQL that text would be code, so the ``sql`` translator registered here
+(``papermill_sql.SQLParameters``) writes a cell of comment lines the gateway reads instead: the values are then
+bound by the database driver wherever a later cell says ``{{ name }}`` (``gateway/session_params.py``).
 """
 
 from __future__ import annotations
 
+# Loaded by papermill itself (papermill.engines reads its entry points while it is imported): import
+# papermill first, not this module (importing this one first makes papermill load it half-made).
+
 from typing import Any
 
 from papermill.engines import NBClientEngine
-from papermill.exceptions import PapermillException
-from papermill.translators import Translator, papermill_translators
 
+from . import papermill_sql  # noqa: F401 - registers the SQL translator
 from .gated_kernel import GatedKernelManager
-
-
-SQL_REFUSED = ("cellgate: a SQL notebook's values are bound by the database driver, never written into its SQL, "
-               "so papermill cannot inject them: run it as one task with `cellgate run -f NOTEBOOK.ipynb -t TARGET "
-               "-p name=value` (or add it to the template repository), where every value is bound")
-
-
-class RefusingSQLTranslator(Translator):  # type: ignore[misc]  # papermill has no type hints
-    """papermill's translator for SQL kernels: it refuses (see the module docstring)."""
-
-    @classmethod
-    def codify(cls, parameters: Any, comment: str = "Parameters") -> str:
-        raise PapermillException(SQL_REFUSED)
 
 
 class CellgateEngine(NBClientEngine):  # type: ignore[misc]  # papermill has no type hints
@@ -42,4 +31,3 @@ class CellgateEngine(NBClientEngine):  # type: ignore[misc]  # papermill has no 
         return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
 
-papermill_translators.register("sql", RefusingSQLTranslator)

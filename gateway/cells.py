@@ -15,7 +15,7 @@ from .auth import Identity
 from .events import TaskEvents
 from .flow import TaskFlow
 from .kernels import LiveKernel, Outcome
-from .models import Task
+from .models import Target, Task
 from .relay import Relay
 from .sockets import SocketRegistry
 from .store import Store
@@ -51,6 +51,10 @@ class CellHost:
     async def submit(self, ident: Identity, target_name: str, code: str, *, kind: str, refuse: str | None,
                      dispatch_to: str | None, **context: Any) -> Task:
         return await self.flow.submit(ident, target_name, code, kind=kind, refuse=refuse, dispatch_to=dispatch_to, **context)
+
+    async def target_kind(self, name: str) -> str:
+        target = await self.store.run(lambda s: s.get(Target, name))
+        return (target.kind if target is not None else "") or ""
 
     async def still_valid(self, ident: Identity) -> bool:
         valid: bool = await self.store.run(auth.still_valid, ident)

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import display, jmsg, tasks
+from . import display, jmsg, session_params, tasks
 from .auth import Identity
 from .errors import TooLarge
 from .kernels import NotRun
@@ -65,6 +65,7 @@ class GateHost(Protocol):
     def agent_connected(self, agent_id: str) -> bool: ...
     async def submit(self, ident: Identity, target_name: str, code: str, *, kind: str, refuse: str | None,
                      dispatch_to: str | None, **context: Any) -> Task: ...
+    async def target_kind(self, name: str) -> str: ...
     async def still_valid(self, ident: Identity) -> bool: ...
     async def too_large(self, ident: Identity, kernel: LiveKernel, msg_id: str, size: int) -> None: ...
     async def cancel(self, task_id: int, ident: Identity, reason: str) -> Task: ...
@@ -156,6 +157,18 @@ class Gate:
         except TooLarge as exc:  # not a task: nothing to review, nothing analysed
             await self._refuse_too_large(held, len(code.encode("utf-8", "surrogatepass")), exc.message)
             return self.kernel.arrivals + 1
+        values, sets = None, None
+        if ("{{" in code or session_params.HEADER in code.lower()) and await self.host.target_kind(self.kernel.target) == "sql":
+            sets = session_params.parameters_cell(code)  # its values are data, even one that reads {{ x }}
+            try:
+                bound = None if sets is not None else session_params.bind_placeholders(code, self.kernel.parameters)
+            except session_params.ParametersRefused as exc:
+                self._refuse(held, "CellgateRefused", f"{exc}; the cell was not submitted")
+                return self.kernel.arrivals + 1
+            if bound is not None:  # the kernel runs (and the task holds) the cell with markers, its values bound
+                code, used = bound
+                msg = {**msg, "content": {**content, "code": code}}
+                values = {"name": None, "path": "the notebook's parameters cell", "commit": None, "parameters": used}
         task = await self.host.submit(
             held.ident,
             self.kernel.target,
@@ -168,6 +181,7 @@ class Gate:
             why=justification(code),
             refuse=refused,
             dispatch_to=self.kernel.agent_id if self.host.agent_connected(self.kernel.agent_id) else None,
+            **({"template": values} if values else {}),
         )
         was_held = task.status == tasks.PENDING_REVIEW
         if was_held:
@@ -183,6 +197,8 @@ class Gate:
             else:
                 if was_held:  # the display said "running": say how it ended
                     self._show(held, task, update=True, status=tasks.SUCCEEDED if outcome.ok else tasks.FAILED)
+                if outcome.ok and sets is not None:  # a parameters cell that ran: its values hold from now on
+                    self.kernel.parameters = {p["name"]: p for p in sets}
                 return None if outcome.ok else outcome.seen_at
         self._refuse(held, *self.host.refusal(task))
         return self.kernel.arrivals + 1

@@ -131,6 +131,8 @@ class LiveKernel:
     gate: KernelGate = field(default_factory=NoGate)  # gate.Gate, set when the kernel is attached
     #: execute requests received from clients so far: fixes which queued ones a failure aborts
     arrivals: int = 0
+    #: values a SQL notebook's parameters cell set on this kernel (``session_params``), bound in later cells
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def model(self) -> dict[str, Any]:
         return {

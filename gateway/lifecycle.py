@@ -115,6 +115,7 @@ class KernelLifecycle:
         kernel.to_clients(jmsg.status("restarting", None))
         await agent.request(protocol.KernelRestart(kernel_id=kernel.id), timeout=self.timeouts.kernel_start)
         await self.relay.end_executions(kernel, tasks.KILLED, "KernelRestarted", "the kernel was restarted")
+        kernel.parameters = {}  # a restarted kernel has run no parameters cell
         kernel.execution_state = "idle"
         await self.store.run(lambda s: audit.append(s, actor, "kernel.restarted", target=kernel.target, kernel_id=kernel.id))
 

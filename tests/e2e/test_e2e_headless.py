@@ -174,11 +174,40 @@ def test_installed_kernelspecs_make_jupyter_execute_and_plain_papermill_go_throu
     assert tasks[0]["code"] == "SELECT count(*) AS accounts FROM accounts" and tasks[0]["kind"] == "cell"
 
 
+HOSTILE = ["x'); DROP TABLE victims; --", "a\nb;\r\n-- c", "☃ \u202e $1 %(x)s :y ?", "*/ /* '\"", "{{ note }}"]
+
+
+def test_papermill_parameters_of_a_sql_notebook_are_bound_by_the_driver(gateway: Gateway, agent: Any, users: dict[str, str],
+                                                                       tmp_path: Path, table: str) -> None:
+    source = notebook(tmp_path / "p.ipynb", "sql", [f"INSERT INTO {table} (id, n) VALUES ({{{{ id }}}}, {{{{ n }}}})",
+                                                     "SELECT {{ note }} AS note, {{ id }} + 1 AS next"],
+                      parameters="-- cellgate parameters\n-- id = 0\n-- n = 0\n-- note = \"default\"\n")
+    for i, value in enumerate(HOSTILE, start=10):
+        out = tmp_path / f"o{i}.ipynb"
+        code, _out, err = finish(papermill(gateway, users["dev"], str(source), str(out), "-k", "pg",
+                                           "-p", "id", str(i), "-p", "n", str(i * 2), "-p", "note", value))
+        assert code == 0, err
+        ran = nbformat.read(out, as_version=4)
+        injected = ran.cells[1].source
+        assert injected.startswith("-- cellgate parameters\n") and "\n-- note = " in injected
+        assert all(line.startswith("--") for line in injected.splitlines())  # comments only: nothing in it is SQL
+        rows = ran.cells[3].outputs[-1].data["application/vnd.dataresource+json"]["data"]
+        assert rows == [{"note": value, "next": i + 1}]
+    with psycopg.connect(PG, autocommit=True) as conn:
+        got = conn.execute(f"SELECT id, n FROM {table} WHERE id >= 10 ORDER BY id").fetchall()
+        assert conn.execute("SELECT to_regclass('victims')").fetchone() == (None,)
+    assert got == [(i, i * 2) for i in range(10, 10 + len(HOSTILE))]
+    tasks = json.loads(cli(gateway, users["dev"], "tasks", "--target", "pg", "--json").stdout)["tasks"]
+    select = next(t for t in tasks if t["code"].startswith("SELECT __cg_param_note__"))  # the task holds markers
+    assert select["template"]["parameters"] == [{"name": "note", "type": "text", "value": HOSTILE[-1]},
+                                                {"name": "id", "type": "integer", "value": 9 + len(HOSTILE)}]
+
+
 def test_what_papermill_cannot_do_through_the_gate_is_refused_with_the_fix(gateway: Gateway, agent: Any, users: dict[str, str],
                                                                           tmp_path: Path) -> None:
-    source = notebook(tmp_path / "p.ipynb", "sql", ["SELECT 1"], parameters="-- day")
-    code, _out, err = finish(papermill(gateway, users["dev"], str(source), str(tmp_path / "o.ipynb"), "-k", "pg", "-p", "day", "x"))
-    assert code != 0 and "bound by the database driver" in err and "cellgate run -f NOTEBOOK.ipynb" in err, err
+    source = notebook(tmp_path / "p.ipynb", "sql", ["SELECT {{ day }} AS day"])  # no parameters cell has set it
+    code, _out, err = finish(papermill(gateway, users["dev"], str(source), str(tmp_path / "o.ipynb"), "-k", "pg"))
+    assert code != 0 and "{{ day }} has no value on this kernel" in err and "-- cellgate parameters" in err, err
     source = notebook(tmp_path / "q.ipynb", "python", ["1"])
     code, _out, err = finish(papermill(gateway, users["dev"], str(source), str(tmp_path / "o.ipynb"), "-k", "nope"))
     assert code != 0 and "nope" in err and "Traceback" not in err.split("\n")[-2], err
