@@ -9,6 +9,8 @@
   tokenizer reads it as a whole name: a placeholder inside a string or comment is refused (a
   literal pasted into a string would end it, and the rest of the value would be code).
 
+- Shell (``render_shell``): Python that runs the script with ``/bin/sh``, the values as
+  environment variables and arguments, each ``{{ name }}`` a quoted expansion (``shell.py``).
 - Notebooks (``render_notebook``): papermill's injected-parameters cell for Python (each value
   written by ``repr``); a SQL notebook's cells as SQL templates are, bound by the driver.
 
@@ -28,6 +30,7 @@ from ...kernels.sql.split import split_statements
 from ..notebooks import document
 from .catalog import PLACEHOLDER, Template
 from .declare import TemplateError, Value
+from .shell import shell_program, shell_with_expansions
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,13 @@ def bound(template: Template, values: dict[str, Value | None], placeholders: lis
     used = {p.strip() for p in placeholders}
     return [{"name": name, "type": template.params[name].type, "value": _json(values.get(name))}
             for name in template.params if name in used]
+
+
+def render_shell(template: Template, values: dict[str, Value | None], _dialect: str = "") -> Rendered:
+    """Python that runs the script with ``/bin/sh``, each value an environment variable and an
+    argument, each ``{{ name }}`` a quoted expansion of its variable (``shell.py``)."""
+    script, _used = shell_with_expansions(template.body, template.path, PLACEHOLDER)
+    return Rendered(code=shell_program(script, values, list(template.params)), parameters=[])
 
 
 def render_notebook(template: Template, values: dict[str, Value | None], dialect: str) -> Rendered:

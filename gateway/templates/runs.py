@@ -9,8 +9,7 @@ from and the values (``Task.template``; in the audit with the code), and then go
 script: policy and risk read the rendered code, reviewers see it with the values, the agent runs it.
 
 Kinds that run today: ``sql`` templates on SQL targets, ``python`` templates on Python targets,
-notebooks on targets of their kernel's language. Shell scripts are listed but not yet runnable
-(400 says so).
+notebooks on targets of their kernel's language, shell scripts on Python targets (``shell.py``).
 """
 
 from __future__ import annotations
@@ -30,11 +29,12 @@ from ..store import Store
 from .catalog import Template, parse
 from .declare import TemplateError, ValueRefused, check_values
 from .library import TemplateLibrary
-from .render import render_notebook, render_python, render_sql
+from .render import render_notebook, render_python, render_shell, render_sql
 
 #: template kind → the target kind it runs on (a notebook: its kernel's language)
-RUNS_ON = {"sql": "sql", "python": "python"}
-RENDER = {"sql": render_sql, "python": lambda t, values, _dialect: render_python(t, values), "notebook": render_notebook}
+RUNS_ON = {"sql": "sql", "python": "python", "shell": "python"}  # a shell script runs in a Python target's kernel
+RENDER = {"sql": render_sql, "python": lambda t, values, _dialect: render_python(t, values), "notebook": render_notebook,
+          "shell": render_shell}
 
 
 class TemplateValueRefused(BadRequest):

@@ -107,3 +107,44 @@ def test_a_python_placeholder_inside_a_string_or_comment_is_refused(body: str) -
     t = parse("p.py", b"# ---\n# parameters: {name: {type: text}}\n# ---\n" + body.encode())
     with pytest.raises(TemplateError, match="inside a string or a comment"):
         render_python(t, {"name": "x"})
+
+
+SH_HEAD = b"#!/bin/sh\n# ---\n# kinds: [python]\n# parameters:\n#   name: {type: text}\n#   n: {type: integer, default: 3}\n# ---\n"
+
+
+def _shell(body: bytes) -> Any:
+    from cellgate.gateway.templates.render import render_shell
+    template = parse("ops/t.sh", SH_HEAD + body)
+    return template, render_shell
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40))
+def test_shell_values_reach_the_script_verbatim_as_one_word(value: str) -> None:
+    import contextlib
+    import io
+
+    template, render = _shell(b'printf "[%s]" {{ name }} "in quotes: {{ name }}" "$1"\n')
+    code = render(template, check_values(template.params, {"name": value})).code
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "<shell>", "exec"), {})  # noqa: S102 - the rendered program, run as a kernel would
+    assert out.getvalue() == f"[{value}][in quotes: {value}][{value}]"
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    (b"echo '{{ name }}'\n", "inside single quotes"), (b"echo $'{{ name }}'\n", "inside single quotes"),
+    (b"echo x # {{ name }}\n", "in a comment"), (b"echo `echo {{ name }}`\n", "in a backquoted command"),
+    (b"echo \\{{ name }}\n", "after a backslash"), (b"cat <<EOF\n{{ name }}\nEOF\n", "here-document"),
+    (b"eval echo {{ name }}\n", "eval"),
+])
+def test_a_shell_placeholder_where_the_value_would_not_be_one_word_of_data_is_refused(body: bytes, said: str) -> None:
+    template, render = _shell(body)
+    with pytest.raises(TemplateError, match=said):
+        render(template, check_values(template.params, {"name": "x"}))
+
+
+def test_a_quote_in_a_comment_or_an_escaped_quote_does_not_hide_a_placeholder() -> None:
+    from cellgate.gateway.templates.catalog import PLACEHOLDER
+    from cellgate.gateway.templates.shell import shell_with_expansions
+    script, used = shell_with_expansions("# it's a comment\necho \\' {{ name }} \"a\\\"b {{ n }}\"\n", "t.sh", PLACEHOLDER)
+    assert script == "# it's a comment\necho \\' \"${CG_NAME}\" \"a\\\"b ${CG_N}\"\n" and used == ["name", "n"]

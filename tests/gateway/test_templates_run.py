@@ -52,6 +52,17 @@ ECHO = b"""# ---
 import json
 print(json.dumps({"text": {{ text }}, "n": {{ n }}}))
 """
+SHELL = b"""#!/bin/sh
+# ---
+# groups: [support]
+# kinds: [python]
+# parameters:
+#   text: {type: text, required: true}
+#   n: {type: integer, default: 2}
+# ---
+printf '[%s]' {{ text }} "{{ n }}:{{ text }}"
+printf '<%s>' "$1" "$2"
+"""
 HOSTILE = ["x'); DROP TABLE victims; --", "\\'; SELECT pg_sleep(5); --", "$(id) `id`", "a\nb;\r\nc", "50% :x %(note)s $1",
            "☃ \u202e 𝔘", '"""\'\'\' # not a comment']
 
@@ -70,7 +81,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {TABLE} (id int, note text)")
     repo = new_repo(workdir / "repo")
-    commit(repo, {"fixes/note.sql": NOTE, "checks/echo.py": ECHO,
+    commit(repo, {"fixes/note.sql": NOTE, "checks/echo.py": ECHO, "ops/echo.sh": SHELL,
                   "reports/daily.ipynb": json.dumps({"cells": [], "metadata": {"cellgate": {"groups": ["support"], "kinds": ["python"]}},
                                                      "nbformat": 4, "nbformat_minor": 5}).encode()})
     config = f"c.Templates.repository = {str(repo)!r}\nc.Templates.cache_dir = {str(workdir / 'cache')!r}\n"
@@ -148,6 +159,19 @@ def test_a_python_template_gets_its_values_as_literals(world: World) -> None:
         assert done["task"]["status"] == "succeeded", done
         printed = "".join(o["output"].get("text", "") for o in done["outputs"] if o["output"].get("name") == "stdout")
         assert json.loads(printed) == {"text": value, "n": 2}
+
+
+def test_a_shell_template_gets_its_values_as_variables_and_arguments_never_as_shell_text(world: World) -> None:
+    for value in [*HOSTILE, "$(touch /tmp/cg-pwned) `id` ; exit 3", "*", "-n", "a\\"]:
+        r = run(world.gw, world.support, "ops/echo", "py", {"text": value})
+        assert r.status_code == 201, r.text
+        task = r.json()
+        assert "${CG_TEXT}" in task["code"] and "_subprocess.run(['/bin/sh', '-c'" in task["code"]
+        done = approve_and_wait(world.gw, task["id"])
+        assert done["task"]["status"] == "succeeded", (done["task"]["error"], done["outputs"])
+        printed = "".join(o["output"].get("text", "") for o in done["outputs"] if o["output"].get("name") == "stdout")
+        assert printed == f"[{value}][2:{value}]<{value}><2>"
+    assert not Path("/tmp/cg-pwned").exists()
 
 
 @pytest.mark.parametrize(("who", "body", "status", "said"), [
