@@ -127,7 +127,7 @@ def test_shell_values_reach_the_script_verbatim_as_one_word(value: str) -> None:
     code = render(template, check_values(template.params, {"name": value})).code
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code, "<shell>", "exec"), {})  # noqa: S102 - the rendered program, run as a kernel would
+        exec(compile(code, "<shell>", "exec"), {})
     assert out.getvalue() == f"[{value}][in quotes: {value}][{value}]"
 
 
