@@ -53,8 +53,8 @@ def target_kind(template: Template, shown: str | None = None) -> str:
         raise BadRequest(f"notebook {shown} names no kernel language (metadata.kernelspec.language: python or sql), "
                          "so it runs on no target")
     if runs_on is None:
-        raise BadRequest(f"template {shown} is a {template.kind} template; running those is not available yet "
-                         "(sql, python and notebook templates run)")
+        raise BadRequest(f"template {shown} is a {template.kind} template, which runs nowhere "
+                         "(sql, python, shell and notebook templates run)")
     return runs_on
 
 
