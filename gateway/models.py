@@ -306,11 +306,24 @@ class SlackRunThread(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class SlackDmTarget(Base):
+    """The target a Slack user's direct messages to cellgate run on (``target NAME`` in the DM).
+
+    Only a preference: who may submit there is decided again, by the gate, for each message."""
+
+    __tablename__ = "slack_dm_targets"
+    team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slack_user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class SlackSeenRequest(Base):
     """A Slack request signature already accepted, kept until its timestamp is stale anyway:
-    a replay is refused by every replica and after a restart."""
+    a replay is refused by every replica and after a restart. An Events API event is recorded
+    here too, by its ``event_id`` (Slack redelivers an event with a new signature)."""
 
     __tablename__ = "slack_seen_requests"
-    #: SHA-256 of the ``X-Slack-Signature`` header
+    #: SHA-256 of the ``X-Slack-Signature`` header, or of ``event:`` + the event's ``event_id``
     signature: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)

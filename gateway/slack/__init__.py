@@ -1,4 +1,4 @@
-"""Slack: review notices with Approve/Reject buttons, and the ``/cellgate`` command (docs/slack.md).
+"""Slack: review notices with Approve/Reject buttons, the ``/cellgate`` command, code in a direct message (docs/slack.md).
 
 ::
 
@@ -12,6 +12,8 @@
     actions.py      button clicks, the reject modal and /cellgate, decided through TaskFlow.review
     template_form.py   a template's Run… button, its modal built from its declarations, its submission read
     template_runs.py   the Run… click and the form's submission, run through templates.runs.run_template
+    dm_text.py      what a direct message says: a command, or code as typed (Slack's markup undone, or refused)
+    dm.py           the direct-message conversation: targets, target NAME, code run as a task, threaded
     integration.py  the pieces of one gateway process together
-    handlers.py     /slack/interactions, /slack/commands, /api/v1/slack/links
+    handlers.py     /slack/interactions, /slack/commands, /slack/events, /api/v1/slack/links
 """

@@ -36,7 +36,8 @@ HELP = """*/cellgate* — cellgate from Slack
 • `/cellgate tasks` — your latest tasks
 • `/cellgate task N` — one task you may see
 • `/cellgate templates` — templates you may run (each with a Run… button)
-Reviews: use the Approve and Reject buttons of a review notice."""
+Reviews: use the Approve and Reject buttons of a review notice.
+Code: send it in a direct message to the app (`help` there says how)."""
 MAX_TASKS = 10
 
 
@@ -157,7 +158,7 @@ async def command(slack: SlackIntegration, form: dict[str, str]) -> dict[str, An
     except CellgateError as exc:
         return reply(exc.message)
     if verb == "targets":
-        return reply(await slack.store.run(_targets, ident, slack))
+        return reply(await slack.store.run(targets_text, ident, slack))
     if verb == "tasks":
         return reply(await slack.store.run(_tasks, ident))
     if verb == "task" and len(words) == 2 and words[1].lstrip("#").isdigit():
@@ -170,7 +171,8 @@ async def command(slack: SlackIntegration, form: dict[str, str]) -> dict[str, An
     return reply(f"unknown command `{messages.esc(' '.join(words))}`\n{HELP}")
 
 
-def _targets(session: Session, ident: Identity, slack: SlackIntegration) -> str:
+def targets_text(session: Session, ident: Identity, slack: SlackIntegration) -> str:
+    """The targets ``ident`` may submit to, online or not, who reviews (``/cellgate targets``, ``targets`` in a DM)."""
     lines = []
     for target in session.execute(select(Target).order_by(Target.name)).scalars():
         if not may_submit(ident, target):

@@ -1,17 +1,21 @@
-"""Slack's requests (``/slack/interactions``, ``/slack/commands``) and the links admin API (``/api/v1/slack/links``)."""
+"""Slack's requests (``/slack/interactions``, ``/slack/commands``, ``/slack/events``) and the links admin API
+(``/api/v1/slack/links``)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import parse_qs
 
 from ..errors import BadRequest
 from ..handlers.base import APIHandler
-from . import actions, links
+from . import actions, dm, links
 from .integration import SlackIntegration
 from .verify import RequestVerifier
+
+log = logging.getLogger("cellgate.gateway.slack")
 
 #: Slack user and workspace IDs (U024BE7LH, W012A3CDE, T061EG9R6)
 SLACK_ID_RE = re.compile(r"^[A-Z0-9]{2,64}$")
@@ -32,8 +36,8 @@ class SlackRequestHandler(APIHandler):
     def slack(self) -> SlackIntegration | None:
         return self.settings.get("slack")
 
-    async def verified_form(self) -> tuple[SlackIntegration, dict[str, str]]:
-        """The integration and the request's form fields, once the request is proven to be Slack's; else 401.
+    async def verified(self) -> SlackIntegration:
+        """The integration, once the request (its raw body) is proven to be Slack's; else 401.
 
         The replay check is a store insert (on the store's thread pool): refused across restarts and replicas.
         """
@@ -42,6 +46,11 @@ class SlackRequestHandler(APIHandler):
             RequestVerifier("").check(self.request.body, self.request.headers)  # refuses: nothing configured
         assert slack is not None
         await slack.verifier.verify(self.request.body, self.request.headers)
+        return slack
+
+    async def verified_form(self) -> tuple[SlackIntegration, dict[str, str]]:
+        """The integration and the request's form fields, once the request is proven to be Slack's (:meth:`verified`)."""
+        slack = await self.verified()
         try:
             fields = parse_qs(self.request.body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
@@ -89,6 +98,39 @@ class SlackCommandsHandler(SlackRequestHandler):
         self.answer(await actions.command(slack, form))
 
 
+class SlackEventsHandler(SlackRequestHandler):
+    """The Events API (the Slack app's Event Subscriptions Request URL): ``message.im``, a direct message.
+
+    Anonymous at the HTTP level; authenticated by Slack's signature over the raw JSON body before it
+    is parsed (see the base class). ``url_verification`` is answered with its ``challenge``; an
+    ``event_callback`` is acknowledged at once (Slack redelivers after 3 s) and handled in the
+    background (``dm.py``); a redelivery (``X-Slack-Retry-Num``) is acknowledged and ignored, and an
+    event ID seen before is handled once.
+    """
+
+    access = {"POST": "anonymous"}
+
+    async def post(self) -> None:
+        slack = await self.verified()
+        try:
+            envelope = json.loads(self.request.body)
+        except ValueError:
+            raise BadRequest("a Slack event is a JSON object") from None
+        if not isinstance(envelope, dict):
+            raise BadRequest("a Slack event is a JSON object")
+        kind = envelope.get("type")
+        if kind == "url_verification":
+            self.send({"challenge": str(envelope.get("challenge") or "")})
+            return
+        retry = self.request.headers.get("X-Slack-Retry-Num")
+        if kind == "event_callback" and retry:
+            log.info("Slack event %s is a redelivery (X-Slack-Retry-Num %s): ignored", str(envelope.get("event_id"))[:64],
+                     retry[:8])
+        elif kind == "event_callback":
+            await dm.receive(slack, envelope)
+        self.answer(None)
+
+
 def _slack_id(value: str, what: str) -> str:
     if not SLACK_ID_RE.match(value):
         raise BadRequest(f"{what} {value!r} is not a Slack ID (capital letters and digits, e.g. U024BE7LH)")
@@ -130,6 +172,7 @@ class SlackLinkHandler(APIHandler):
 default_handlers = [
     (r"/slack/interactions", SlackInteractionsHandler),
     (r"/slack/commands", SlackCommandsHandler),
+    (r"/slack/events", SlackEventsHandler),
     (r"/api/v1/slack/links/?", SlackLinksHandler),
     (r"/api/v1/slack/links/(?P<slack_user_id>[^/]+)/?", SlackLinkHandler),
 ]

@@ -315,3 +315,15 @@ def run_posts(task: Task, before: str, url: str, facts: Facts, with_output: bool
             text += f"\n_`cellgate task output {task.id} --ipynb` downloads the executed notebook._"
         posts.append(text)
     return posts
+
+
+def dm_submitted(task: Task, url: str) -> str:
+    """The first reply in the thread of a direct message whose code became ``task``: where it stands
+    as submitted (waiting for review by whom, or approved by policy); the thread gets the rest."""
+    lines = [f"<{url}|cellgate task #{task.id}> on *{esc(task.target)}*: {task.status.replace('_', ' ')}"]
+    decision = decision_post(task) if decided(task.status) else None
+    lines += [line for line in (decision, state_line(task, Facts())) if line]
+    if task.status == tasks.PENDING_REVIEW and task.missing_approvals:
+        lines.append("Still needed: " + esc("; ".join(task.missing_approvals)))
+    lines.append("_Its result will be posted in this thread._")
+    return "\n".join(lines)

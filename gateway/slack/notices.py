@@ -12,7 +12,9 @@ brings Slack up to date:
   and when it finishes;
 - a template run from a Slack form is announced to the user who ran it in a direct message
   (:meth:`Notifier.announce_run`, a :class:`~cellgate.gateway.models.SlackRunThread`); its
-  decision and its result are posted in that message's thread (instead of the author's DMs).
+  decision and its result are posted in that message's thread (instead of the author's DMs);
+- code sent in a direct message (``dm.py``) gets the same thread, under the user's own message
+  (:meth:`Notifier.thread_task`).
 
 ``SlackMessage.shown_status`` records what the message shows (the status, plus ``+N`` for N
 approvals recorded on a task still waiting), ``SlackRunThread.shown_status`` the status its thread
@@ -316,6 +318,37 @@ class Notifier:
         log.info("task %s: its run was announced to Slack user %s", task_id, slack_user_id)
         self._quiet.pop(task_id, None)  # it may have moved (or ended) meanwhile: tell what it did since
         self.on_task_changed(task_id)
+
+    async def thread_task(self, task: Task, slack_user_id: str, channel: str, thread_ts: str) -> None:
+        """Thread the decision and the result of ``task`` under a message that exists already: the
+        direct message of ``slack_user_id`` whose code it is (``dm.py``). ``task`` is as submitted: the
+        first reply says where it stood then, the thread tells every step since. Never raises."""
+        try:
+            await self._thread_under(task, slack_user_id, channel, thread_ts)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("task %s: could not thread it under its Slack message (the task is not affected)", task.id)
+
+    async def _thread_under(self, task: Task, slack_user_id: str, channel: str, thread_ts: str) -> None:
+        def _claim_new(session: Session) -> bool:
+            try:
+                with session.begin_nested():  # ts "" while the first reply is posted: the thread waits for it
+                    session.add(SlackRunThread(task_id=task.id, slack_user_id=slack_user_id, channel=channel, ts="",
+                                               shown_status=task.status))
+                return True
+            except IntegrityError:
+                return False
+        if not await self.store.run(_claim_new):
+            return
+        await self._try("post the first reply under the message of", task.id, "chat.postMessage", channel=channel,
+                        thread_ts=thread_ts, text=messages.dm_submitted(task, self.flow.task_url(task.id)),
+                        unfurl_links=False)
+        await self.store.run(lambda s: s.execute(update(SlackRunThread).where(SlackRunThread.task_id == task.id)
+                                                 .values(ts=thread_ts, updated_at=utcnow())))
+        log.info("task %s: threaded under the direct message of Slack user %s", task.id, slack_user_id)
+        self._quiet.pop(task.id, None)  # it may have moved (or ended) meanwhile: tell what it did since
+        self.on_task_changed(task.id)
 
     async def _thread_run(self, snap: Snapshot) -> None:
         """Post in the run's thread what happened since it last told (the decision, the result)."""

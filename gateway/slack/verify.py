@@ -16,6 +16,10 @@ by the inserts. :meth:`RequestVerifier.verify` does the store work on the store'
 the event loop); without a store (unit tests) the signatures are remembered in this process only.
 
 Each refusal raises :class:`~cellgate.gateway.errors.Unauthorized` (401) with the reason.
+
+An Events API event is redelivered by Slack with a new timestamp and signature (a retry), so its
+``event_id`` is recorded the same way (:meth:`RequestVerifier.first_delivery`, the SHA-256 of
+``event:`` + the ID, kept for :data:`EVENT_WINDOW`): an event is handled once.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ WINDOW = 300
 MAX_SEEN = 100_000
 #: expired rows of slack_seen_requests are deleted on one insert in this many (and on the first)
 PURGE_EVERY = 32
+
+#: seconds an event's ID stays remembered (Slack's last retry comes about 5 minutes after the event)
+EVENT_WINDOW = 3600
 
 REPLAY = "this Slack request was already received (a replay)"
 
@@ -88,6 +95,19 @@ class RequestVerifier:
             self._remember(digest, until)
         else:
             await self._store.run(self._record, digest, until)
+
+    async def first_delivery(self, event_id: str) -> bool:
+        """Whether the event ``event_id`` is delivered for the first time (recorded in the store, as signatures are)."""
+        digest = hashlib.sha256(f"event:{event_id}".encode()).hexdigest()
+        until = self._now() + EVENT_WINDOW
+        try:
+            if self._store is None:
+                self._remember(digest, until)
+            else:
+                await self._store.run(self._record, digest, until)
+        except Unauthorized:
+            return False
+        return True
 
     def authentic(self, body: bytes, headers: Mapping[str, str]) -> tuple[str, float]:
         """Checks 1-3 (cheap, no I/O): (SHA-256 of the signature, until when it must be remembered)."""

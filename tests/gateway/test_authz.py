@@ -104,6 +104,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, str, Any]] = {
     (r"/api/v1/slack/links/(?P<slack_user_id>[^/]+)/?", "DELETE"): ("admin", "/api/v1/slack/links/UAUTHZ", None),
     (r"/slack/interactions", "POST"): ("anonymous", "/slack/interactions", {}),
     (r"/slack/commands", "POST"): ("anonymous", "/slack/commands", {}),
+    (r"/slack/events", "POST"): ("anonymous", "/slack/events", {}),
     # templates: listing and showing are every user's (each sees what they may run); the repository is admins';
     # the push webhook is anonymous at the HTTP level and signed (see SIGNED)
     (r"/api/v1/templates/?", "GET"): ("user", "/api/v1/templates", None),
@@ -127,7 +128,8 @@ WEBSOCKETS = {r"/api/v1/agent", r"/api/kernels/(?P<kernel_id>\w+-\w+-\w+-\w+-\w+
 #: authenticate inside the handler by the request's signature. A cellgate token counts for nothing there:
 #: unsigned, every caller gets 401 (and this gateway has no signing secret at all). tests/slack and
 #: tests/gateway/test_templates_api.py cover the signed requests.
-SIGNED = {(r"/slack/interactions", "POST"), (r"/slack/commands", "POST"), (r"/api/v1/template-repository/webhook", "POST")}
+SIGNED = {(r"/slack/interactions", "POST"), (r"/slack/commands", "POST"), (r"/slack/events", "POST"),
+          (r"/api/v1/template-repository/webhook", "POST")}
 
 #: 403s that are object-level rules, not role rules: (pattern, method, who) -> why
 OBJECT_LEVEL_403 = {

@@ -35,20 +35,25 @@ def world(tmp_path_factory: pytest.TempPathFactory, standin: SlackStandIn) -> It
     with sqlite3.connect(lite) as conn:
         conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, holder TEXT, balance INTEGER)")
         conn.executemany("INSERT INTO accounts VALUES (?, ?, ?)", [(i, f"holder {i}", i * 100) for i in range(1, 21)])
+    ledger = workdir / "ledger.db"  # the direct-message tests' target (test_slack_dm)
+    with sqlite3.connect(ledger) as conn:
+        conn.execute("CREATE TABLE entries (id INTEGER PRIMARY KEY, note TEXT, amount INTEGER)")
+        conn.executemany("INSERT INTO entries VALUES (?, ?, ?)", [(i, f"entry {i}", i * 100) for i in range(1, 21)])
     config = agent_config(workdir / "agent.toml", "slack-agent", {
         "payments": {"kind": "sql", "url": f"sqlite:///{lite}"},
         "py": {"kind": "python"},
+        "ledger": {"kind": "sql", "url": f"sqlite:///{ledger}"},
     })
     seed(gw)
     agent = start_agent(gw, workdir, config, "slack-agent")
     try:
-        wait_online(gw, ["payments", "py"], agent.log)
+        wait_online(gw, ["payments", "py", "ledger"], agent.log)
         set_email(db, "rev2", "rev2@example.com", True)
         set_email(db, "unver", "unver@example.com", False)
         with gw.admin() as api:
             wait_until(lambda: api.get("/api/v1/templates").json()["source"]["commit"] == commit, 30, "templates fetched",
                        gw.proc.log)
-        yield World(gw=gw, standin=standin, agent=agent, db=db, templates_commit=commit)
+        yield World(gw=gw, standin=standin, agent=agent, db=db, templates_commit=commit, ledger=ledger)
     finally:
         agent.stop()
         gw.proc.stop()

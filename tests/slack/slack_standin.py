@@ -1,4 +1,4 @@
-"""A Slack Web API stand-in, and Slack's side of a request: signed interaction payloads and commands.
+"""A Slack Web API stand-in, and Slack's side of a request: signed interaction payloads, commands and events.
 
 :class:`SlackStandIn` is a small tornado app on 127.0.0.1 (its own thread and loop) that records
 every call (method, parameters from the JSON body, form or query) and answers as Slack does.
@@ -277,3 +277,43 @@ def command(text: str, slack_user: str, *, team: str = "T0CELLGATE") -> str:
 
 def post(gateway_url: str, path: str, body: str, headers: dict[str, str]) -> httpx.Response:
     return httpx.post(gateway_url + path, content=body.encode(), headers=headers, timeout=30)
+
+
+# ---------------------------------------------------------------------- the Events API
+#: the app's bot user (``authorizations`` of every event; its own messages come back as events too)
+BOT_USER = "UCELLGATEBOT"
+
+
+def im_message(text: str, slack_user: str, *, team: str = "T0CELLGATE", channel: str | None = None,
+               channel_type: str = "im", event_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    """An ``event_callback`` carrying a ``message.im`` event: ``slack_user`` wrote ``text`` in their DM
+    with the app (channel ``D{slack_user}``); ``fields`` are more of the event's (``bot_id``, ``subtype``…)."""
+    ts = f"{time.time():.6f}"
+    event = {"type": "message", "channel": channel or f"D{slack_user}", "user": slack_user, "text": text, "ts": ts,
+             "event_ts": ts, "channel_type": channel_type, "team": team, "client_msg_id": str(uuid.uuid4()),
+             **fields}
+    return {"token": "legacy-verification-token-unused", "team_id": team, "api_app_id": "A0CELLGATE", "event": event,
+            "type": "event_callback", "event_id": event_id or "Ev" + uuid.uuid4().hex[:10].upper(),
+            "event_time": int(time.time()), "event_context": "4-" + uuid.uuid4().hex,
+            "authorizations": [{"enterprise_id": None, "team_id": team, "user_id": BOT_USER, "is_bot": True,
+                                "is_enterprise_install": False}], "is_ext_shared_channel": False}
+
+
+def event_body(envelope: dict[str, Any]) -> str:
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+
+
+def sign_json(secret: str, body: str, timestamp: int | None = None, retry: int | None = None) -> dict[str, str]:
+    """The headers Slack sends with an event (a JSON body); ``retry``: a redelivery's ``X-Slack-Retry-Num``."""
+    headers = {**sign(secret, body, timestamp), "Content-Type": "application/json"}
+    if retry is not None:
+        headers.update({"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"})
+    return headers
+
+
+def send_event(gateway_url: str, secret: str, envelope: dict[str, Any], retry: int | None = None,
+               timestamp: int | None = None) -> httpx.Response:
+    """POST ``envelope`` to /slack/events, signed with ``secret`` as Slack signs it (at ``timestamp``: a
+    redelivery is signed anew, so a second send of one envelope is no replay)."""
+    body = event_body(envelope)
+    return post(gateway_url, "/slack/events", body, sign_json(secret, body, timestamp, retry))

@@ -59,6 +59,8 @@ class World:
     agent: Proc
     db: Path
     templates_commit: str = ""
+    #: the SQLite file of target ``ledger`` (table ``entries``), for the direct-message tests
+    ledger: Path | None = None
 
     def token(self, name: str) -> str:
         return self.gw.tokens[name]

@@ -307,3 +307,92 @@ def test_a_run_slower_than_slack_waits_closes_the_form_and_tells_its_outcome_in_
     told.clear()
     assert asyncio.run(go(TemplateValueRefused(ValueRefused("id", "must be a whole number")))) is None
     assert told == [("dm", ("UDEV", "Your run of template *fixes/t* on *payments* was refused: parameter id: must be a whole number"))]
+
+
+# ---------------------------------------------------------------------- direct messages (dm_text, dm)
+@pytest.mark.parametrize(("text", "code"), [
+    ("SELECT 1", "SELECT 1"),
+    ("  SELECT a &lt; b, c &gt; d, 'x &amp; y'  ", "SELECT a < b, c > d, 'x & y'"),
+    ("SELECT '&amp;lt;', '&amp;amp;'", "SELECT '&lt;', '&amp;'"),  # decoded once: what was typed
+    ("```SELECT 1```", "SELECT 1"),
+    ("```\nSELECT 1\nFROM t\n```", "SELECT 1\nFROM t"),
+    ("```\n    if x:\n        y()\n```", "    if x:\n        y()"),  # indentation kept
+    ("`SELECT 1`", "SELECT 1"),
+    ("SELECT `id` FROM `t`", "SELECT `id` FROM `t`"),  # MySQL's quoting: not Slack's formatting
+    ("`a` + `b`", "`a` + `b`"),
+    ("SELECT '☃', \"quoted\", $1 -- é", "SELECT '☃', \"quoted\", $1 -- é"),
+])
+def test_dm_code_is_what_the_user_typed(text: str, code: str) -> None:
+    from cellgate.gateway.slack import dm_text
+
+    assert dm_text.code_of(text) == code
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("SELECT * FROM t WHERE email = '<mailto:a@b.io|a@b.io>'", "link or a mention"),
+    ("DELETE FROM t -- <@U024BE7LH>", "link or a mention"),
+    ("SELECT <http://x.io|x.io>", "link or a mention"),
+    ("```SELECT <#C0123|ops>```", "link or a mention"),
+    ("SELECT 1 -- <!here>", "link or a mention"),
+    ("run this:\n```SELECT 1```", "text around it"),
+    ("```SELECT 1``` and ```SELECT 2```", "text around it"),
+    ("``````", "no code"),
+    ("` `", "no code"),
+])
+def test_dm_code_that_slack_rewrote_or_that_is_not_there_is_refused(text: str, why: str) -> None:
+    from cellgate.gateway.slack import dm_text
+
+    with pytest.raises(dm_text.NotAsTyped, match=why) as refused:
+        dm_text.code_of(text)
+    assert "nothing was run" in refused.value.message
+
+
+def test_dm_commands_are_trimmed_and_case_insensitive_and_anything_else_is_code() -> None:
+    from cellgate.gateway.slack.dm_text import Command, command_of
+
+    assert command_of("  Help ") == Command("help") and command_of("TARGETS") == Command("targets")
+    assert command_of("target") == Command("target") and command_of(" Target  pay&amp;ments ") == Command("target", "pay&ments")
+    for code in ("help me", "targets please", "target a b", "SELECT 1", "", "   ", "select * from target"):
+        assert command_of(code) is None, code
+
+
+def test_dm_events_handled_are_a_persons_messages_in_a_direct_message() -> None:
+    from slack_standin import BOT_USER, im_message
+
+    from cellgate.gateway.slack.dm import message_of
+
+    sent = im_message("SELECT 1", "UDEV", event_id="Ev1")
+    msg = message_of(sent)
+    assert msg is not None
+    assert (msg.event_id, msg.team_id, msg.slack_user_id, msg.channel, msg.text) == ("Ev1", "T0CELLGATE", "UDEV", "DUDEV", "SELECT 1")
+    assert msg.ts == msg.thread_ts == sent["event"]["ts"]
+    threaded = message_of(im_message("SELECT 1", "UDEV", thread_ts="1.000001"))
+    assert threaded is not None and threaded.thread_ts == "1.000001"
+    for ignored in (im_message("x", BOT_USER), im_message("x", "UDEV", bot_id="B1"), im_message("x", "UDEV", subtype="bot_message"),
+                    im_message("x", "UDEV", subtype="message_changed"), im_message("x", "UDEV", subtype="message_deleted"),
+                    im_message("x", "UDEV", channel="C1", channel_type="channel"), im_message("x", "UDEV", channel_type="mpim"),
+                    im_message("x", "UDEV", type="app_mention"), {**sent, "event_id": None}, {**sent, "event": "x"},
+                    {**sent, "event": {**sent["event"], "user": None}}, {**sent, "event": {**sent["event"], "text": None}}):
+        assert message_of(ignored) is None, ignored
+
+
+def test_an_events_id_is_handled_once() -> None:
+    import asyncio
+
+    verifier = RequestVerifier(SECRET, Clock())
+
+    async def deliveries() -> list[bool]:
+        return [await verifier.first_delivery(e) for e in ("Ev1", "Ev2", "Ev1")]
+    assert asyncio.run(deliveries()) == [True, True, False]
+
+
+def test_the_first_reply_under_a_dm_says_where_its_task_stands() -> None:
+    url = "http://gw/tasks/7"
+    pending = messages.dm_submitted(_task(), url)
+    assert pending == ("<http://gw/tasks/7|cellgate task #7> on *payments*: pending review\n⏳ Awaiting review by dba\n"
+                       "Still needed: an approval from dba\n_Its result will be posted in this thread._")
+    auto = _task(status="approved", decided_by="policy", decision_comment="read-only SQL is auto-approved on this target")
+    auto.reviews = []
+    lines = messages.dm_submitted(auto, url).splitlines()
+    assert lines[:3] == ["<http://gw/tasks/7|cellgate task #7> on *payments*: approved",
+                         "✅ Approved by policy: read-only SQL is auto-approved on this target", "Waiting to start"]
