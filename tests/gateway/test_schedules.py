@@ -199,6 +199,18 @@ def test_a_schedule_is_reviewed_once_and_each_due_run_is_approved_by_that_review
     assert len(status_of(world, name)["runs"]) == 1 and rows(name) == 1
 
 
+def test_without_a_channel_the_result_goes_to_the_authors_slack(world: World) -> None:
+    with world.gw.admin() as api:
+        r = api.put("/api/v1/slack/links/USAM0001", json={"user": "sam"})
+        assert r.status_code == 200, r.text
+    name = f"to-author-{uuid.uuid4().hex[:6]}"
+    active(world, name)
+    make_due(world, name, 1)
+    run = runs_of(world, name, 1)[0]
+    posted = world.slack.wait_for("chat.postMessage", lambda c: name in c.params.get("text", ""), timeout=60)
+    assert posted.params["channel"] == "USAM0001" and f"task #{run['task_id']}>" in posted.params["text"]
+
+
 @pytest.mark.parametrize("on_missed", ["run", "skip"])
 def test_a_run_missed_while_the_gateway_was_away_runs_once_or_is_skipped(world: World, on_missed: str) -> None:
     name = f"missed-{on_missed}-{uuid.uuid4().hex[:6]}"

@@ -2,7 +2,7 @@
 
 Revision ID: 0010
 Revises: 0009
-Create Date: 2026-12-04 10:00:00.000000
+Create Date: 2026-12-03 19:20:00.000000
 """
 from alembic import op
 import sqlalchemy as sa
