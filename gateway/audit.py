@@ -140,9 +140,20 @@ def query(session: Session, since: dt.datetime | None, until: dt.datetime | None
     return [as_record(ev) for ev in session.execute(stmt).scalars()]
 
 
+#: characters JSON leaves raw that line readers split on (``str.splitlines``, JavaScript): escaped in JSONL
+LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
+def one_line(text: str) -> str:
+    """A JSON text as one line for every reader: U+2028, U+2029 and NEL (only ever inside strings) escaped."""
+    for char, escaped in LINE_BREAKS.items():
+        text = text.replace(char, escaped)
+    return text
+
+
 def to_jsonl(records: list[dict[str, Any]]) -> Iterator[str]:
     for rec in records:
-        yield json.dumps(rec, ensure_ascii=False) + "\n"
+        yield one_line(json.dumps(rec, ensure_ascii=False)) + "\n"
 
 
 def to_csv(records: list[dict[str, Any]]) -> Iterator[str]:

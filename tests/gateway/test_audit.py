@@ -225,6 +225,18 @@ def test_jsonl_round_trip(store: Store) -> None:
     assert _offline_verify(parsed)
 
 
+def test_jsonl_is_one_record_a_line_whatever_the_text_holds(store: Store) -> None:
+    """U+2028, U+2029 and NEL are line breaks to str.splitlines and JavaScript, and JSON leaves them raw."""
+    odd = "a\u2028b\u2029c\x85d\x1ce\x0bf\x0cg\r\nh"
+    store.call(lambda s: audit.append(s, "dev", "task.submitted", detail={"code": odd}))
+    records = store.call(lambda s: audit.query(s, None, None))
+    text = "".join(audit.to_jsonl(records))
+    lines = text.splitlines()
+    assert len(lines) == len(records)
+    assert json.loads(lines[-1])["detail"]["code"] == odd
+    assert _offline_verify([json.loads(line) for line in lines])
+
+
 def test_csv_round_trip(store: Store) -> None:
     _append_many(store, 12)
     store.call(lambda s: audit.append(s, "agent:a1", "kernel.started", kernel_id="0b9f5c1e-1111-2222-3333-444455556666"))
