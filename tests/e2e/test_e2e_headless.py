@@ -179,28 +179,30 @@ HOSTILE = ["x'); DROP TABLE victims; --", "a\nb;\r\n-- c", "☃ \u202e $1 %(x)s 
 
 def test_papermill_parameters_of_a_sql_notebook_are_bound_by_the_driver(gateway: Gateway, agent: Any, users: dict[str, str],
                                                                        tmp_path: Path, table: str) -> None:
-    source = notebook(tmp_path / "p.ipynb", "sql", [f"INSERT INTO {table} (id, n) VALUES ({{{{ id }}}}, {{{{ n }}}})",
-                                                     "SELECT {{ note }} AS note, {{ id }} + 1 AS next"],
-                      parameters="-- cellgate parameters\n-- id = 0\n-- n = 0\n-- note = \"default\"\n")
-    for i, value in enumerate(HOSTILE, start=10):
-        out = tmp_path / f"o{i}.ipynb"
-        code, _out, err = finish(papermill(gateway, users["dev"], str(source), str(out), "-k", "pg",
-                                           "-p", "id", str(i), "-p", "n", str(i * 2), "-p", "note", value))
-        assert code == 0, err
-        ran = nbformat.read(out, as_version=4)
-        injected = ran.cells[1].source
-        assert injected.startswith("-- cellgate parameters\n") and "\n-- note = " in injected
-        assert all(line.startswith("--") for line in injected.splitlines())  # comments only: nothing in it is SQL
-        rows = ran.cells[3].outputs[-1].data["application/vnd.dataresource+json"]["data"]
-        assert rows == [{"note": value, "next": i + 1}]
+    notes = [f"note{i}" for i in range(len(HOSTILE))]
+    source = notebook(tmp_path / "p.ipynb", "sql", [
+        f"INSERT INTO {table} (id, n) VALUES ({{{{ id }}}}, {{{{ n }}}})",
+        "SELECT " + ", ".join(f"{{{{ {n} }}}} AS {n}" for n in notes) + ", {{ id }} + 1 AS next"],
+        parameters="-- cellgate parameters\n-- id = 0\n-- n = 0\n" + "".join(f"-- {n} = \"default\"\n" for n in notes))
+    out = tmp_path / "o.ipynb"
+    values = [arg for n, v in zip(notes, HOSTILE) for arg in ("-p", n, v)]
+    code, _out, err = finish(papermill(gateway, users["dev"], str(source), str(out), "-k", "pg", "-p", "id", "10", "-p", "n", "20",
+                                       *values))
+    assert code == 0, err
+    ran = nbformat.read(out, as_version=4)
+    injected = ran.cells[1].source
+    assert injected.startswith("-- cellgate parameters\n") and "\n-- note0 = " in injected
+    assert all(line.startswith("--") for line in injected.splitlines())  # comments only: nothing in it is SQL
+    rows = ran.cells[3].outputs[-1].data["application/vnd.dataresource+json"]["data"]
+    assert rows == [{**dict(zip(notes, HOSTILE)), "next": 11}]
     with psycopg.connect(PG, autocommit=True) as conn:
         got = conn.execute(f"SELECT id, n FROM {table} WHERE id >= 10 ORDER BY id").fetchall()
         assert conn.execute("SELECT to_regclass('victims')").fetchone() == (None,)
-    assert got == [(i, i * 2) for i in range(10, 10 + len(HOSTILE))]
+    assert got == [(10, 20)]  # once
     tasks = json.loads(cli(gateway, users["dev"], "tasks", "--target", "pg", "--json").stdout)["tasks"]
-    select = next(t for t in tasks if t["code"].startswith("SELECT __cg_param_note__"))  # the task holds markers
-    assert select["template"]["parameters"] == [{"name": "note", "type": "text", "value": HOSTILE[-1]},
-                                                {"name": "id", "type": "integer", "value": 9 + len(HOSTILE)}]
+    select = next(t for t in tasks if t["code"].startswith("SELECT __cg_param_note0__"))  # the task holds markers
+    assert select["template"]["parameters"] == [*({"name": n, "type": "text", "value": v} for n, v in zip(notes, HOSTILE)),
+                                                {"name": "id", "type": "integer", "value": 10}]
 
 
 def test_what_papermill_cannot_do_through_the_gate_is_refused_with_the_fix(gateway: Gateway, agent: Any, users: dict[str, str],
