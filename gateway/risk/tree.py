@@ -64,6 +64,11 @@ def _analyze_tree(ctx: _Ctx, st: _Stmt, tree: exp.Expr, toks: list[Token]) -> No
             st.read_only = False
             st.add("sql.unparseable", f"* used as a value, which the server rejects: {_snippet(ctx.text(toks))}",
                    "unparseable")
+        hidden = _reserved_alias(ctx, tree)
+        if hidden:  # "SELECT 1 DELETE FROM t": sqlglot reads an alias, MySQL/SQLite a statement keyword
+            st.read_only = False
+            st.add("sql.unparseable", f"the reserved word {hidden} stands where sqlglot reads a name (an alias) and "
+                   f"{ctx.name} a keyword: {_snippet(ctx.text(toks))}", "unparseable")
         if any(not select.expressions for select in nodes.selects):  # sqlglot accepts a bare SELECT, servers do not
             st.read_only = False
             st.add("sql.unparseable", f"a SELECT without a select list, which the server rejects: "
@@ -122,6 +127,24 @@ _DANGLING_WORDS = {"AS", "IS", "NOT", "AND", "OR", "XOR", "LIKE", "IN", "BY", "O
 _DANGLING_TYPES = {t for t in (getattr(TokenType, n, None) for n in (
     "EQ", "NEQ", "LT", "LTE", "GT", "GTE", "PLUS", "DASH", "SLASH", "MOD", "L_PAREN", "L_BRACKET", "DOT", "COMMA",
     "COLON", "CARET", "AMP", "PIPE", "DPIPE", "NULLSAFE_EQ", "COLON_EQ", "TILDA", "LSHIFT", "RSHIFT")) if t is not None}
+
+
+#: words MySQL/MariaDB and SQLite reserve: never an unquoted alias there (PostgreSQL is read by its own parser)
+_RESERVED = {"mysql": frozenset({"DELETE", "UPDATE", "INSERT", "REPLACE", "DROP", "CREATE", "ALTER", "GRANT", "REVOKE",
+                                 "RENAME", "CALL", "LOAD", "LOCK", "UNLOCK", "SET", "SELECT", "WITH", "VALUES", "INTO",
+                                 "FROM", "WHERE"}),
+             "sqlite": frozenset({"DELETE", "UPDATE", "INSERT", "DROP", "CREATE", "SELECT", "VALUES", "INTO", "FROM",
+                                  "WHERE"})}
+
+
+def _reserved_alias(ctx: _Ctx, tree: exp.Expr) -> str | None:
+    """An unquoted alias the server would read as a reserved keyword (the analysis cannot know what follows)."""
+    reserved = _RESERVED.get(ctx.sg, frozenset())
+    for node in tree.find_all(exp.Alias, exp.TableAlias):
+        alias = node.args.get("alias") if isinstance(node, exp.Alias) else node.args.get("this")
+        if isinstance(alias, exp.Identifier) and not alias.quoted and alias.name.upper() in reserved:
+            return alias.name.upper()
+    return None
 
 
 def _dangling(tok: Token) -> bool:

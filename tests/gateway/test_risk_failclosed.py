@@ -170,6 +170,12 @@ MY_CASES = [
     Disguised("my-two-statements", MY, "SELECT 1; DROP TABLE t", ("drop",)),
     Disguised("my-unterminated-comment", MY, "SELECT 1 /* ; DROP TABLE t", ()),
     Disguised("my-handler", MARIA, "HANDLER t OPEN", ()),
+    # a reserved word where sqlglot reads an alias: the server reads a keyword (and what follows it)
+    Disguised("my-hash-line-delete", MARIA, "SELECT 1 #\nDELETE FROM t", ("unparseable",)),
+    Disguised("my-alias-delete", MY, "SELECT 1 DELETE FROM t", ("unparseable",)),
+    Disguised("my-alias-update", MARIA, "SELECT a UPDATE FROM t", ("unparseable",)),
+    Disguised("my-table-alias-set", MY, "SELECT * FROM t SET", ("unparseable",)),
+    Disguised("my-comment-alias-insert", MARIA, "SELECT 1 /* x */ INSERT FROM t", ("unparseable",)),
 ]
 
 LITE_CASES = [
@@ -223,6 +229,8 @@ LITE_CASES = [
     Disguised("lite-udf-space", LITE, "SELECT purge (1)", ("unknown_function",)),
     Disguised("lite-udf-group-by", LITE, "SELECT count(*) FROM t GROUP BY purge(a)", ("unknown_function",)),
     Disguised("lite-pragma-main-writable", LITE, "PRAGMA main.writable_schema = ON", ()),
+    Disguised("lite-alias-delete", LITE, "SELECT 1 DELETE FROM t", ("unparseable",)),
+    Disguised("lite-table-alias-drop", LITE, "SELECT * FROM t DROP", ("unparseable",)),
 ]
 
 DISGUISED = PG_CASES + MY_CASES + LITE_CASES
