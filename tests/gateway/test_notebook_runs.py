@@ -285,3 +285,56 @@ def test_a_notebook_of_ones_own_runs_from_the_cli_and_its_result_downloads(world
     assert refused.returncode == exitcodes.USAGE and "use it with -f NOTEBOOK.ipynb" in refused.stderr
     not_nb = cli(world.gw, world.support, "task", "output", str(task_id - 1), "--ipynb")
     assert not_nb.returncode != 0
+
+
+#: notebooks whose cells each look harmless, or that hide a write where the server reads one: none may be
+#: approved as read-only (and if one ran, the database would have to refuse it: checked after)
+DISGUISED = {
+    "pg": [["SELECT 1", f"DELETE FROM {TABLE}"], [f"SELECT 1; DELETE FROM {TABLE}"],
+           [f"WITH d AS (DELETE FROM {TABLE} RETURNING *) SELECT count(*) FROM d"],
+           ["SELECT 1", f"PREPARE p AS DELETE FROM {TABLE}", "EXECUTE p"], [f"SELECT 1 /* */; UPDATE {TABLE} SET note = 'x'"],
+           [f"SELECT * FROM {TABLE}", f"DO $$ BEGIN DELETE FROM {TABLE}; END $$"],
+           [f"SELECT U&\"\\0064blink_exec\"('', 'DELETE FROM {TABLE}')"], [f"-- x\nDELETE FROM {TABLE}"],
+           [f"SELECT 1\u2028DELETE FROM {TABLE}"], [f"SELECT {{{{ note }}}}", f"DELETE FROM {TABLE}"]],
+    "maria": [["SELECT 1", f"DELETE FROM {TABLE}"], [f"SELECT 1; DELETE FROM {TABLE}"],
+              [f"SELECT 1 /*! ; DELETE FROM {TABLE} */"], [f"SELECT 1 -- x\n; DELETE FROM {TABLE}"],
+              [f"SELECT 1 #\nDELETE FROM {TABLE}"], [f"SET @q = 'DELETE FROM {TABLE}'", "PREPARE s FROM @q", "EXECUTE s"],
+              [f"SELECT * FROM {TABLE} INTO OUTFILE '/tmp/cg-{TABLE}'"], [f"SELECT 1\u00a0; DELETE FROM {TABLE}"]],
+}
+
+
+@pytest.mark.parametrize("target", ["pg", "maria"])
+def test_a_notebook_cannot_carry_a_write_past_review(world: World, target: str) -> None:
+    def count() -> int:
+        if target == "pg":
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                return int(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])  # type: ignore[index]
+        with mariadb() as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {TABLE}")
+            return int(cur.fetchone()[0])
+    with world.gw.api(world.gw.admin_token) as api:
+        assert api.put(f"/api/v1/targets/{target}", json={"review_groups": ["dba"],
+                                                          "policy": {"auto_approve": "read-only"}}).status_code == 200
+    with world.gw.api(world.support) as api:
+        assert api.post("/api/v1/tasks", json={"target": target, "code": f"INSERT INTO {TABLE} (id, note) VALUES (7777, 'keep')"}
+                        ).status_code == 201  # (waits for review: a write)
+    before = count()
+    try:
+        for cells in DISGUISED[target]:
+            nb = nbformat.v4.new_notebook()
+            nb.metadata["kernelspec"] = {"name": "sql", "language": "sql", "display_name": "SQL"}
+            nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+            with world.gw.api(world.support) as api:
+                r = api.post("/api/v1/tasks", json={"target": target, "notebook": nbformat.writes(nb), "name": "x.ipynb"})
+            assert r.status_code in (201, 400), r.text
+            if r.status_code == 201:
+                task = r.json()
+                assert task["status"] in ("pending_review", "denied"), (cells, task["status"], task["risk"])
+                if task["status"] == "pending_review":
+                    with world.gw.api(world.support) as api:
+                        api.post(f"/api/v1/tasks/{task['id']}/cancel", json={"reason": "an attack"})
+        time.sleep(1.0)
+        assert count() == before  # nothing ran behind the review
+    finally:
+        with world.gw.api(world.gw.admin_token) as api:
+            api.put(f"/api/v1/targets/{target}", json={"review_groups": ["dba"], "policy": {}})
