@@ -154,10 +154,12 @@ class TaskFlow:
             if (target.kind or "sql", target.dialect or None) != analysed_as:  # changed meanwhile: not what was analysed
                 cell_risk = analysis.unanalysed(f"the target {target.name} changed kind or dialect while the cell was analysed")
             decision = policy.evaluate(ident, target, policy_reads, cell_risk)
+            decider = "policy"
             if refuse:
                 decision = policy.Decision(policy.DENY, refuse)
             elif preapproved and decision.action == policy.REVIEW:
-                decision = policy.Decision(policy.APPROVE, preapproved[1])
+                decider, reason = preapproved
+                decision = policy.Decision(policy.APPROVE, reason)
             rules = policy.of(target)
             review_rule = {"mode": rules.review.mode, "approvals": rules.review.approvals,
                            "approval_window": rules.limits.approval_window, "timeout": rules.limits.timeout,
@@ -168,7 +170,6 @@ class TaskFlow:
                                 review_rule=review_rule, **context)
             dest = {policy.APPROVE: tasks.APPROVED, policy.REVIEW: tasks.PENDING_REVIEW, policy.DENY: tasks.DENIED}[decision.action]
             fields: dict[str, Any] = {}
-            decider = preapproved[0] if preapproved and dest == tasks.APPROVED and decision.reason == preapproved[1] else "policy"
             if dest != tasks.PENDING_REVIEW:
                 fields = {"decided_by": decider, "decision_comment": decision.reason}
             elif estimate is not None:  # attached in the same transaction: reviewers never see it missing
