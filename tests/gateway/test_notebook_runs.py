@@ -295,7 +295,7 @@ DISGUISED = {
            ["SELECT 1", f"PREPARE p AS DELETE FROM {TABLE}", "EXECUTE p"], [f"SELECT 1 /* */; UPDATE {TABLE} SET note = 'x'"],
            [f"SELECT * FROM {TABLE}", f"DO $$ BEGIN DELETE FROM {TABLE}; END $$"],
            [f"SELECT U&\"\\0064blink_exec\"('', 'DELETE FROM {TABLE}')"], [f"-- x\nDELETE FROM {TABLE}"],
-           [f"SELECT 1\u2028DELETE FROM {TABLE}"], [f"SELECT {{{{ note }}}}", f"DELETE FROM {TABLE}"]],
+           [f"SELECT 1\u2028DELETE FROM {TABLE}"], ["SELECT {{ note }}", f"DELETE FROM {TABLE}"]],
     "maria": [["SELECT 1", f"DELETE FROM {TABLE}"], [f"SELECT 1; DELETE FROM {TABLE}"],
               [f"SELECT 1 /*! ; DELETE FROM {TABLE} */"], [f"SELECT 1 -- x\n; DELETE FROM {TABLE}"],
               [f"SELECT 1 #\nDELETE FROM {TABLE}"], [f"SET @q = 'DELETE FROM {TABLE}'", "PREPARE s FROM @q", "EXECUTE s"],
