@@ -283,8 +283,10 @@ def test_a_notebook_of_ones_own_runs_from_the_cli_and_its_result_downloads(world
     assert "# cell 3\nprint(text * n)" in shown.stdout.replace("    ", "")
     refused = cli(world.gw, world.support, "run", "-t", "py", "-e", "1", "-p", "a=b")
     assert refused.returncode == exitcodes.USAGE and "use it with -f NOTEBOOK.ipynb" in refused.stderr
-    not_nb = cli(world.gw, world.support, "task", "output", str(task_id - 1), "--ipynb")
-    assert not_nb.returncode != 0
+    with world.gw.api(world.support) as api:
+        script = api.post("/api/v1/tasks", json={"target": "py", "code": "print(1)"}).json()
+    not_nb = cli(world.gw, world.support, "task", "output", str(script["id"]), "--ipynb")
+    assert not_nb.returncode != 0 and "is a script, not a notebook" in not_nb.stderr, not_nb.stderr
 
 
 #: notebooks whose cells each look harmless, or that hide a write where the server reads one: none may be
