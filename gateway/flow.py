@@ -8,6 +8,7 @@ approved task is the relay's (``relay.py``); this module never talks to a kernel
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from typing import Any
@@ -137,7 +138,7 @@ class TaskFlow:
         policy_reads = code
         if kind == "notebook" or (kind == "schedule" and (context.get("template") or {}).get("kind") == "notebook"):
             # every cell analysed as a cell; deny patterns read the cells' text
-            cells = [c.source for c in notebook_cells(code)]
+            cells = [c.source for c in await asyncio.to_thread(notebook_cells, code)]  # up to 1 MiB: off the loop
             found = await analyser.analyse_cells(cells, analysed_as[0], analysed_as[1], self.analysis_budget)
             policy_reads = "\n".join(cells)
         else:

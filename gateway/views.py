@@ -33,7 +33,7 @@ def shown_code(task: Task) -> str:
         return task.code
     try:
         return document.reviewable(task.code)
-    except document.NotebookError:
+    except (ValueError, KeyError, AttributeError):  # not a notebook after all: show it as it is
         return task.code
 
 

@@ -47,7 +47,7 @@ class NotebookRunner:
         self.relay = relay
 
     async def run(self, kernel: LiveKernel, task: Task) -> None:
-        nb = document.load(task.code)
+        nb = await asyncio.to_thread(document.read, task.code)  # up to Gateway.max_code_bytes: off the event loop
         loop = asyncio.get_running_loop()
         limit = float((task.review_rule or {}).get("timeout", policy.Limits().timeout))
         deadline = loop.time() + limit
@@ -80,7 +80,8 @@ class NotebookRunner:
                 failure = outcome.reply
                 break
         await self.relay.drain(kernel)  # the outputs are written before what ends the task
-        executed = nbformat.writes(with_error_cells(nb, failure) if failure else nb)  # type: ignore[no-untyped-call]
+        executed: str = await asyncio.to_thread(  # with every output: off the event loop
+            nbformat.writes, with_error_cells(nb, failure) if failure else nb)
         if failure is None:
             status, ename, evalue = tasks.SUCCEEDED, None, None
         else:
