@@ -5,7 +5,7 @@ A notebook task's ``code`` is the rendered notebook in nbformat's own canonical 
 binds to the hash of a task's code, binds to the hash of the rendered notebook. Values stay data:
 
 - Python: papermill injects them (``parameterize_notebook``: a cell tagged ``injected-parameters``
-  after the one tagged ``parameters``) through :class:`PythonLiterals`, a translator that writes
+  after the one tagged ``parameters``) through :func:`python_literals`, a translator that writes
   each value as its Python literal (``repr``; papermill's own escapes strings by hand);
 - SQL: each ``{{ name }}`` becomes a marker bound by the driver, as in a SQL template
   (``gateway/templates/render.py``), checked cell by cell; papermill's record of the values is
@@ -17,14 +17,19 @@ text reviewers read (each cell under a ``-- cell N`` / ``# cell N`` line).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import nbformat
-from papermill.parameterize import parameterize_notebook
-from papermill.translators import PythonTranslator, papermill_translators
+if TYPE_CHECKING:
+    import nbformat
+
+# nbformat and papermill are imported where they are used: importing nbformat imports jsonschema
+# and its format checkers (over a second of CPU), which every gateway process and admin command
+# would pay at start while only a notebook's rendering and its executed copy need them. Reading a
+# task's own (canonical) notebook for its cells is plain JSON.
 
 #: the papermill translator names cellgate registers (kernel names papermill looks up first)
 PYTHON_TRANSLATOR = "cellgate-python"
@@ -34,25 +39,29 @@ class NotebookError(ValueError):
     """A notebook that cannot run as a task; the message says what is wrong with it."""
 
 
-class PythonLiterals(PythonTranslator):  # type: ignore[misc]  # papermill has no type hints
+@functools.cache
+def python_literals() -> type:
     """papermill's Python translator with every string written by ``repr`` (a literal Python reads
-    back as exactly that string, whatever quotes, backslashes or newlines it holds)."""
+    back as exactly that string, whatever quotes, backslashes or newlines it holds), registered
+    with papermill as :data:`PYTHON_TRANSLATOR`."""
+    from papermill.translators import PythonTranslator, papermill_translators
 
-    @classmethod
-    def translate_str(cls, val: str) -> str:
-        return repr(val)
+    class PythonLiterals(PythonTranslator):  # type: ignore[misc]  # papermill has no type hints
+        @classmethod
+        def translate_str(cls, val: str) -> str:
+            return repr(val)
 
-    @classmethod
-    def translate_escaped_str(cls, str_val: Any) -> str:
-        return repr(str(str_val))
+        @classmethod
+        def translate_escaped_str(cls, str_val: Any) -> str:
+            return repr(str(str_val))
 
-    @classmethod
-    def codify(cls, parameters: Mapping[str, Any], comment: str = "Parameters") -> str:
-        # papermill's own runs black over the cell when it is installed: the literals stay as written here
-        return "".join([f"{cls.comment(comment)}\n", *(f"{cls.assign(k, cls.translate(v))}\n" for k, v in parameters.items())])
+        @classmethod
+        def codify(cls, parameters: Mapping[str, Any], comment: str = "Parameters") -> str:
+            # papermill's own runs black over the cell when it is installed: the literals stay as written here
+            return "".join([f"{cls.comment(comment)}\n", *(f"{cls.assign(k, cls.translate(v))}\n" for k, v in parameters.items())])
 
-
-papermill_translators.register(PYTHON_TRANSLATOR, PythonLiterals)
+    papermill_translators.register(PYTHON_TRANSLATOR, PythonLiterals)
+    return PythonLiterals
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ class Cell:
 
 
 def load(text: str) -> nbformat.NotebookNode:
+    import nbformat
+
     try:
         nb = nbformat.reads(text, as_version=4)  # type: ignore[no-untyped-call]
         nbformat.validate(nb)
@@ -73,6 +84,8 @@ def load(text: str) -> nbformat.NotebookNode:
 
 def canonical(nb: nbformat.NotebookNode) -> str:
     """The notebook as a task's code: nbformat's JSON with every code cell's outputs cleared."""
+    import nbformat
+
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # type: ignore[no-untyped-call]
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -83,38 +96,53 @@ def canonical(nb: nbformat.NotebookNode) -> str:
     return nbformat.writes(nb)  # type: ignore[no-untyped-call,no-any-return]
 
 
-def code_cells(nb: nbformat.NotebookNode) -> list[Cell]:
+def _text(source: str | list[str]) -> str:
+    """A cell's source: nbformat's JSON may split it into lines."""
+    return source if isinstance(source, str) else "".join(source)
+
+
+def code_cells(nb: Mapping[str, Any]) -> list[Cell]:
+    """The code cells with text, in order (of a ``NotebookNode`` or of the notebook's plain JSON)."""
     found: list[Cell] = []
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and cell.source.strip():
-            found.append(Cell(index=index, number=len(found) + 1, source=cell.source))
+    for index, cell in enumerate(nb["cells"]):
+        source = _text(cell.get("source", ""))
+        if cell.get("cell_type") == "code" and source.strip():
+            found.append(Cell(index=index, number=len(found) + 1, source=source))
     return found
 
 
 def read(code: str) -> nbformat.NotebookNode:
     """A notebook task's own code: canonical and validated when it was rendered, so read without
     validating again (nbformat's schema check is most of the cost of reading one)."""
+    import nbformat
+
     found: nbformat.NotebookNode = nbformat.reads(code, as_version=4)  # type: ignore[no-untyped-call]
+    return found
+
+
+def _plain(code: str) -> dict[str, Any]:
+    """A notebook task's own code as plain JSON (it is nbformat's canonical JSON: see :func:`canonical`)."""
+    found: dict[str, Any] = json.loads(code)
     return found
 
 
 def cells_of(code: str) -> list[Cell]:
     """The cells a notebook task's code runs."""
-    return code_cells(read(code))
+    return code_cells(_plain(code))
 
 
-def language(nb: nbformat.NotebookNode) -> str:
-    meta = nb.metadata
+def language(nb: Mapping[str, Any]) -> str:
+    meta = nb.get("metadata", {})
     return str(meta.get("kernelspec", {}).get("language") or meta.get("language_info", {}).get("name") or "")
 
 
 def reviewable(code: str) -> str:
     """What reviewers read of a notebook task: its code cells, each under a line naming it."""
-    nb = read(code)
+    nb = _plain(code)
     mark = "--" if language(nb) == "sql" else "#"
     parts = []
     for cell in code_cells(nb):
-        tags = nb.cells[cell.index].get("metadata", {}).get("tags", [])
+        tags = nb["cells"][cell.index].get("metadata", {}).get("tags", [])
         tag = f" ({', '.join(t for t in tags if t in ('parameters', 'injected-parameters'))})" if set(tags) & {
             "parameters", "injected-parameters"} else ""
         parts.append(f"{mark} cell {cell.number}{tag}\n{cell.source.rstrip()}\n")
@@ -123,6 +151,10 @@ def reviewable(code: str) -> str:
 
 def inject_python(nb: nbformat.NotebookNode, values: Mapping[str, Any]) -> nbformat.NotebookNode:
     """papermill's injection of ``values`` (plain JSON values) after the ``parameters`` cell."""
+    import nbformat
+    from papermill.parameterize import parameterize_notebook
+
+    python_literals()
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # type: ignore[no-untyped-call]
     for cell in nb.cells:  # as papermill's own loading leaves a notebook
         cell.metadata.setdefault("tags", [])

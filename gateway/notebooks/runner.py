@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
-from papermill.execute import ERROR_ANCHOR_MSG, ERROR_MARKER_TAG, ERROR_MESSAGE_TEMPLATE
 from sqlalchemy.orm import Session
 
 from .. import jmsg, policy, tasks
@@ -28,6 +26,9 @@ from ..models import Task, TaskNotebook
 from ..relay import Relay, finish_tx
 from ..store import Store
 from . import document
+
+if TYPE_CHECKING:
+    import nbformat
 
 log = logging.getLogger("cellgate.gateway.notebooks")
 
@@ -80,8 +81,7 @@ class NotebookRunner:
                 failure = outcome.reply
                 break
         await self.relay.drain(kernel)  # the outputs are written before what ends the task
-        executed: str = await asyncio.to_thread(  # with every output: off the event loop
-            nbformat.writes, with_error_cells(nb, failure) if failure else nb)
+        executed: str = await asyncio.to_thread(executed_text, nb, failure)  # with every output: off the event loop
         if failure is None:
             status, ename, evalue = tasks.SUCCEEDED, None, None
         else:
@@ -97,10 +97,20 @@ def _finish_tx(session: Session, task_id: int, executed: str, status: str, ename
     finish_tx(session, task_id, status, ename, evalue)  # (a task ended already, by a lost kernel, stays as it ended)
 
 
+def executed_text(nb: nbformat.NotebookNode, failure: dict[str, Any] | None) -> str:
+    """The executed notebook's JSON (with papermill's error cells when a cell failed)."""
+    import nbformat
+
+    text: str = nbformat.writes(with_error_cells(nb, failure) if failure else nb)  # type: ignore[no-untyped-call]
+    return text
+
+
 def outputs_of(collected: list[dict[str, Any]]) -> list[nbformat.NotebookNode]:
     """A cell's outputs from the messages it showed, as Jupyter keeps them: consecutive stream text
     of one stream joined, ``clear_output`` clearing what came before, ``update_display_data``
     replacing the display it names."""
+    import nbformat
+
     outputs: list[nbformat.NotebookNode] = []
     displays: dict[str, int] = {}
     for item in collected:
@@ -130,6 +140,9 @@ def outputs_of(collected: list[dict[str, Any]]) -> list[nbformat.NotebookNode]:
 
 def with_error_cells(nb: nbformat.NotebookNode, failure: dict[str, Any]) -> nbformat.NotebookNode:
     """papermill's marking of a failed run: a banner cell first, an anchor before the failed cell."""
+    import nbformat
+    from papermill.execute import ERROR_ANCHOR_MSG, ERROR_MARKER_TAG, ERROR_MESSAGE_TEMPLATE
+
     failed = next((i for i, c in enumerate(nb.cells) if c.get("metadata", {}).get("papermill", {}).get("exception")), None)
     count = nb.cells[failed].get("execution_count") if failed is not None else None
     banner = nbformat.v4.new_markdown_cell(ERROR_MESSAGE_TEMPLATE % str(count))  # type: ignore[no-untyped-call]
