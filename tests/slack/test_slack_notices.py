@@ -136,6 +136,12 @@ def test_approve_in_slack_with_a_postgresql_store(tmp_path, standin: SlackStandI
         drop_pg_database(url)
 
 
+def _notice_ts(db, task_id: int) -> str:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT ts FROM slack_messages WHERE task_id = ?", (task_id,)).fetchone()
+    return row[0] if row else ""
+
+
 def test_a_restarted_gateway_catches_up_with_changes_made_meanwhile(tmp_path, standin: SlackStandIn) -> None:
     """A notice still showing "awaiting review" is brought up to date at start (here: cancelled by another process)."""
     db = tmp_path / "gw.db"
@@ -147,6 +153,8 @@ def test_a_restarted_gateway_catches_up_with_changes_made_meanwhile(tmp_path, st
             task = api.post("/api/v1/tasks", json={"target": "payments", "code": "DELETE FROM t WHERE id = 1"}).json()
         notice = standin.wait_for("chat.postMessage", channel="CRESTART")
         assert notice.params["text"].startswith(f"cellgate task #{task['id']} on")
+        # the gateway records the message's ts once Slack answered: only then can a later start update it
+        wait_until(lambda: _notice_ts(db, task["id"]), 20, "the notice's ts recorded", gw.proc.log)
     finally:
         gw.proc.stop()
     with sqlite3.connect(db) as conn:
