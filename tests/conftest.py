@@ -1,9 +1,11 @@
-"""Suite-wide rules: in CI (``CI`` set) a skipped test is a failure; each pytest process's own target databases."""
+"""Suite-wide rules: in CI (``CI`` set) a skipped test is a failure; each pytest process's own target
+databases; a module whose tests share a module fixture runs on one worker."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from databases import create_target_databases, drop_target_databases
@@ -21,6 +23,38 @@ def target_databases() -> Iterator[None]:
     yield
     drop_target_databases()
     drop_readonly_roles()
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a module-scoped fixture of the suite's own (a gateway process, an agent, a
+    seeded store: the costly set-ups)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    for defs in info.name2fixturedefs.values():
+        for fixture in defs:
+            if fixture.scope == "module" and TESTS in Path(fixture.func.__code__.co_filename).resolve().parents:
+                return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--dist loadgroup`` (scripts/test), the tests of a module that share a module fixture
+    go to one worker together (``xdist_group``): spread over every worker, each worker would set
+    the fixture up again (seconds of processes each time). Those modules run first, being the
+    largest units of work, so that the single tests fill in the end evenly."""
+    grouped = []
+    for item in items:
+        if _shares_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+            grouped.append(item)
+    if grouped:
+        first = set(map(id, grouped))
+        items[:] = grouped + [item for item in items if id(item) not in first]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
