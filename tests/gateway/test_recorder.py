@@ -115,3 +115,36 @@ def test_one_wrong_write_does_not_lose_the_others_of_its_batch() -> None:
     asyncio.run(main())
     assert store.committed == ["a", "b"]
     assert done == ["a", "b"]  # on_done only for a write that was committed
+
+
+def test_a_kernel_whose_records_are_over_the_bound_holds_its_agents_next_frame() -> None:
+    """AgentSessions.room (awaited by the agent socket's on_message before tornado reads the next frame)."""
+    from cellgate import protocol
+    from cellgate.gateway.app import assemble
+    from cellgate.gateway.store import Store
+
+    store = Store("sqlite://")
+
+    async def main() -> None:
+        parts = assemble(store, "http://gw.test")
+        fake = FakeStore()
+        fake.stalled = asyncio.Event()
+        recorder = Recorder(fake.run, lambda _: None, max_bytes=OVERHEAD + 1000)
+        parts.relay.recorders["k1"] = recorder
+        frame = protocol.KernelMsg(kernel_id="k1", channel="iopub", msg={"header": {}, "content": {}})
+        await asyncio.wait_for(parts.sessions.room(frame), 1)  # under the bound: at once
+        recorder.put(1, _op("big output"), size=2000)
+        held = asyncio.ensure_future(parts.sessions.room(frame))
+        other = protocol.KernelMsg(kernel_id="k2", channel="iopub", msg={"header": {}, "content": {}})
+        await asyncio.wait_for(parts.sessions.room(other), 1)  # a kernel with nothing waiting: at once
+        await asyncio.wait_for(parts.sessions.room(protocol.Pong()), 1)
+        await asyncio.sleep(0.1)
+        assert not held.done()
+        fake.stalled.set()  # the store answers: the write commits, the frame after it is read
+        await asyncio.wait_for(held, 2)
+        assert fake.committed == ["big output"]
+        recorder.close()
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()

@@ -86,3 +86,22 @@ def test_an_error_of_the_call_itself_is_not_unavailable(slow_store: Store) -> No
         raise ValueError("wrong")
     with pytest.raises(ValueError, match="wrong"):
         asyncio.run(slow_store.run(wrong))
+
+
+@pytest.mark.postgres
+def test_postgresql_connections_carry_the_statement_and_pool_timeouts() -> None:
+    from databases import PG_URL
+    from sqlalchemy import text
+
+    store = Store(PG_URL, auto_upgrade_empty=False,
+                  timeouts=Timeouts(store_statement=0.5, store_connect=3, store_pool=4, store_call=10))
+    try:
+        assert store.engine.pool.timeout() == 4
+        shown = asyncio.run(store.run(lambda s: s.execute(text("SHOW statement_timeout")).scalar_one()))
+        assert shown == "500ms"
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=r"\(QueryCanceled\); try again"):
+            asyncio.run(store.run(lambda s: s.execute(text("SELECT pg_sleep(5)"))))
+        assert time.monotonic() - t0 < 3  # the server cut it at its statement_timeout
+    finally:
+        store.close()
