@@ -14,6 +14,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import update
@@ -107,16 +108,20 @@ class Relay:
         self.events.notify(task_id)
 
     async def end_executions(self, kernel: LiveKernel, status: str, ename: str, evalue: str) -> None:
-        """End every execution in flight on ``kernel`` (it died, was stopped, restarted or lost):
-        through its recorder when it has one (after its other records, retried until written)."""
-        recorder = self.recorders.get(kernel.id)
+        """End every execution in flight on ``kernel`` (it died, was stopped, restarted or lost)."""
         for ex in kernel.finish_all("error", ename, evalue):
-            if recorder is None:
-                await self.finish(ex.task_id, status, ename, evalue)
-            else:
-                recorder.put(ex.task_id, functools.partial(_finish_op, ex.task_id, status, ename, evalue))
-        if recorder is not None:
+            await self.write(kernel, ex.task_id, functools.partial(_finish_op, ex.task_id, status, ename, evalue))
+
+    async def write(self, kernel: LiveKernel, task_id: int, op: Callable[[Session], None]) -> None:
+        """Write ``op`` about a task of ``kernel`` after the kernel's other records, retried until
+        it commits (its recorder), and wait for it; without a recorder (the kernel is gone), at once."""
+        recorder = self.recorders.get(kernel.id)
+        if recorder is None:
+            await self.store.run(op)
+        else:
+            recorder.put(task_id, op)
             await recorder.drain()
+        self.events.notify(task_id)
 
     # ------------------------------------------------------------ dispatch
     async def dispatch(self, kernel: LiveKernel, task: Task, msg: dict[str, Any], cell: CellRun | None = None) -> Outcome:

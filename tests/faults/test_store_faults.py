@@ -33,6 +33,7 @@ c.Gateway.store_timeout = {STORE_TIMEOUT}
 c.Gateway.store_connect_timeout = 2
 c.Gateway.store_pool_timeout = 2
 c.Gateway.store_retry_max = 1
+c.Gateway.task_poll_interval = 0.5
 """
 #: the task: one write to its target, then outputs and its end while the store is away
 CODE = """\
@@ -46,6 +47,7 @@ for i in range(5):
     time.sleep(0.2)
 print("done", flush=True)
 """
+FINAL = {"denied", "rejected", "cancelled", "expired", "succeeded", "failed", "killed", "lost"}
 EXPECTED = ["written\n", *(f"while the store is away {i}\n" for i in range(5)), "done\n"]
 
 
@@ -62,15 +64,24 @@ class World:
     dev: str
     reviewer: str
 
-    def started_task(self) -> int:
-        """The task of CODE submitted, approved, and seen running."""
+    def submitted_task(self) -> int:
+        """The task of CODE, waiting for review."""
         with self.gw.api(self.dev) as api:
             r = api.post("/api/v1/tasks", json={"target": "py", "code": CODE, "why": "a store fault test"})
             assert r.status_code == 201, r.text
+            assert r.json()["status"] == "pending_review"
             task_id: int = r.json()["id"]
+        return task_id
+
+    def approve(self, task_id: int) -> None:
         with self.gw.api(self.reviewer) as api:
             r = api.post(f"/api/v1/tasks/{task_id}/review", json={"decision": "approve", "comment": "ok"})
             assert r.status_code == 200, r.text
+
+    def started_task(self) -> int:
+        """The task of CODE submitted, approved, and seen running."""
+        task_id = self.submitted_task()
+        self.approve(task_id)
         wait_until(lambda: self.task(task_id)["status"] == "running", 60, "the task running", self.agent.log)
         return task_id
 
@@ -95,7 +106,7 @@ class World:
 
     def assert_ended_true(self, task_id: int) -> None:
         """After the store is back: the task's true end, every output in order, its write once."""
-        final = wait_until(lambda: (t := self.task(task_id))["status"] not in ("dispatched", "running") and t,
+        final = wait_until(lambda: (t := self.task(task_id))["status"] in FINAL and t,
                            60, "the task's end recorded", self.gw.proc.log)
         assert final["status"] == "succeeded", final
         assert "".join(self.outputs(task_id)) == "".join(EXPECTED)
@@ -175,4 +186,14 @@ def test_a_store_stalled_for_30_s_answers_503_in_time_and_records_land_after(wor
     time.sleep(max(0.0, 30 - (time.monotonic() - stalled_at)))
     assert world.writes() == 1
     world.proxy.resume()
+    world.assert_ended_true(task_id)
+
+
+def test_a_script_waiting_for_review_outlives_a_store_cut_and_runs_once_approved(world: World) -> None:
+    task_id = world.submitted_task()
+    world.proxy.cut()
+    time.sleep(3)  # the script's wait reads the store several times meanwhile (Gateway.task_poll_interval)
+    _unavailable(world, f"/api/v1/tasks/{task_id}")
+    world.proxy.resume()
+    world.approve(task_id)
     world.assert_ended_true(task_id)
