@@ -54,6 +54,8 @@ class Recorder:
     BATCH_DELAY = 0.02
     #: seconds before the first retry of a write the store could not take (doubled each time)
     RETRY_FIRST = 0.1
+    #: seconds an attempt may wait for a stalled store before the log says so
+    STALL_LOGGED = 10.0
 
     def __init__(self, run: Callable[..., Awaitable[Any]], notify: Callable[[int], None], *,
                  max_bytes: int = MAX_BYTES, retry_max: float = 10.0) -> None:
@@ -78,8 +80,11 @@ class Recorder:
         write = _Write(task_id, op, size + OVERHEAD, on_done)
         self._pending.append(write)
         self._bytes += write.size
-        if self._bytes >= self.max_bytes:
+        if self._bytes >= self.max_bytes and self._room.is_set():
             self._room.clear()
+            log.warning("%d bytes of execution records wait for the store (tasks %s); the agent's socket is not read "
+                        "until they are written (Gateway.recorder_buffer_bytes)", self._bytes,
+                        ", ".join(map(str, sorted(self.pending_tasks()))))
         self._idle.clear()
         self._wake.set()
 
@@ -145,7 +150,7 @@ class Recorder:
         failures = 0
         while True:
             try:
-                await self._run_in_store(fn, *args)
+                await self._attempt(fn, *args)
             except StoreUnavailable as exc:
                 failures += 1
                 if failures == 1 or delay >= self.retry_max:
@@ -159,6 +164,19 @@ class Recorder:
                 log.warning("the store is back: %d execution records written after %d failed attempts",
                             len(self._pending), failures)
             return
+
+    async def _attempt(self, fn: Callable[..., None], *args: Any) -> None:
+        """One attempt, as long as the store takes (a stalled store: until it answers), said in the log
+        after ``STALL_LOGGED`` seconds."""
+        attempt = asyncio.ensure_future(self._run_in_store(fn, *args))
+        try:
+            done, _ = await asyncio.wait({attempt}, timeout=self.STALL_LOGGED)
+            if not done:
+                log.warning("the store has not answered for %g s; %d execution records wait (tasks %s) until it does",
+                            self.STALL_LOGGED, len(self._pending), ", ".join(map(str, sorted(self.pending_tasks()))))
+            await attempt
+        finally:
+            attempt.cancel()  # (done already, unless this recorder is closed)
 
     @staticmethod
     def _apply(session: Any, batch: list[_Write]) -> None:

@@ -83,9 +83,7 @@ class Relay:
         """Wait while the writes queued for ``kernel_id``'s executions are over the recorder's bound
         (the store is slow or away): the agent's socket is not read meanwhile (back-pressure)."""
         recorder = self.recorders.get(kernel_id)
-        if recorder is not None and recorder.full:
-            log.warning("kernel %s: execution records are waiting for the store (over %d bytes); "
-                        "reading its agent's socket waits for room", kernel_id, recorder.max_bytes)
+        if recorder is not None and recorder.full:  # (the recorder logged it when it filled up)
             await recorder.room()
 
     def recording(self) -> set[int]:
