@@ -187,7 +187,7 @@ TIMEOUT_FIELDS = {
     "explain_timeout": "explain", "kernel_start_timeout": "kernel_start", "kernel_request_timeout": "kernel_request",
     "time_limit_interrupt_timeout": "time_limit_interrupt", "time_limit_reply_timeout": "time_limit_reply",
     "task_poll_interval": "task_poll", "agent_poll_interval": "agent_poll", "long_poll_max": "long_poll_max",
-    "store_timeout": "store_call", "store_statement_timeout": "store_statement",
+    "store_timeout": "store_call", "store_long_timeout": "store_long_call", "store_statement_timeout": "store_statement",
     "store_connect_timeout": "store_connect", "store_pool_timeout": "store_pool", "store_retry_max": "store_retry_max",
     "sweep_interval": "sweep_interval", "sweep_margin": "sweep_margin",
 }
@@ -249,6 +249,8 @@ class Gateway(Application):
     store_timeout = Float(Timeouts.store_call, config=True, help=(
         "Seconds a request waits for the store; beyond it the request answers 503 (try again) instead of hanging. "
         "Execution records are not cut by it: they are retried until they are written."))
+    store_long_timeout = Float(Timeouts.store_long_call, config=True, help=(
+        "Seconds a request that reads a whole table (the audit chain's export and verification) waits for the store."))
     store_statement_timeout = Float(Timeouts.store_statement, config=True, help=(
         "PostgreSQL statement_timeout of the store's connections, in seconds."))
     store_connect_timeout = Float(Timeouts.store_connect, config=True, help=(

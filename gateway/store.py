@@ -25,7 +25,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -156,6 +156,17 @@ class Store:
         ``Timeouts.store_call`` seconds; raises :class:`StoreUnavailable` beyond it or when the
         store cannot be reached (the call is then abandoned: it never commits)."""
         return await self._submit(lambda session: fn(session, *args, **kwargs), self.timeouts.store_call)
+
+    async def run_long(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """As :meth:`run`, within ``Timeouts.store_long_call``: a call that reads a whole table (its
+        statements get that long too, ``SET LOCAL statement_timeout`` on PostgreSQL)."""
+        bound = self.timeouts.store_long_call
+
+        def work(session: Session) -> T:
+            if not self.is_sqlite:
+                session.execute(text(f"SET LOCAL statement_timeout = {round(bound * 1000)}"))
+            return fn(session, *args, **kwargs)
+        return await self._submit(work, bound)
 
     async def run_unbounded(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """As :meth:`run`, but waits as long as the call takes (a stalled store: until it answers).

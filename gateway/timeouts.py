@@ -37,6 +37,8 @@ class Timeouts:
     long_poll_max: float = 30.0
     #: seconds a request (or any other ``Store.run``) waits for the store before it answers 503
     store_call: float = 10.0
+    #: the same for a call that reads a whole table (the audit chain's export and verification)
+    store_long_call: float = 300.0
     #: PostgreSQL ``statement_timeout`` of the store's connections, in seconds (a lock wait or a slow query ends)
     store_statement: float = 30.0
     #: seconds to open a connection to the store (libpq ``connect_timeout``; at least 2)

@@ -105,3 +105,18 @@ def test_postgresql_connections_carry_the_statement_and_pool_timeouts() -> None:
         assert time.monotonic() - t0 < 3  # the server cut it at its statement_timeout
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_a_whole_table_read_gets_the_long_bound_for_its_statements_too() -> None:
+    from databases import PG_URL
+    from sqlalchemy import text
+
+    store = Store(PG_URL, auto_upgrade_empty=False, timeouts=Timeouts(store_statement=0.5, store_long_call=20))
+    try:
+        shown = asyncio.run(store.run_long(lambda s: s.execute(text("SHOW statement_timeout")).scalar_one()))
+        assert shown == "20s"
+        asyncio.run(store.run_long(lambda s: s.execute(text("SELECT pg_sleep(1)"))))  # past the short one: not cut
+        assert asyncio.run(store.run(lambda s: s.execute(text("SHOW statement_timeout")).scalar_one())) == "500ms"
+    finally:
+        store.close()
