@@ -39,6 +39,7 @@ from .handlers.base import APIHandler, NotFoundHandler
 from .kernels import KernelRegistry, LiveKernel
 from .lifecycle import KernelLifecycle
 from .oidc import CALLBACK_PATH, OIDC, OIDCProvider
+from .recorder import MAX_BYTES as RECORDER_BYTES
 from .relay import Relay
 from .scripts import Scripts
 from .sessions import AgentSessions
@@ -47,6 +48,7 @@ from .slack.config import Slack
 from .slack.integration import SlackIntegration
 from .sockets import SocketRegistry
 from .store import Store
+from .sweeper import Sweeper
 from .templates.config import Templates
 from .schedules.service import Schedules
 from .templates.library import TemplateLibrary
@@ -128,6 +130,7 @@ class Parts:
     cells: CellHost
     templates: TemplateLibrary  # without c.Templates.repository: an empty library that says so
     schedules: Schedules
+    sweeper: Sweeper
     agents: AgentRegistry = field(default_factory=AgentRegistry)
     kernels: KernelRegistry = field(default_factory=KernelRegistry)
     events: TaskEvents = field(default_factory=TaskEvents)
@@ -144,14 +147,15 @@ class Parts:
 
 def assemble(store: Store, public_url: str, *, timeouts: Timeouts | None = None, max_code_bytes: int = 1 << 20,
              analysis_budget: float = 2.0, analyser: analysis.Analyser | None = None,
-             templates: TemplateLibrary | None = None, schedule_interval: float = 15.0) -> Parts:
+             templates: TemplateLibrary | None = None, schedule_interval: float = 15.0,
+             recorder_bytes: int = RECORDER_BYTES) -> Parts:
     """Build the gateway's parts on ``store`` (``analyser`` None: the process-wide default)."""
     timeouts = timeouts or Timeouts()
     public_url = public_url.rstrip("/")
     agents, kernels, events, sockets, background = AgentRegistry(), KernelRegistry(), TaskEvents(), SocketRegistry(), Background()
     flow = TaskFlow(store, events, agents, public_url, timeouts=timeouts, max_code_bytes=max_code_bytes,
                     analysis_budget=analysis_budget, analyser=analyser)
-    relay = Relay(store, events, agents, flow, timeouts)
+    relay = Relay(store, events, agents, flow, timeouts, recorder_bytes=recorder_bytes)
     cells = CellHost(store, events, agents, sockets, flow, relay)
 
     def make_gate(kernel: LiveKernel) -> Gate:
@@ -161,8 +165,10 @@ def assemble(store: Store, public_url: str, *, timeouts: Timeouts | None = None,
     scripts = Scripts(store, events, agents, flow, relay, lifecycle, background, timeouts)
     templates = templates or TemplateLibrary(store)
     schedules = Schedules(store, flow, scripts, templates, events, interval=schedule_interval)
+    sweeper = Sweeper(store, kernels, relay, events, timeouts)
     return Parts(store=store, public_url=public_url, timeouts=timeouts, flow=flow, relay=relay, lifecycle=lifecycle,
-                 sessions=sessions, scripts=scripts, cells=cells, templates=templates, schedules=schedules, agents=agents,
+                 sessions=sessions, scripts=scripts, cells=cells, templates=templates, schedules=schedules,
+                 sweeper=sweeper, agents=agents,
                  kernels=kernels, events=events,
                  sockets=sockets, background=background)
 
@@ -181,6 +187,9 @@ TIMEOUT_FIELDS = {
     "explain_timeout": "explain", "kernel_start_timeout": "kernel_start", "kernel_request_timeout": "kernel_request",
     "time_limit_interrupt_timeout": "time_limit_interrupt", "time_limit_reply_timeout": "time_limit_reply",
     "task_poll_interval": "task_poll", "agent_poll_interval": "agent_poll", "long_poll_max": "long_poll_max",
+    "store_timeout": "store_call", "store_long_timeout": "store_long_call", "store_statement_timeout": "store_statement",
+    "store_connect_timeout": "store_connect", "store_pool_timeout": "store_pool", "store_retry_max": "store_retry_max",
+    "sweep_interval": "sweep_interval", "sweep_margin": "sweep_margin",
 }
 
 
@@ -236,6 +245,30 @@ class Gateway(Application):
     long_poll_max = Float(Timeouts.long_poll_max, config=True, help=(
         "Longest wait of one long-poll request for a task's outputs, in seconds."))
 
+    # when the store fails (docs/operations.md, "The gateway's store fails")
+    store_timeout = Float(Timeouts.store_call, config=True, help=(
+        "Seconds a request waits for the store; beyond it the request answers 503 (try again) instead of hanging. "
+        "Execution records are not cut by it: they are retried until they are written."))
+    store_long_timeout = Float(Timeouts.store_long_call, config=True, help=(
+        "Seconds a request that reads a whole table (the audit chain's export and verification) waits for the store."))
+    store_statement_timeout = Float(Timeouts.store_statement, config=True, help=(
+        "PostgreSQL statement_timeout of the store's connections, in seconds."))
+    store_connect_timeout = Float(Timeouts.store_connect, config=True, help=(
+        "Seconds to open a connection to a PostgreSQL store (libpq connect_timeout; at least 2)."))
+    store_pool_timeout = Float(Timeouts.store_pool, config=True, help=(
+        "Seconds to wait for a free connection of the store's pool."))
+    store_retry_max = Float(Timeouts.store_retry_max, config=True, help=(
+        "Longest pause, in seconds, between two attempts to write an execution record while the store is "
+        "unavailable (the pause doubles from 0.1 s up to this); records are retried until written, never dropped."))
+    recorder_buffer_bytes = Integer(RECORDER_BYTES, config=True, help=(
+        "Bytes of execution records (outputs) one kernel may have waiting for the store (default 64 MiB); "
+        "beyond it the gateway stops reading that kernel's agent socket until they are written (back-pressure)."))
+    sweep_interval = Float(Timeouts.sweep_interval, config=True, help=(
+        "Seconds between the sweeper's looks for dispatched or running tasks the gateway lost track of."))
+    sweep_margin = Float(Timeouts.sweep_margin, config=True, help=(
+        "Seconds past a task's time limit after which the sweeper ends it 'lost' (with the reason), when no "
+        "execution of this gateway tracks it."))
+
     aliases = {"ip": "Gateway.ip", "port": "Gateway.port", "db-url": "Gateway.db_url",
                "max-code-bytes": "Gateway.max_code_bytes", "analysis-budget": "Gateway.analysis_budget",
                "public-url": "Gateway.public_url", "config": "Gateway.config_file", "log-level": "Application.log_level"}
@@ -276,6 +309,13 @@ class Gateway(Application):
         value: float = proposal["value"]
         return value
 
+    @validate("recorder_buffer_bytes")
+    def _valid_recorder_bytes(self, proposal: Any) -> int:
+        if proposal["value"] < 1 << 20:
+            raise TraitError(f"Gateway.recorder_buffer_bytes must be at least 1048576 (1 MiB), not {proposal['value']}")
+        value: int = proposal["value"]
+        return value
+
     @validate("socket_recheck_interval", *TIMEOUT_FIELDS)
     def _valid_seconds(self, proposal: Any) -> float:
         return check_seconds("Gateway", proposal["trait"].name, proposal["value"])
@@ -302,13 +342,15 @@ class Gateway(Application):
     async def serve(self, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
         """Run until SIGINT/SIGTERM, or until ``stop`` is set when given (then no signal handlers are
         installed: an in-process test gateway runs on a thread's own loop)."""
-        store = Store(self.db_url)
+        timeouts = self.timeouts()
+        store = Store(self.db_url, timeouts=timeouts)
         url = self.public_url or f"http://{self.ip}:{self.port}"
         analyser = analysis.Analyser(self.analysis_workers)
         analyser.start()
-        parts = assemble(store, url, timeouts=self.timeouts(), max_code_bytes=self.max_code_bytes,
+        parts = assemble(store, url, timeouts=timeouts, max_code_bytes=self.max_code_bytes,
                          analysis_budget=self.analysis_budget, analyser=analyser,
-                         templates=TemplateLibrary(store, Templates(parent=self)), schedule_interval=self.schedule_interval)
+                         templates=TemplateLibrary(store, Templates(parent=self)), schedule_interval=self.schedule_interval,
+                         recorder_bytes=self.recorder_buffer_bytes)
         await parts.scripts.recover()
         slack = SlackIntegration(store, parts.flow, parts.events, parts.agents, parts.background, Slack(parent=self),
                                  templates=parts.templates, scripts=parts.scripts)
@@ -321,6 +363,7 @@ class Gateway(Application):
         if slack.client.enabled:
             parts.schedules.poster = slack.post_schedule_result
         parts.background.spawn(parts.schedules.run())
+        parts.background.spawn(parts.sweeper.run())
         server = httpserver.HTTPServer(make_app(parts, slack=slack, oidc=oidc), xheaders=True,
                                        max_body_size=message_limit(self.max_code_bytes))
         server.listen(self.port, self.ip)

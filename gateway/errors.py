@@ -10,6 +10,7 @@
     ├── Conflict (409)   also raised for tasks.TransitionConflict
     ├── TooLarge (413)   code over Gateway.max_code_bytes
     └── Unavailable (503) e.g. no agent serves the target
+        └── StoreUnavailable  the store did not answer within Gateway.store_timeout, or cannot be reached
 """
 
 from __future__ import annotations
@@ -49,3 +50,8 @@ class TooLarge(CellgateError):
 
 class Unavailable(CellgateError):
     status = 503
+
+
+class StoreUnavailable(Unavailable):
+    """The store did not answer in time or cannot be reached (``Store.run``); a write that is
+    retried until it commits (``kernels.Recorder``) retries on this, and only on this."""

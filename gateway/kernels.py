@@ -3,7 +3,7 @@
 A kernel belongs to the user who started it; only that user can see it, attach to it,
 interrupt, restart or delete it. Messages from the agent are fanned out to the attached clients
 and, when they belong to an approved execution, recorded against its task (in order, off the
-relay path, by :class:`Recorder`).
+relay path, by ``recorder.Recorder``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -164,66 +163,6 @@ class LiveKernel:
             if not ex.done.done():
                 ex.done.set_result({"status": status, "ename": ename, "evalue": evalue})
         return ended
-
-
-Op = Callable[[Any], None]  # op(session): one write about one task
-
-
-class Recorder:
-    """Writes what one kernel's executions do, in order, off the relay path.
-
-    Writes are batched: what queues up within ``BATCH_DELAY`` (and while the previous transaction
-    ran) is written in one transaction, so a fast cell's running, outputs and result become one
-    commit. If a batch fails, its writes are retried one by one, so one failure does not lose the
-    others. ``notify(task_id)`` runs after each commit.
-    """
-
-    def __init__(self, run: Callable[..., Awaitable[Any]], notify: Callable[[int], None]) -> None:
-        self._run_in_store = run
-        self._notify = notify
-        self._queue: asyncio.Queue[tuple[int, Op]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    def put(self, task_id: int, op: Op) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        self._queue.put_nowait((task_id, op))
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            await asyncio.sleep(self.BATCH_DELAY)  # let the rest of the cell (and the next submit) go first
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._run_in_store(self._apply, batch)
-            except Exception:  # one bad write: write the others one by one
-                for task_id, op in batch:
-                    try:
-                        await self._run_in_store(op)
-                    except Exception:
-                        log.exception("recording an event of task %s failed", task_id)
-            for task_id in dict.fromkeys(task_id for task_id, _ in batch):
-                self._notify(task_id)
-            for _ in batch:
-                self._queue.task_done()
-
-    #: seconds the first write of a batch waits for others, so a cell's running, outputs and result
-    #: (and those of the cells right after it) share one commit and do not hold up the next submit
-    BATCH_DELAY = 0.02
-
-    @staticmethod
-    def _apply(session: Any, batch: list[tuple[int, Op]]) -> None:
-        for _, op in batch:
-            op(session)
-
-    async def drain(self) -> None:
-        """Wait until everything queued so far is written."""
-        await self._queue.join()
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
 
 
 class KernelRegistry:

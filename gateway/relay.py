@@ -4,14 +4,17 @@
 read and the mode), sends it to the agent and waits for the kernel's ``execute_reply`` within the
 target's time limit. Messages from the agent about the kernel go to the attached clients; those
 of an approved execution are also recorded against its task, in order, by the kernel's
-:class:`~.kernels.Recorder` (running, each output up to the byte limit, the result).
+:class:`~.recorder.Recorder` (running, each output up to the byte limit, the result), which retries
+them until the store takes them and, when too much waits, holds the agent's socket (:meth:`Relay.room`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import update
@@ -25,8 +28,9 @@ from .agents import AgentRegistry
 from .errors import Unavailable
 from .events import TaskEvents
 from .flow import TaskFlow
-from .kernels import OUTPUT_TYPES, CellRun, Execution, LiveKernel, NotRun, Outcome, Recorder
+from .kernels import OUTPUT_TYPES, CellRun, Execution, LiveKernel, NotRun, Outcome
 from .models import Target, Task, TaskOutput
+from .recorder import MAX_BYTES, Recorder
 from .store import Store
 from .timeouts import Timeouts
 
@@ -39,6 +43,10 @@ def finish_tx(session: Session, task_id: int, status: str, ename: str | None, ev
                       error_ename=ename, error_evalue=evalue)
     except tasks.TransitionError as exc:
         log.info("task %s already final: %s", task_id, exc)
+
+
+def _finish_op(task_id: int, status: str, ename: str | None, evalue: str | None, session: Session) -> None:
+    finish_tx(session, task_id, status, ename, evalue)
 
 
 def _running_tx(session: Session, task_id: int) -> None:
@@ -56,8 +64,9 @@ def _output_tx(session: Session, task_id: int, seq: int, msg_type: str, content:
 
 class Relay:
     def __init__(self, store: Store, events: TaskEvents, agents: AgentRegistry, flow: TaskFlow,
-                 timeouts: Timeouts | None = None) -> None:
+                 timeouts: Timeouts | None = None, recorder_bytes: int = MAX_BYTES) -> None:
         self.store = store
+        self.recorder_bytes = recorder_bytes
         self.events = events
         self.agents = agents
         self.flow = flow
@@ -67,7 +76,19 @@ class Relay:
     # ------------------------------------------------------------ recording
     def open(self, kernel: LiveKernel) -> None:
         """Start recording what ``kernel``'s executions do."""
-        self.recorders[kernel.id] = Recorder(self.store.run, self.events.notify)
+        self.recorders[kernel.id] = Recorder(self.store.run_unbounded, self.events.notify,
+                                             max_bytes=self.recorder_bytes, retry_max=self.timeouts.store_retry_max)
+
+    async def room(self, kernel_id: str) -> None:
+        """Wait while the writes queued for ``kernel_id``'s executions are over the recorder's bound
+        (the store is slow or away): the agent's socket is not read meanwhile (back-pressure)."""
+        recorder = self.recorders.get(kernel_id)
+        if recorder is not None and recorder.full:  # (the recorder logged it when it filled up)
+            await recorder.room()
+
+    def recording(self) -> set[int]:
+        """Tasks with an execution record not written yet."""
+        return {task_id for recorder in self.recorders.values() for task_id in recorder.pending_tasks()}
 
     async def close(self, kernel: LiveKernel) -> None:
         """Write everything recorded so far, then stop recording."""
@@ -87,7 +108,18 @@ class Relay:
     async def end_executions(self, kernel: LiveKernel, status: str, ename: str, evalue: str) -> None:
         """End every execution in flight on ``kernel`` (it died, was stopped, restarted or lost)."""
         for ex in kernel.finish_all("error", ename, evalue):
-            await self.finish(ex.task_id, status, ename, evalue)
+            await self.write(kernel, ex.task_id, functools.partial(_finish_op, ex.task_id, status, ename, evalue))
+
+    async def write(self, kernel: LiveKernel, task_id: int, op: Callable[[Session], None]) -> None:
+        """Write ``op`` about a task of ``kernel`` after the kernel's other records, retried until
+        it commits (its recorder), and wait for it; without a recorder (the kernel is gone), at once."""
+        recorder = self.recorders.get(kernel.id)
+        if recorder is None:
+            await self.store.run(op)
+        else:
+            recorder.put(task_id, op)
+            await recorder.drain()
+        self.events.notify(task_id)
 
     # ------------------------------------------------------------ dispatch
     async def dispatch(self, kernel: LiveKernel, task: Task, msg: dict[str, Any], cell: CellRun | None = None) -> Outcome:
@@ -211,7 +243,7 @@ class Relay:
             ex.bytes += size
             ex.seq += 1
             seq = ex.seq
-            recorder.put(ex.task_id, lambda s: _output_tx(s, ex.task_id, seq, msg_type, content, size))
+            recorder.put(ex.task_id, lambda s: _output_tx(s, ex.task_id, seq, msg_type, content, size), size=size)
             if ex.cell is not None:
                 ex.cell.outputs.append({"msg_type": msg_type, "content": content})
         elif channel == "shell" and msg_type == "execute_reply":
@@ -230,7 +262,8 @@ class Relay:
         kernel.to_clients(jmsg.make("stream", content, {"header": parent_header}, "iopub"))
         ex.seq += 1
         seq = ex.seq
-        self.recorders[kernel.id].put(ex.task_id, lambda s: _output_tx(s, ex.task_id, seq, "stream", content, len(text)))
+        self.recorders[kernel.id].put(ex.task_id, lambda s: _output_tx(s, ex.task_id, seq, "stream", content, len(text)),
+                                      size=len(text))
         if ex.cell is not None:
             ex.cell.outputs.append({"msg_type": "stream", "content": content})
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +21,7 @@ from . import tasks
 from .agents import AgentRegistry
 from .auth import Identity
 from .background import Background
+from .errors import StoreUnavailable
 from .events import TaskEvents
 from .flow import TaskFlow, identity_of
 from .kernels import NotRun
@@ -31,6 +33,7 @@ from .store import Store
 from .timeouts import Timeouts
 
 log = logging.getLogger("cellgate.gateway.scripts")
+T = TypeVar("T")
 
 
 class Scripts:
@@ -59,16 +62,10 @@ class Scripts:
 
     async def run(self, task_id: int) -> None:
         """Wait for the decision and for an agent, then run the script on an ephemeral kernel."""
-        task = await self.flow.get_task(task_id)
-        while task.status == tasks.PENDING_REVIEW:
-            await self.events.wait(task_id, self.timeouts.task_poll)
-            task = await self.flow.get_task(task_id)
-        while task.status == tasks.APPROVED and not self.agents.serving(task.target):
-            await asyncio.sleep(self.timeouts.agent_poll)  # no agent yet: wait, but never past the approval window
-            task = await self.flow.ensure_fresh(await self.flow.get_task(task_id))
+        task = await self._until_store_answers(task_id, self._decided, task_id)
         if task.status != tasks.APPROVED:
             return
-        ident = await self.store.run(identity_of, task.user_id)
+        ident = await self._until_store_answers(task_id, self.store.run, identity_of, task.user_id)
         try:
             kernel = await self.lifecycle.start(ident, task.target, ephemeral=True)
         except Exception as exc:
@@ -78,13 +75,40 @@ class Scripts:
             if task.kind == "notebook":
                 await self.notebooks.run(kernel, task)
                 return
-            try:
-                await self.relay.dispatch(kernel, task, execute_request(task.code, task_id))
-            except NotRun:
-                return
+            while True:
+                try:
+                    await self.relay.dispatch(kernel, task, execute_request(task.code, task_id))
+                    break
+                except NotRun:
+                    return
+                except StoreUnavailable as exc:  # raised before the request is sent: it did not run; try again
+                    log.warning("script task %s is not sent yet: %s", task_id, exc.message)
+                    await asyncio.sleep(self.timeouts.task_poll)
+                    task = await self._until_store_answers(task_id, self.flow.get_task, task_id)
             await self.relay.drain(kernel)
         finally:
             await self.lifecycle.stop(kernel, "gateway")
+
+    async def _decided(self, task_id: int) -> Task:
+        """The task once reviewed and, if approved, once an agent serves its target (or the approval ran out)."""
+        task = await self.flow.get_task(task_id)
+        while task.status == tasks.PENDING_REVIEW:
+            await self.events.wait(task_id, self.timeouts.task_poll)
+            task = await self.flow.get_task(task_id)
+        while task.status == tasks.APPROVED and not self.agents.serving(task.target):
+            await asyncio.sleep(self.timeouts.agent_poll)  # no agent yet: wait, but never past the approval window
+            task = await self.flow.ensure_fresh(await self.flow.get_task(task_id))
+        return task
+
+    async def _until_store_answers(self, task_id: int, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` (reads, or compare-and-set writes: safe to repeat), again every
+        ``task_poll`` seconds while the store is unavailable: a waiting script outlives an outage."""
+        while True:
+            try:
+                return await fn(*args)
+            except StoreUnavailable as exc:
+                log.warning("script task %s waits for the store: %s", task_id, exc.message)
+                await asyncio.sleep(self.timeouts.task_poll)
 
     async def recover(self) -> None:
         """On start: executions of a previous gateway process are not re-run; held cells are gone;

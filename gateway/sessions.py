@@ -61,6 +61,12 @@ class AgentSessions:
         else:
             log.info("ignoring agent message of type %r", frame.type)
 
+    async def room(self, frame: protocol.Frame) -> None:
+        """Back-pressure: after a kernel's message, wait while that kernel's execution records
+        waiting for the store are over their bound (``Relay.room``); the agent's next frame is read after."""
+        if isinstance(frame, protocol.KernelMsg):
+            await self.relay.room(frame.kernel_id)
+
     def _hosted_kernel(self, agent: AgentConnection,
                        frame: protocol.KernelMsg | protocol.KernelStatus) -> LiveKernel | None:
         """The kernel a frame is about, if this connection hosts it; otherwise None (dropped).

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from . import auth
 from .auth import Identity
+from .errors import StoreUnavailable
 from .store import Store
 
 log = logging.getLogger("cellgate.gateway.sockets")
@@ -98,5 +99,8 @@ class SocketRegistry:
                 await self.recheck(store)
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:  # an outage, not a bug: one line
+                log.warning("re-checking the tokens of open sockets waits for the store (%s); trying again in %.0f s",
+                            exc.message, interval)
             except Exception:
                 log.exception("re-checking the tokens of open sockets failed; trying again in %.0f s", interval)

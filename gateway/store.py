@@ -3,11 +3,19 @@
 SQLite (embedded default) or PostgreSQL (``postgresql+psycopg://``). The core is async; database
 work runs in a thread pool (one thread for SQLite, which serialises its writers) through
 :meth:`Store.run`, so the tornado loop is never blocked.
+
+The store can fail: every call is bounded (``Timeouts.store_*``: PostgreSQL's ``statement_timeout``
+and ``connect_timeout``, the pool's ``pool_timeout``, and :meth:`Store.run`'s own bound on the
+whole call); a call the store does not answer in time, or cannot take (the connection refused or
+reset), raises :class:`~.errors.StoreUnavailable`, which a request answers with 503. A call given
+up on this way is abandoned: if it still reaches its commit later, it rolls back instead.
+:meth:`Store.run_unbounded` waits as long as the store takes (for writes retried until they commit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,9 +25,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from .errors import StoreUnavailable
+from .timeouts import Timeouts
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -37,7 +49,8 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, timeouts: Timeouts | None = None) -> Engine:
+    timeouts = timeouts or Timeouts()
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -51,7 +64,23 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    connect_args = {"connect_timeout": max(2, round(timeouts.store_connect)),
+                    "options": f"-c statement_timeout={round(timeouts.store_statement * 1000)}"}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=timeouts.store_pool,
+                         connect_args=connect_args)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store could not be reached or did not answer (worth a retry), not
+    that the call itself was wrong: a refused, reset or timed-out connection, an exhausted pool, a
+    statement cut by ``statement_timeout``, a busy SQLite file."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError))
+
+
+class _Abandoned(Exception):
+    """The caller gave up on this call (its bound passed): roll back, do not commit."""
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -86,9 +115,10 @@ def known_revision(engine: Engine, revision: str) -> bool:
 class Store:
     """Owns the engine and the thread pool that every database call runs in."""
 
-    def __init__(self, url: str, *, auto_upgrade_empty: bool = True) -> None:
+    def __init__(self, url: str, *, auto_upgrade_empty: bool = True, timeouts: Timeouts | None = None) -> None:
         self.url = normalise_url(url)
-        self.engine = make_engine(self.url)
+        self.timeouts = timeouts or Timeouts()
+        self.engine = make_engine(self.url, self.timeouts)
         self.is_sqlite = self.url.startswith("sqlite")
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._pool = ThreadPoolExecutor(max_workers=1 if self.is_sqlite else 8, thread_name_prefix="store")
@@ -122,9 +152,53 @@ class Store:
             return fn(session)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(session, *args)`` in a transaction on the store's thread pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.call, lambda session: fn(session, *args, **kwargs))
+        """Run ``fn(session, *args)`` in a transaction on the store's thread pool, within
+        ``Timeouts.store_call`` seconds; raises :class:`StoreUnavailable` beyond it or when the
+        store cannot be reached (the call is then abandoned: it never commits)."""
+        return await self._submit(lambda session: fn(session, *args, **kwargs), self.timeouts.store_call)
+
+    async def run_long(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """As :meth:`run`, within ``Timeouts.store_long_call``: a call that reads a whole table (its
+        statements get that long too, ``SET LOCAL statement_timeout`` on PostgreSQL)."""
+        bound = self.timeouts.store_long_call
+
+        def work(session: Session) -> T:
+            if not self.is_sqlite:
+                session.execute(text(f"SET LOCAL statement_timeout = {round(bound * 1000)}"))
+            return fn(session, *args, **kwargs)
+        return await self._submit(work, bound)
+
+    async def run_unbounded(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """As :meth:`run`, but waits as long as the call takes (a stalled store: until it answers).
+        For writes retried until they commit; an unreachable store still raises StoreUnavailable."""
+        return await self._submit(lambda session: fn(session, *args, **kwargs), None)
+
+    async def _submit(self, work: Callable[[Session], T], bound: float | None) -> T:
+        abandoned = threading.Event()
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self._call_unless_abandoned, work, abandoned)
+        try:
+            return await (future if bound is None else asyncio.wait_for(future, bound))
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the gateway's store did not answer within {bound:g} s; try again in a moment (a change you "
+                "asked for may still be applied once the store answers: check before repeating it)") from None
+        except sa_exc.SQLAlchemyError as exc:
+            if not unreachable(exc):
+                raise
+            raise StoreUnavailable(
+                "the gateway's store cannot be reached or refused the call for now "
+                f"({type(getattr(exc, 'orig', None) or exc).__name__}); try again in a moment") from exc
+        finally:
+            abandoned.set()  # a call still queued or running is given up on: it rolls back
+
+    def _call_unless_abandoned(self, work: Callable[[Session], T], abandoned: threading.Event) -> T:
+        if abandoned.is_set():  # it waited in the pool's queue past its bound: never start it
+            raise _Abandoned()
+        with self.sessions.begin() as session:
+            result = work(session)
+            if abandoned.is_set():
+                raise _Abandoned()  # rolls back: its caller answered 503 already
+            return result
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

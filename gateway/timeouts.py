@@ -35,3 +35,19 @@ class Timeouts:
     agent_poll: float = 1.0
     #: longest ``wait`` of one long-poll request on ``GET /api/v1/tasks/{id}``
     long_poll_max: float = 30.0
+    #: seconds a request (or any other ``Store.run``) waits for the store before it answers 503
+    store_call: float = 10.0
+    #: the same for a call that reads a whole table (the audit chain's export and verification)
+    store_long_call: float = 300.0
+    #: PostgreSQL ``statement_timeout`` of the store's connections, in seconds (a lock wait or a slow query ends)
+    store_statement: float = 30.0
+    #: seconds to open a connection to the store (libpq ``connect_timeout``; at least 2)
+    store_connect: float = 5.0
+    #: seconds to wait for a free connection of the store's pool (SQLAlchemy ``pool_timeout``)
+    store_pool: float = 10.0
+    #: longest pause between two attempts of an execution record's write while the store is unavailable
+    store_retry_max: float = 10.0
+    #: seconds between the sweeper's looks for tasks this gateway lost track of
+    sweep_interval: float = 60.0
+    #: seconds past a task's time limit before the sweeper ends it ``lost`` (when nothing tracks it)
+    sweep_margin: float = 300.0

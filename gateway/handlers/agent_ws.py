@@ -13,6 +13,7 @@ from cellgate import protocol
 
 from ..agents import AgentConnection, AgentRefused
 from ..auth import Identity
+from ..errors import CellgateError
 from ..sockets import CLOSE_REVOKED
 from .base import Parts, authenticate, check_access, require_upgrade
 
@@ -37,11 +38,17 @@ class AgentSocketHandler(Parts, websocket.WebSocketHandler):
             check_access(self, self.ident)
             require_upgrade(self.request)
         except web.HTTPError as exc:
-            self.set_status(exc.status_code)
-            self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.finish(json.dumps({"status": exc.status_code, "message": exc.reason}))
+            self._refuse(exc.status_code, exc.reason or "refused")
+            return
+        except CellgateError as exc:  # the store did not answer (StoreUnavailable): 503, the agent retries
+            self._refuse(exc.status, exc.message)
             return
         await super().get(*args)
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"status": status, "message": message}))
 
     def check_origin(self, origin: str) -> bool:
         return True
@@ -71,6 +78,7 @@ class AgentSocketHandler(Parts, websocket.WebSocketHandler):
             return
         self.conn.heard()
         self.sessions.on_message(self.conn, frame)
+        await self.sessions.room(frame)  # tornado reads the next frame once this returns: back-pressure
 
     def _refuse_frame(self, exc: protocol.ProtocolError) -> None:
         """An invalid frame: nothing of it is applied; the agent gets an ``error`` frame, we a log line.

@@ -14,13 +14,14 @@ task, so a task that is over always has it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from .. import jmsg, policy, tasks
-from ..errors import Unavailable
+from ..errors import StoreUnavailable, Unavailable
 from ..kernels import CellRun, LiveKernel, NotRun
 from ..models import Task, TaskNotebook
 from ..relay import Relay, finish_tx
@@ -69,6 +70,10 @@ class NotebookRunner:
                     return  # the approval ran out before the first cell: the task says so already
                 failure = {"ename": "NotRun", "evalue": f"the task ended before cell {cell.number} ran"}
                 break
+            except StoreUnavailable as exc:  # before the cell was sent (dispatch reads the store first)
+                failure = {"ename": "StoreUnavailable",
+                           "evalue": f"cell {cell.number} did not run: {exc.message}"}
+                break
             except Unavailable as exc:  # the task failed already (its agent is gone)
                 failure = {"ename": "AgentUnavailable", "evalue": str(getattr(exc, "message", exc))}
                 break
@@ -88,11 +93,11 @@ class NotebookRunner:
             ename = str(failure.get("ename") or "Error")
             evalue = str(failure.get("evalue") or "")
             status = tasks.KILLED if ename == "TimeLimit" else tasks.FAILED
-        await self.store.run(_finish_tx, task.id, executed, status, ename, evalue)
-        self.relay.events.notify(task.id)
+        # through the kernel's recorder: retried until the store takes it, never dropped
+        await self.relay.write(kernel, task.id, functools.partial(_finish_op, task.id, executed, status, ename, evalue))
 
 
-def _finish_tx(session: Session, task_id: int, executed: str, status: str, ename: str | None, evalue: str | None) -> None:
+def _finish_op(task_id: int, executed: str, status: str, ename: str | None, evalue: str | None, session: Session) -> None:
     session.merge(TaskNotebook(task_id=task_id, notebook=executed))
     finish_tx(session, task_id, status, ename, evalue)  # (a task ended already, by a lost kernel, stays as it ended)
 

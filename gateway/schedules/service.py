@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from .. import audit, tasks
 from ..access import may_manage_schedule, may_see_schedule
 from ..auth import Identity
-from ..errors import BadRequest, CellgateError, Conflict, Forbidden, NotFound
+from ..errors import BadRequest, CellgateError, Conflict, Forbidden, NotFound, StoreUnavailable
 from ..events import TaskEvents
 from ..flow import TaskFlow, identity_of
 from ..models import Schedule, ScheduleRun, Task, utcnow
@@ -201,6 +201,8 @@ class Schedules:
         while True:
             try:
                 await self.tick()
+            except StoreUnavailable as exc:  # an outage, not a bug: one line, the next tick tries again
+                log.warning("a schedule tick was skipped: %s", exc.message)
             except Exception:
                 log.exception("a schedule tick failed")
             await asyncio.sleep(self.interval)

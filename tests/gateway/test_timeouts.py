@@ -38,3 +38,21 @@ def test_a_configured_timeout_reaches_every_part_that_waits() -> None:
 def test_a_timeout_out_of_range_is_refused_naming_it(value: float) -> None:
     with pytest.raises(TraitError, match=r"Gateway\.agent_grace must be more than 0 and at most 86400 seconds"):
         Gateway(agent_grace=value)
+
+
+def test_the_store_settings_reach_the_store_and_the_recorders() -> None:
+    app = Gateway(store_timeout=3.0, store_pool_timeout=4.0, store_retry_max=2.0, recorder_buffer_bytes=2 << 20,
+                  sweep_interval=5.0, sweep_margin=7.0)
+    timeouts = app.timeouts()
+    store = Store("sqlite://", timeouts=timeouts)
+    try:
+        assert store.timeouts.store_call == 3.0
+        parts = assemble(store, "http://gw.test", timeouts=timeouts, recorder_bytes=app.recorder_buffer_bytes)
+        assert parts.relay.recorder_bytes == 2 << 20 and parts.sweeper.timeouts.sweep_margin == 7.0
+    finally:
+        store.close()
+
+
+def test_a_recorder_buffer_under_one_mib_is_refused_naming_it() -> None:
+    with pytest.raises(TraitError, match=r"Gateway\.recorder_buffer_bytes must be at least 1048576"):
+        Gateway(recorder_buffer_bytes=1000)
