@@ -33,6 +33,7 @@ from ..kernels import LiveKernel
 from ..models import Target, Task
 from ..sockets import CLOSE_REVOKED
 from .base import APIHandler, Parts, authenticate, check_access, require_upgrade
+from .inputs import STRING, Operation, obj
 
 log = logging.getLogger("cellgate.gateway.channels")
 
@@ -52,6 +53,7 @@ HISTORY_MAX = 1000
 
 class MainKernelHandler(APIHandler):
     access = {"GET": "user", "POST": "user"}
+    api = {"POST": Operation(body=obj(("name",), name=STRING, env={"type": "object", "additionalProperties": STRING}))}
 
     async def get(self) -> None:
         self.send([k.model() for k in self.kernels.kernels.values() if may_use_kernel(self.user, k)])
