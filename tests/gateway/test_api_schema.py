@@ -98,7 +98,7 @@ def test_every_handler_declares_what_it_reads() -> None:
     """A method that reads a JSON body declares its schema, one that reads query arguments declares
     them (reading an undeclared one is refused by ``Operation.argument``), and every declaration is
     for a method the handler has."""
-    for pattern, handler in routes():
+    for _pattern, handler in routes():
         if not issubclass(handler, APIHandler):
             continue
         for method in handler.access:
