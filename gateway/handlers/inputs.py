@@ -69,11 +69,12 @@ def parse_json(raw: bytes | str, what: str = "the request body") -> Any:
         raise BadRequest(f"{what} is nested too deep: at most {MAX_DEPTH} levels of arrays and objects") from None
     except ValueError as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from None
-    _check_tree(data, what)
+    check_tree(data, what)
     return data
 
 
-def _check_tree(data: Any, what: str) -> None:
+def check_tree(data: Any, what: str) -> None:
+    """400 unless ``data`` (decoded JSON) is at most ``MAX_DEPTH`` deep and every string and key in it storable."""
     todo: list[tuple[Any, int, str]] = [(data, 0, "")]
     while todo:
         node, depth, path = todo.pop()

@@ -17,7 +17,7 @@ from ..models import Task, TaskNotebook, TaskOutput, User
 from ..templates.runs import TemplateValueRefused, run_notebook_file
 from ..views import task_json
 from .base import APIHandler
-from .inputs import COLUMN_MAX, COLUMN_MIN, STRING, Operation, Query, obj
+from .inputs import COLUMN_MAX, COLUMN_MIN, STRING, Operation, Query, obj, parse_json
 
 
 class TasksHandler(APIHandler):
@@ -73,6 +73,8 @@ class TasksHandler(APIHandler):
         raw = data.get("notebook")
         if not isinstance(raw, (str, dict)):
             raise BadRequest("notebook must be the notebook's JSON, as text or as an object")
+        if isinstance(raw, str):  # JSON inside JSON: held to the same limits as the body (inputs.parse_json)
+            parse_json(raw, "the notebook")
         text = raw if isinstance(raw, str) else json.dumps(raw)
         name = self.field(data, "name", required=False, default="notebook.ipynb")
         values = self.field(data, "parameters", dict, required=False, default={})

@@ -86,6 +86,17 @@ def test_a_surrogate_pair_is_a_character_and_accepted(gw: LiveGateway) -> None:
     _refused(resp, "user name")
 
 
+@pytest.mark.parametrize(("inner", "words"), [("\\u0000", "NUL"), ("\\udfff", "surrogate")])
+def test_a_notebook_sent_as_text_is_held_to_the_same_limits(gw: LiveGateway, inner: str, words: str) -> None:
+    notebook = ('{"cells": [{"cell_type": "code", "source": "select 1' + inner + '", "metadata": {}, "outputs": [], '
+                '"execution_count": null}], "metadata": {"kernelspec": {"name": "sql", "language": "sql", '
+                '"display_name": "SQL"}}, "nbformat": 4, "nbformat_minor": 5}')
+    _refused(_raw(gw, "POST", "/api/v1/tasks", json.dumps({"target": "t1", "notebook": notebook}).encode()),
+             "the notebook", words)
+    deep = json.dumps({"target": "t1", "notebook": DEEP.decode()}).encode()
+    _refused(_raw(gw, "POST", "/api/v1/tasks", deep), "the notebook", "nested too deep")
+
+
 def test_json_nested_100k_deep_is_refused(gw: LiveGateway) -> None:
     _refused(_raw(gw, "POST", "/api/v1/tasks", DEEP), "nested too deep")
     _refused(_raw(gw, "POST", "/api/v1/apply", b'{"document": ' + DEEP + b"}", gw.admin_token), "nested too deep")
