@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -174,6 +176,65 @@ def test_malformed_agent_frames_get_an_error_frame(gw: LiveGateway) -> None:
     finally:
         ws.shutdown()  # the socket itself (close() leaves it open once the gateway closed first)
     gw.assert_alive()
+
+
+def _serve_agent(gw: LiveGateway) -> tuple[websocket.WebSocket, threading.Thread]:
+    """A fake agent for ``t1``: says hello, then answers pings and every request with ``ok``."""
+    agent = websocket.create_connection(gw.url.replace("http", "ws") + "/api/v1/agent",
+                                        header=[f"Authorization: token {gw.agent_token}"], timeout=15)
+    agent.send(json.dumps({"type": "hello", "agent_id": "agent1", "version": "test", "tags": [], "kernels": [],
+                           "targets": [{"name": "t1", "kind": "sql", "language": "sql", "display_name": "t1",
+                                        "dialect": "sqlite"}]}))
+    assert json.loads(agent.recv())["type"] == "welcome"
+
+    def serve() -> None:
+        while True:
+            try:
+                opcode, data = agent.recv_data(control_frame=True)
+            except (websocket.WebSocketException, OSError):
+                return
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return
+            if opcode != websocket.ABNF.OPCODE_TEXT:
+                continue
+            frame = json.loads(data)
+            if frame["type"] == "ping":
+                agent.send(json.dumps({"type": "pong", "ts": frame.get("ts")}))
+            elif "req_id" in frame:
+                agent.send(json.dumps({"type": "reply", "req_id": frame["req_id"], "ok": True}))
+    thread = threading.Thread(target=serve, daemon=True, name="fake-agent")
+    thread.start()
+    return agent, thread
+
+
+def test_a_kernel_message_the_store_cannot_hold_gets_an_error_reply(gw: LiveGateway) -> None:
+    agent, thread = _serve_agent(gw)
+    client: websocket.WebSocket | None = None
+    try:
+        with gw.user() as api:
+            made = api.post("/api/kernels", json={"name": "t1"})
+        assert made.status_code == 201, made.text
+        client = websocket.create_connection(f"{gw.url.replace('http', 'ws')}/api/kernels/{made.json()['id']}/channels",
+                                             header=[f"Authorization: token {gw.user_token}"], timeout=15)
+        client.send(DEEP.decode())  # not even a message: dropped, the socket stays
+        for code, words in (("select '\x00'", "NUL"), ("select '\udc00'", "surrogate")):
+            msg_id = uuid.uuid4().hex
+            client.send(json.dumps({"channel": "shell", "header": {"msg_id": msg_id, "msg_type": "execute_request",
+                                                                   "session": "s", "username": "u", "version": "5.3"},
+                                    "parent_header": {}, "metadata": {}, "content": {"code": code, "silent": False}}))
+            replies = []
+            while not any(r.get("msg_type") == "execute_reply" for r in replies):
+                replies.append(json.loads(client.recv()))
+            reply = next(r for r in replies if r["msg_type"] == "execute_reply")
+            assert reply["parent_header"]["msg_id"] == msg_id
+            assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "CellgateRefused", reply
+            assert words in reply["content"]["evalue"], reply
+    finally:
+        if client is not None:
+            client.shutdown()
+        agent.shutdown()
+        thread.join(5)
+    gw.assert_alive()  # and (the fixture checks) no task was made of either cell
 
 
 # the checks, unit-tested ------------------------------------------------------------------------------------------------
