@@ -35,7 +35,7 @@ def path_parameter(name: str, regex: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
-def operation(method: str, rule: str, declared: Operation | None, path_params: list[dict[str, Any]]) -> dict[str, Any]:
+def operation(rule: str, declared: Operation | None, path_params: list[dict[str, Any]]) -> dict[str, Any]:
     declared = declared or Operation()
     out: dict[str, Any] = {"x-cellgate-access": rule, "responses": {
         "default": {"description": 'JSON; errors are {"status": N, "message": "..."}'}}}
@@ -49,7 +49,7 @@ def operation(method: str, rule: str, declared: Operation | None, path_params: l
         out["requestBody"] = {"required": False, "content": {"application/json": {"schema": declared.body}}}
     if rule != "anonymous":
         out["security"] = [{"token": []}]
-    return {**out, **declared.extra}
+    return out
 
 
 def document(routes: list[tuple[str, type]], version: str) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def document(routes: list[tuple[str, type]], version: str) -> dict[str, Any]:
         path, groups = path_template(pattern)
         path_params = [path_parameter(name, regex) for name, regex in groups.items()]
         api: dict[str, Operation] = getattr(handler, "api", {})
-        paths[path] = {m.lower(): operation(m, rule, api.get(m), path_params) for m, rule in access.items()}
+        paths[path] = {m.lower(): operation(rule, api.get(m), path_params) for m, rule in access.items()}
     return {"openapi": "3.0.3", "info": {"title": "cellgate gateway", "version": version},
             "components": {"securitySchemes": {"token": {
                 "type": "apiKey", "in": "header", "name": "Authorization",

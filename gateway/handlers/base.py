@@ -169,7 +169,7 @@ class APIHandler(Parts, web.RequestHandler):
         self.ident = await authenticate(self.store, self.request)
         check_access(self, self.ident)
         for name in ID_PARAMS.intersection(self.path_kwargs):
-            path_id(self.path_kwargs[name], name)  # 400 past a 64-bit id, before the store sees it
+            path_id(self.path_kwargs[name], name)  # 400 past the store's id column, before the store sees it
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         """Every path and query value: UTF-8 (tornado: else 400) without a NUL (``inputs.check_text``)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadRequest
@@ -167,7 +167,6 @@ class Operation:
     query: tuple[Query, ...] = ()
     body: dict[str, Any] | None = None
     summary: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def argument(self, name: str) -> Query:
         for q in self.query:
