@@ -424,6 +424,8 @@ def parse(raw: str | bytes | Mapping[str, Any], sender: str | None = None) -> Fr
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"the frame is not JSON ({exc})") from None
+        except RecursionError:
+            raise ProtocolError("the frame is nested too deep to be read") from None
     else:
         data = raw
     if not isinstance(data, Mapping):

@@ -14,7 +14,6 @@ import asyncio
 import html
 import logging
 import os
-import re
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from traitlets.config import Application
 from .. import __version__
 from ..config_file import flag_config, load_python_config
 from ..seconds import check_seconds, from_traits
-from . import analysis
+from . import analysis, openapi
 from .agents import AgentRegistry
 from .background import Background
 from .cells import CellHost
@@ -76,7 +75,7 @@ class OpenAPIHandler(APIHandler):
     access = {"GET": "anonymous"}
 
     def get(self) -> None:
-        self.send(openapi(self.application.wildcard_router.rules))
+        self.send(openapi.document(routes(), __version__))
 
 
 class VersionHandler(APIHandler):
@@ -93,18 +92,6 @@ def routes() -> list[tuple[str, type]]:
         found.extend(module.default_handlers)
     found.append((r"/api/.*", NotFoundHandler))
     return found
-
-
-def openapi(rules: Any) -> dict[str, Any]:
-    paths: dict[str, Any] = {}
-    for pattern, handler in routes():
-        if handler is NotFoundHandler:
-            continue
-        path = pattern.replace("/?", "").replace("(\\d+)", "{id}")
-        path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
-        paths[path] = {m.lower(): {"x-cellgate-access": rule, "responses": {"default": {"description": "JSON"}}}
-                       for m, rule in getattr(handler, "access").items()}  # noqa: B009 - routes() are of type, each declares access
-    return {"openapi": "3.0.3", "info": {"title": "cellgate gateway", "version": __version__}, "paths": paths}
 
 
 def message_limit(max_code_bytes: int) -> int:

@@ -13,6 +13,7 @@ from ..models import Group, Target, Token, User
 from ..names import NAME_RE
 from ..views import iso, user_json
 from .base import APIHandler
+from .inputs import BOOLEAN, STRING, STRINGS, Operation, obj
 from .tokens import token_state
 
 
@@ -39,6 +40,7 @@ class MeHandler(APIHandler):
 
 class UsersHandler(APIHandler):
     access = {"GET": "admin", "POST": "admin"}
+    api = {"POST": Operation(body=obj(("name",), name=STRING, is_admin=BOOLEAN))}
 
     async def get(self) -> None:
         def _list(session: Session) -> list[dict[str, Any]]:
@@ -80,6 +82,7 @@ class UserHandler(APIHandler):
 
 class GroupsHandler(APIHandler):
     access = {"GET": "admin", "POST": "admin"}
+    api = {"POST": Operation(body=obj(("name",), name=STRING))}
 
     async def get(self) -> None:
         def _list(session: Session) -> list[dict[str, Any]]:
@@ -122,6 +125,7 @@ class GroupMemberHandler(APIHandler):
 
 class UserTokensHandler(APIHandler):
     access = {"POST": "admin"}
+    api = {"POST": Operation(body=obj(note=STRING, expires_in_days={"type": "number", "minimum": 0, "exclusiveMinimum": True}))}
 
     async def post(self, name: str) -> None:
         data = self.body()
@@ -164,6 +168,7 @@ class AgentTokensHandler(APIHandler):
     """``POST``: a token for one agent name and the targets it may serve; ``GET``: all agent tokens."""
 
     access = {"GET": "admin", "POST": "admin"}
+    api = {"POST": Operation(body=obj(("name", "targets"), name=STRING, targets=STRINGS))}
 
     async def get(self) -> None:
         def _list(session: Session) -> list[dict[str, Any]]:
@@ -190,6 +195,7 @@ class AgentTokenHandler(APIHandler):
     """``PUT /api/v1/agent-tokens/{id}`` ``{"targets": [...]}``: change what the agent may serve."""
 
     access = {"PUT": "admin"}
+    api = {"PUT": Operation(body=obj(("targets",), targets=STRINGS))}
 
     async def put(self, token_id: str) -> None:
         targets = self.field(self.body(), "targets", list)

@@ -7,6 +7,7 @@ import datetime as dt
 from .. import audit
 from ..errors import BadRequest
 from .base import APIHandler
+from .inputs import Operation, Query
 
 FORMATS = {"jsonl": ("application/x-ndjson", audit.to_jsonl), "csv": ("text/csv; charset=UTF-8", audit.to_csv)}
 
@@ -23,13 +24,14 @@ def parse_time(value: str | None, name: str) -> dt.datetime | None:
 
 class AuditExportHandler(APIHandler):
     access = {"GET": "admin"}
+    api = {"GET": Operation(query=(Query("format", choices=tuple(FORMATS), default="jsonl"),
+                                   Query("since", help="ISO 8601 date or time"),
+                                   Query("until", help="ISO 8601 date or time")))}
 
     async def get(self) -> None:
-        fmt = self.get_argument("format", "jsonl")
-        if fmt not in FORMATS:
-            raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
-        since = parse_time(self.get_argument("since", None), "since")
-        until = parse_time(self.get_argument("until", None), "until")
+        fmt = self.argument("format")
+        since = parse_time(self.argument("since"), "since")
+        until = parse_time(self.argument("until"), "until")
         records = await self.store.run_long(audit.query, since, until)  # the chain, or a span of it
         content_type, render = FORMATS[fmt]
         self.set_header("Content-Type", content_type)

@@ -33,6 +33,7 @@ from ..sockets import SocketRegistry
 from ..store import Store
 from ..tasks import TransitionConflict
 from ..timeouts import Timeouts
+from .inputs import ID_PARAMS, Operation, check_text, parse_json, path_id
 
 log = logging.getLogger("cellgate.gateway.api")
 
@@ -152,7 +153,11 @@ class Parts:
 
 
 class APIHandler(Parts, web.RequestHandler):
+    """``access``: method → rule; ``api``: method → what it takes (query arguments, body; ``inputs.py``),
+    read by :meth:`argument` and written into ``/api/v1/openapi.json``."""
+
     access: dict[str, str] = {}
+    api: dict[str, Operation] = {}
     ident: Identity | None = None
 
     @property
@@ -163,6 +168,19 @@ class APIHandler(Parts, web.RequestHandler):
     async def prepare(self) -> None:
         self.ident = await authenticate(self.store, self.request)
         check_access(self, self.ident)
+        for name in ID_PARAMS.intersection(self.path_kwargs):
+            path_id(self.path_kwargs[name], name)  # 400 past the store's id column, before the store sees it
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Every path and query value: UTF-8 (tornado: else 400) without a NUL (``inputs.check_text``)."""
+        text = super().decode_argument(value, name)
+        return check_text(text, f"argument {name!r}" if name else "the path")
+
+    def argument(self, name: str) -> Any:
+        """Query argument ``name`` parsed as this method's ``api`` declares it (400 when it does not fit)."""
+        method = self.request.method or "GET"
+        declared = type(self).api.get(method, Operation()).argument(name)
+        return declared.parse(self.get_query_argument(name, None))
 
     def check_xsrf_cookie(self) -> None:  # token auth only; no cookies
         return None
@@ -172,12 +190,11 @@ class APIHandler(Parts, web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
     def body(self) -> dict[str, Any]:
+        """The JSON object of the request body (``{}`` when empty); 400 for anything ``inputs.parse_json``
+        refuses or for JSON that is not an object."""
         if not self.request.body:
             return {}
-        try:
-            data = json.loads(self.request.body)
-        except ValueError as exc:
-            raise web.HTTPError(400, reason=f"the request body is not valid JSON: {exc}") from None
+        data = parse_json(self.request.body)
         if not isinstance(data, dict):
             raise web.HTTPError(400, reason="the request body must be a JSON object")
         return data

@@ -28,11 +28,13 @@ from cellgate import protocol
 
 from .. import jmsg, policy
 from ..access import may_use_kernel
+from ..errors import BadRequest
 from ..auth import Identity
 from ..kernels import LiveKernel
 from ..models import Target, Task
 from ..sockets import CLOSE_REVOKED
 from .base import APIHandler, Parts, authenticate, check_access, require_upgrade
+from .inputs import STRING, Operation, check_tree, obj
 
 log = logging.getLogger("cellgate.gateway.channels")
 
@@ -52,6 +54,7 @@ HISTORY_MAX = 1000
 
 class MainKernelHandler(APIHandler):
     access = {"GET": "user", "POST": "user"}
+    api = {"POST": Operation(body=obj(("name",), name=STRING, env={"type": "object", "additionalProperties": STRING}))}
 
     async def get(self) -> None:
         self.send([k.model() for k in self.kernels.kernels.values() if may_use_kernel(self.user, k)])
@@ -149,8 +152,13 @@ class ChannelsHandler(Parts, websocket.WebSocketHandler):
             msg = json.loads(message)
             channel = msg["channel"]
             msg_type = msg["header"]["msg_type"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             log.info("dropping a malformed message on kernel %s", self.kernel.id)
+            return
+        try:
+            check_tree(msg, f"the {msg_type} message")  # what the store cannot hold (NUL, lone surrogates, depth)
+        except BadRequest as exc:
+            self._answer(msg, "CellgateRefused", exc.message)
             return
         if channel == "shell" and msg_type == "execute_request":
             self.kernel.gate.submit(msg, self.ident)

@@ -24,6 +24,7 @@ from ..models import LoginRequest
 from ..oidc import OIDCProvider, SignInRefused
 from ..views import iso
 from .base import APIHandler
+from .inputs import STRING, Operation, Query, obj
 
 NOT_CONFIGURED = "OIDC sign-in is not configured on this gateway (an admin sets OIDC.issuer and OIDC.client_id)"
 
@@ -41,12 +42,14 @@ class SignInHandler(APIHandler):
         return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
 
     def arg(self, name: str) -> str | None:
-        value = self.get_query_argument(name, None)
+        value: str | None = self.argument(name)
         return value if value else None
 
 
 class LoginHandler(SignInHandler):
     access = {"GET": "anonymous"}
+    api = {"GET": Operation(query=(Query("cli", help="1: sign in for `cellgate login`"), Query("return_to"),
+                                   Query("challenge", help="S256 PKCE challenge"), Query("state")))}
 
     async def get(self) -> None:
         provider = self.provider
@@ -70,6 +73,7 @@ class LoginHandler(SignInHandler):
 
 class CallbackHandler(SignInHandler):
     access = {"GET": "anonymous"}
+    api = {"GET": Operation(query=tuple(Query(n) for n in ("state", "code", "error", "error_description", "iss")))}
 
     async def get(self) -> None:
         provider = self.provider
@@ -120,6 +124,7 @@ your Jupyter server in.</p>""")
 
 class LoginTokenHandler(SignInHandler):
     access = {"POST": "anonymous"}
+    api = {"POST": Operation(body=obj(("code", "code_verifier"), code=STRING, code_verifier=STRING, note=STRING))}
 
     async def post(self) -> None:
         provider = self.provider

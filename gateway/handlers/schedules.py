@@ -15,6 +15,7 @@ from ..schedules.service import Schedules, schedule_json
 from ..templates.runs import TemplateValueRefused
 from ..views import task_json
 from .base import APIHandler
+from .inputs import OBJECT, STRING, Operation, obj
 
 
 class ScheduleHandlerBase(APIHandler):
@@ -30,6 +31,9 @@ class ScheduleHandlerBase(APIHandler):
 
 class SchedulesHandler(ScheduleHandlerBase):
     access = {"GET": "user", "POST": "user"}
+    api = {"POST": Operation(body=obj(("name", "template", "target", "cron"), name=STRING, template=STRING, target=STRING,
+                                      parameters=OBJECT, cron=STRING,
+                                      on_missed={"type": "string", "enum": ["skip", "run"]}, notify=STRING, why=STRING))}
 
     async def get(self) -> None:
         found = await self.schedules.visible(self.user)

@@ -15,6 +15,7 @@ from ..names import NAME_RE
 from ..access import may_submit
 from ..views import target_json
 from .base import APIHandler
+from .inputs import BOOLEAN, OBJECT, STRING, STRINGS, Operation, obj
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -35,6 +36,11 @@ class TargetsHandler(APIHandler):
 
 class TargetHandler(APIHandler):
     access = {"GET": "user", "PUT": "admin"}
+    api = {"PUT": Operation(body=obj(description=STRING, display_name=STRING,
+                                     kind={"type": "string", "enum": ["sql", "python"]},
+                                     dialect={"type": ["string", "null"]}, submit_groups=STRINGS,
+                                     review_groups=STRINGS, policy=OBJECT),
+                            summary="create or update a target; fields left out keep their value")}
 
     async def get(self, name: str) -> None:
         target = await self.flow.check_target(self.user, name)
@@ -98,6 +104,7 @@ class TargetHandler(APIHandler):
 
 class ApplyHandler(APIHandler):
     access = {"POST": "admin"}
+    api = {"POST": Operation(body=obj(("document",), document=obj(groups=OBJECT, targets=OBJECT), dry_run=BOOLEAN))}
 
     async def post(self) -> None:
         data = self.body()

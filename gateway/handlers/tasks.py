@@ -17,21 +17,25 @@ from ..models import Task, TaskNotebook, TaskOutput, User
 from ..templates.runs import TemplateValueRefused, run_notebook_file
 from ..views import task_json
 from .base import APIHandler
+from .inputs import COLUMN_MAX, COLUMN_MIN, STRING, Operation, Query, obj, parse_json
 
 
 class TasksHandler(APIHandler):
     access = {"GET": "user", "POST": "user"}
+    api = {
+        "GET": Operation(query=(Query("status", choices=tuple(sorted(tasks.ALL)), help="only tasks in this status"),
+                                Query("target", help="only tasks on this target"),
+                                Query("user", help="only tasks of this user"),
+                                Query("limit", int, "most tasks returned (at most 1000)", default=100, minimum=0))),
+        "POST": Operation(body=obj(("target",), target=STRING, code=STRING, why=STRING,
+                                   notebook={"type": ["string", "object"]}, name=STRING,
+                                   parameters={"type": "object"}),
+                          summary="submit a script (code) or a notebook of one's own (notebook, name, parameters)"),
+    }
 
     async def get(self) -> None:
-        status = self.get_argument("status", None)
-        target = self.get_argument("target", None)
-        user = self.get_argument("user", None)
-        try:
-            limit = min(int(self.get_argument("limit", "100")), 1000)
-        except ValueError:
-            raise BadRequest("limit must be an integer") from None
-        if status is not None and status not in tasks.ALL:
-            raise BadRequest(f"unknown status {status!r}; one of {', '.join(sorted(tasks.ALL))}")
+        status, target, user = self.argument("status"), self.argument("target"), self.argument("user")
+        limit = min(self.argument("limit"), 1000)
         ident = self.user
 
         def _list(session: Session) -> list[Task]:
@@ -69,6 +73,8 @@ class TasksHandler(APIHandler):
         raw = data.get("notebook")
         if not isinstance(raw, (str, dict)):
             raise BadRequest("notebook must be the notebook's JSON, as text or as an object")
+        if isinstance(raw, str):  # JSON inside JSON: held to the same limits as the body (inputs.parse_json)
+            parse_json(raw, "the notebook")
         text = raw if isinstance(raw, str) else json.dumps(raw)
         name = self.field(data, "name", required=False, default="notebook.ipynb")
         values = self.field(data, "parameters", dict, required=False, default={})
@@ -97,14 +103,15 @@ class TaskHandler(APIHandler):
 
 class TaskOutputHandler(TaskHandler):
     access = {"GET": "user"}
+    api = {"GET": Operation(query=(
+        Query("after", int, "outputs with a greater seq", default=0, minimum=COLUMN_MIN, maximum=COLUMN_MAX),
+        Query("wait", float, "seconds to wait for something new (at most Gateway.long_poll_max)", default=0.0,
+              minimum=0.0)))}
 
     async def get(self, task_id: str) -> None:
         tid = int(task_id)
-        try:
-            after = int(self.get_argument("after", "0"))
-            wait = min(float(self.get_argument("wait", "0")), self.timeouts.long_poll_max)
-        except ValueError:
-            raise BadRequest("after must be an integer and wait a number of seconds") from None
+        after = self.argument("after")
+        wait = min(self.argument("wait"), self.timeouts.long_poll_max)
         deadline = time.monotonic() + wait
         while True:
             task = await self.visible_task(tid)
@@ -144,6 +151,8 @@ class TaskNotebookHandler(TaskHandler):
 
 class TaskReviewHandler(TaskHandler):
     access = {"POST": "user"}
+    api = {"POST": Operation(body=obj(("decision",), decision={"type": "string", "enum": ["approve", "reject"]},
+                                      comment=STRING, code_sha256=STRING))}
 
     async def post(self, task_id: str) -> None:
         data = self.body()
@@ -156,6 +165,7 @@ class TaskReviewHandler(TaskHandler):
 
 class TaskCancelHandler(TaskHandler):
     access = {"POST": "user"}
+    api = {"POST": Operation(body=obj(reason=STRING))}
 
     async def post(self, task_id: str) -> None:
         await self.visible_task(int(task_id))

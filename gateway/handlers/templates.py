@@ -20,6 +20,7 @@ from ..templates.library import TemplateLibrary
 from ..templates.runs import TemplateValueRefused, run_template
 from ..views import task_json
 from .base import APIHandler
+from .inputs import OBJECT, STRING, Operation, obj
 
 log = logging.getLogger("cellgate.gateway.templates")
 
@@ -51,6 +52,8 @@ class TemplateHandler(TemplateHandlerBase):
 
 class TemplateRunsHandler(TemplateHandlerBase):
     access = {"POST": "user"}
+    api = {"POST": Operation(body=obj(("template", "target"), template=STRING, target=STRING, parameters=OBJECT,
+                                      why=STRING))}
 
     async def post(self) -> None:
         """Run a template: ``{"template", "target", "parameters": {name: value}, "why"}`` → the task (201)."""
@@ -81,6 +84,7 @@ class RepositoryHandler(TemplateHandlerBase):
 
 class WebhookHandler(TemplateHandlerBase):
     access = {"POST": "anonymous"}  # signed by the repository host, checked here
+    api = {"POST": Operation(body=OBJECT, summary="a repository host's push, signed (X-Hub-Signature-256)")}
 
     async def post(self) -> None:
         secret = self.library.config.webhook_secret

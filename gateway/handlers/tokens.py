@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session
 
 from .. import audit, auth
 from ..access import may_list_tokens, may_revoke_token, visible_tokens
-from ..errors import BadRequest, Forbidden, NotFound
+from ..errors import Forbidden, NotFound
 from ..models import Token, utcnow
 from ..sockets import REVOKED
 from ..views import iso
 from .base import APIHandler
+from .inputs import Operation, Query
 
 
 def token_state(tok: Token) -> str:
@@ -43,12 +44,11 @@ class TokensHandler(APIHandler):
     """``GET /api/v1/tokens``: the caller's tokens; admins: ``?user=NAME`` or ``?kind=agent``."""
 
     access = {"GET": "user"}
+    api = {"GET": Operation(query=(Query("user", help="whose tokens (admins)"),
+                                   Query("kind", choices=("user", "agent"), help="agent: agents' tokens (admins)")))}
 
     async def get(self) -> None:
-        name = self.get_query_argument("user", None) or None
-        kind = self.get_query_argument("kind", None) or None
-        if kind not in (None, "user", "agent"):
-            raise BadRequest("kind must be user or agent")
+        name, kind = self.argument("user"), self.argument("kind")
         if not may_list_tokens(self.user, name, kind):
             raise Forbidden("only admins list other users' or agents' tokens")
         ident = self.user

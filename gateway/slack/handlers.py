@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -11,6 +10,7 @@ from urllib.parse import parse_qs
 
 from ..errors import BadRequest
 from ..handlers.base import APIHandler
+from ..handlers.inputs import STRING, Operation, Query, obj, parse_json
 from . import actions, dm, links
 from .integration import SlackIntegration
 from .verify import RequestVerifier
@@ -77,9 +77,9 @@ class SlackInteractionsHandler(SlackRequestHandler):
     async def post(self) -> None:
         slack, form = await self.verified_form()
         try:
-            payload = json.loads(form.get("payload", ""))
-        except ValueError:
-            raise BadRequest("an interaction carries a JSON `payload` form field") from None
+            payload = parse_json(form.get("payload", ""), "the Slack payload")
+        except BadRequest as exc:
+            raise BadRequest(f"an interaction carries a JSON `payload` form field: {exc.message}") from None
         if not isinstance(payload, dict):
             raise BadRequest("the interaction payload must be a JSON object")
         self.answer(await actions.interaction(slack, payload))
@@ -113,9 +113,9 @@ class SlackEventsHandler(SlackRequestHandler):
     async def post(self) -> None:
         slack = await self.verified()
         try:
-            envelope = json.loads(self.request.body)
-        except ValueError:
-            raise BadRequest("a Slack event is a JSON object") from None
+            envelope = parse_json(self.request.body, "a Slack event")
+        except BadRequest as exc:
+            raise BadRequest(f"a Slack event is a JSON object: {exc.message}") from None
         if not isinstance(envelope, dict):
             raise BadRequest("a Slack event is a JSON object")
         kind = envelope.get("type")
@@ -151,6 +151,8 @@ class SlackLinkHandler(APIHandler):
     """
 
     access = {"PUT": "admin", "DELETE": "admin"}
+    api = {"PUT": Operation(body=obj(("user",), user=STRING, team_id=STRING)),
+           "DELETE": Operation(query=(Query("team_id", default="", help="the workspace of the link"),))}
 
     async def put(self, slack_user_id: str) -> None:
         data = self.body()
@@ -164,7 +166,7 @@ class SlackLinkHandler(APIHandler):
         self.send(body)
 
     async def delete(self, slack_user_id: str) -> None:
-        team_id = self.get_argument("team_id", "")
+        team_id = self.argument("team_id")
         await self.store.run(links.unlink, slack_user_id, team_id=team_id, actor=self.user.actor)
         self.send({"slack_user_id": slack_user_id, "team_id": team_id, "unlinked": True})
 

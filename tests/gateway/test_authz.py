@@ -206,8 +206,10 @@ def test_rules_are_checked_where_they_are_declared() -> None:
 
 
 def test_openapi_document_carries_the_rules() -> None:
-    from cellgate.gateway.app import openapi
-    doc = openapi(None)
+    from cellgate import __version__
+    from cellgate.gateway import openapi
+    from cellgate.gateway.app import routes
+    doc = openapi.document(routes(), __version__)
     rules = {(path, m.upper()): op["x-cellgate-access"] for path, ops in doc["paths"].items() for m, op in ops.items()}
     assert rules[("/api/v1/users", "POST")] == "admin"
     assert rules[("/api/v1/agent", "GET")] == "agent"
