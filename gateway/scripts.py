@@ -22,6 +22,7 @@ from .auth import Identity
 from .background import Background
 from .events import TaskEvents
 from .flow import TaskFlow, identity_of
+from .idempotency import Idempotency
 from .kernels import NotRun
 from .lifecycle import KernelLifecycle
 from .models import Task
@@ -48,11 +49,15 @@ class Scripts:
 
     async def submit(self, ident: Identity, target_name: str, code: str, why: str,
                      template: dict[str, Any] | None = None, kind: str = "script",
-                     preapproved: tuple[str, str] | None = None) -> Task:
+                     preapproved: tuple[str, str] | None = None, idem: Idempotency | None = None) -> Task:
         """A CLI script, or a rendered template (``template``: what ``Task.template`` records); with
         ``kind="notebook"``, ``code`` is a rendered notebook (``notebooks.document``). A user
-        outside the target's submit groups gets a ``denied`` task: the attempt is audited."""
-        task = await self.flow.submit(ident, target_name, code, kind=kind, why=why, template=template, preapproved=preapproved)
+        outside the target's submit groups gets a ``denied`` task: the attempt is audited. With
+        ``idem``, a repeat of an earlier submission returns that task (``replayed``), which runs once."""
+        task = await self.flow.submit(ident, target_name, code, kind=kind, why=why, template=template, preapproved=preapproved,
+                                      idem=idem)
+        if task.replayed:
+            return task
         if task.status in (tasks.APPROVED, tasks.PENDING_REVIEW):
             self.background.spawn(self.run(task.id))
         return task
