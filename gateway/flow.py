@@ -210,7 +210,7 @@ class TaskFlow:
     async def replay(self, ident: Identity, idem: Idempotency) -> Task | None:
         """The task ``ident`` submitted with ``idem``'s key, if any (422 when it came from another request)."""
         def _find(session: Session) -> Task | None:
-            task = idempotency.find(session, ident.user_id, idem.key)
+            task = idempotency.find(session, ident.user_id or 0, idem.key)
             return None if task is None else reviews.annotate(session, idempotency.check_same(task, idem))
         return await self.store.run(_find)
 

@@ -26,7 +26,7 @@ from .models import Task
 
 HEADER = "Idempotency-Key"
 MAX_LENGTH = 200
-_VALID = re.compile(r"^[\x21-\x7e]{1,%d}$" % MAX_LENGTH)  # printable ASCII, no spaces
+_VALID = re.compile(rf"^[\x21-\x7e]{{1,{MAX_LENGTH}}}$")  # printable ASCII, no spaces
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ A script is a task of kind ``script`` (or ``notebook``: a rendered notebook, run
 ``notebooks.runner``): once approved (by policy or review) and once an agent
 serves its target, it runs on a kernel started for it alone, as its author, and the kernel is
 stopped when it ends. After a gateway restart, :meth:`Scripts.recover` ends what the previous
-process was running (``lost``, never re-run) and picks up the scripts still waiting.
+process was running (``lost``, never re-run) and picks up the scripts still waiting. A gateway
+that stops (SIGTERM) starts no new script and gives the running ones a grace to end
+(:meth:`Scripts.stop`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .background import Background
 from .events import TaskEvents
 from .flow import TaskFlow, identity_of
 from .idempotency import Idempotency
-from .kernels import NotRun
+from .kernels import LiveKernel, NotRun
 from .lifecycle import KernelLifecycle
 from .models import Task
 from .notebooks.runner import NotebookRunner, execute_request
@@ -46,6 +48,10 @@ class Scripts:
         self.background = background
         self.timeouts = timeouts or Timeouts()
         self.notebooks = NotebookRunner(store, relay)
+        #: the run of each script this process follows, and the kernel of each one that runs
+        self.runs: dict[int, asyncio.Task[None]] = {}
+        self.kernels: dict[int, LiveKernel] = {}
+        self.stopping = False
 
     async def submit(self, ident: Identity, target_name: str, code: str, why: str,
                      template: dict[str, Any] | None = None, kind: str = "script",
@@ -59,8 +65,14 @@ class Scripts:
         if task.replayed:
             return task
         if task.status in (tasks.APPROVED, tasks.PENDING_REVIEW):
-            self.background.spawn(self.run(task.id))
+            self.follow(task.id)
         return task
+
+    def follow(self, task_id: int) -> None:
+        """Run the script in the background (it waits for its decision and an agent first)."""
+        run = self.background.spawn(self.run(task_id))
+        self.runs[task_id] = run
+        run.add_done_callback(lambda _: self.runs.pop(task_id, None))
 
     async def run(self, task_id: int) -> None:
         """Wait for the decision and for an agent, then run the script on an ephemeral kernel."""
@@ -71,7 +83,7 @@ class Scripts:
         while task.status == tasks.APPROVED and not self.agents.serving(task.target):
             await asyncio.sleep(self.timeouts.agent_poll)  # no agent yet: wait, but never past the approval window
             task = await self.flow.ensure_fresh(await self.flow.get_task(task_id))
-        if task.status != tasks.APPROVED:
+        if task.status != tasks.APPROVED or self.stopping:  # stopping: the next gateway process runs it
             return
         ident = await self.store.run(identity_of, task.user_id)
         try:
@@ -79,6 +91,7 @@ class Scripts:
         except Exception as exc:
             await self.relay.finish(task_id, tasks.FAILED, "AgentUnavailable", str(getattr(exc, "message", exc)))
             return
+        self.kernels[task_id] = kernel
         try:
             if task.kind == "notebook":
                 await self.notebooks.run(kernel, task)
@@ -89,7 +102,24 @@ class Scripts:
                 return
             await self.relay.drain(kernel)
         finally:
+            self.kernels.pop(task_id, None)  # the script has ended: what is left is stopping its kernel
             await self.lifecycle.stop(kernel, "gateway")
+
+    async def stop(self, grace: float) -> None:
+        """The gateway stops: start no new script; give the running ones ``grace`` seconds to end and
+        write their records; end the others ``lost`` (never re-run: the kernel is stopped, what it
+        wrote stays written, what it printed is kept) and wait a second for their kernels to stop.
+        Scripts still waiting for review or an agent are picked up by the next process (:meth:`recover`)."""
+        self.stopping = True
+        running = [self.runs[t] for t in self.kernels if t in self.runs]
+        if not running:
+            return
+        await asyncio.wait(running, timeout=grace)
+        for task_id, kernel in list(self.kernels.items()):
+            log.warning("task %s still runs as the gateway stops: it ends lost", task_id)
+            await self.relay.drain(kernel)  # what it printed is stored before its end
+            await self.lifecycle.lost(kernel, "the gateway stopped while this task ran; it is not re-run")
+        await asyncio.wait(running, timeout=1.0)  # their kernels stop (else the agent stops them at its next hello)
 
     async def recover(self) -> None:
         """On start: executions of a previous gateway process are not re-run; held cells are gone;
@@ -112,4 +142,4 @@ class Scripts:
                     resumed.append(task.id)
             return resumed
         for task_id in await self.store.run(_tx):
-            self.background.spawn(self.run(task_id))
+            self.follow(task_id)

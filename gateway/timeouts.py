@@ -35,3 +35,5 @@ class Timeouts:
     agent_poll: float = 1.0
     #: longest ``wait`` of one long-poll request on ``GET /api/v1/tasks/{id}``
     long_poll_max: float = 30.0
+    #: on SIGTERM: seconds running scripts have to end before they end ``lost`` (the whole stop stays under 5 s)
+    stop_grace: float = 2.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import sys
@@ -90,7 +91,7 @@ def follow(gw: GatewayClient, task: dict[str, Any], *, stream: bool = True,
     after: int | None = None
     outputs: list[dict[str, Any]] = []
     while True:
-        page = patience.call(lambda: gw.output(tid, after=after, wait=POLL_WAIT), f"following task {tid}")
+        page = patience.call(functools.partial(gw.output, tid, after=after, wait=POLL_WAIT), f"following task {tid}")
         task = page.get("task") or task
         status = task.get("status")
         new = page.get("outputs") or []
