@@ -293,3 +293,19 @@ def test_a_gateway_stopped_with_tasks_in_every_state(world: World, sig: signal.S
 
 
 FINAL = {"succeeded", "failed", "rejected", "denied", "cancelled", "expired", "killed", "lost"}
+
+
+def test_cellgate_run_started_while_the_gateway_is_down_submits_once_it_is_back(world: World) -> None:
+    tag = f"t{uuid.uuid4().hex[:6]}"
+    world.stop(signal.SIGKILL)
+    proc = world.run(script(tag, lines=1, pause=0.1))
+    assert proc.stderr is not None
+    assert "retrying for up to 60 s" in proc.stderr.readline() + proc.stderr.readline()
+    world.start()
+    lines, err = _finish(proc, [])
+    assert proc.returncode == 0, err
+    assert lines == [f"{tag} line 0\n", f"{tag} wrote\n"]
+    with world.gw.api(world.dev) as api:
+        mine = [t for t in api.get("/api/v1/tasks", params={"limit": 20}).json()["tasks"] if tag in t["code"]]
+    assert len(mine) == 1 and mine[0]["status"] == "succeeded"
+    assert world.writes(tag) == 1
