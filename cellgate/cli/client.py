@@ -164,10 +164,11 @@ class GatewayClient:
     def put_target(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("PUT", f"/api/v1/targets/{_seg(name)}", json=body)
 
-    def submit(self, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
-        """POST a script (``{"target", "code", "why"}``) or a notebook; ``key``: its ``Idempotency-Key``
-        (a retry with the same key and body gets the task the first attempt created, never a second)."""
-        return self.request("POST", "/api/v1/tasks", json=body, headers={"Idempotency-Key": key} if key else None)
+    def submit(self, body: dict[str, Any], key: str | None = None, path: str = "/api/v1/tasks") -> dict[str, Any]:
+        """POST a script (``{"target", "code", "why"}``), a notebook, or (``path`` ``/api/v1/template-runs``) a
+        template run; ``key``: its ``Idempotency-Key`` (a retry with the same key and body gets the task the
+        first attempt created, never a second)."""
+        return self.request("POST", path, json=body, headers={"Idempotency-Key": key} if key else None)
 
     def tasks(self, *, status: str | None = None, target: str | None = None,
               user: str | None = None, limit: int | None = None) -> dict[str, Any]:

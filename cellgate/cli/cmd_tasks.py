@@ -134,12 +134,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return follow_submitted(gw, submit(gw, body, retry.from_args(args)), args)
 
 
-def submit(gw: GatewayClient, body: dict[str, Any], patience: retry.Patience) -> dict[str, Any]:
-    """POST the task with a key of its own, retried with the same key while the gateway restarts:
-    one task however many attempts it takes. Raises :class:`GatewayUnreachable` after ``patience``."""
+def submit(gw: GatewayClient, body: dict[str, Any], patience: retry.Patience, path: str = "/api/v1/tasks") -> dict[str, Any]:
+    """POST the task (to ``path``: a script or notebook, or a template run) with a key of its own,
+    retried with the same key while the gateway restarts: one task however many attempts it takes.
+    Raises :class:`GatewayUnreachable` after ``patience``."""
     key = str(uuid.uuid4())
     try:
-        return patience.call(lambda: gw.submit(body, key), "submitting")
+        return patience.call(lambda: gw.submit(body, key, path), "submitting")
     except retry.GaveUp as exc:
         raise GatewayUnreachable(f"{exc.message}. No task was confirmed: if the gateway got the request, "
                                  "the task is listed by `cellgate tasks --limit 5` (check before running the "

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from . import exitcodes, render, retry
 from .client import command, connect, connection_options, json_option
-from .cmd_tasks import follow_submitted, parameter_values
+from .cmd_tasks import follow_submitted, parameter_values, submit
 
 
 def register(subparsers: Any) -> None:
@@ -104,8 +104,8 @@ def cmd_run(args: Any) -> int:
     if values is None:
         return exitcodes.USAGE
     with connect(args) as gw:
-        task = gw.request("POST", "/api/v1/template-runs",
-                          json={"template": args.name, "target": args.target, "parameters": values, "why": args.why})
+        task = submit(gw, {"template": args.name, "target": args.target, "parameters": values, "why": args.why},
+                      retry.from_args(args), "/api/v1/template-runs")
         if not args.wait:  # submitted: say so, and how to follow it
             if args.json:
                 render.print_json(task)

@@ -82,9 +82,9 @@ async def prepare_run(library: TemplateLibrary, store: Store, ident: Identity, n
 
 
 async def run_template(library: TemplateLibrary, scripts: Scripts, store: Store, ident: Identity, name: str,
-                       target_name: str, values: Mapping[str, Any], why: str) -> Task:
+                       target_name: str, values: Mapping[str, Any], why: str, idem: Idempotency | None = None) -> Task:
     prepared = await prepare_run(library, store, ident, name, target_name, values)
-    return await _submit(scripts, ident, prepared, why)
+    return await _submit(scripts, ident, prepared, why, idem)
 
 
 async def run_notebook_file(scripts: Scripts, store: Store, ident: Identity, filename: str, text: str,
