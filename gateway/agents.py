@@ -26,6 +26,7 @@ log = logging.getLogger("cellgate.gateway.agents")
 #: WebSocket close codes of a refused hello (docs/agent-protocol.md)
 CLOSE_FORBIDDEN = 4003  # the token may not speak as this agent (wrong agent_id, unbound token)
 CLOSE_DUPLICATE = 4009  # another connection of this agent id is alive
+CLOSE_GOING_AWAY = 1001  # the gateway stops (RFC 6455 "going away"): reconnect to the next one
 #: seconds a connected agent has to answer the ping sent when a second connection claims its id
 PROBE_TIMEOUT = 3.0
 #: a refusal repeated by a reconnecting agent is audited once per this many seconds (always logged)
@@ -163,6 +164,15 @@ class AgentRegistry:
 
     def get(self, agent_id: str) -> AgentConnection | None:
         return self.agents.get(agent_id)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every agent's socket (the gateway stops): each agent reconnects to the next gateway process."""
+        for conn in list(self.agents.values()):
+            if conn.close is not None:
+                try:
+                    conn.close(code, reason)
+                except Exception:  # already closing
+                    log.debug("closing agent %s", conn.agent_id, exc_info=True)
 
     def serving(self, target: str) -> list[AgentConnection]:
         return [a for a in self.agents.values() if target in a.targets]

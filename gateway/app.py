@@ -15,6 +15,8 @@ import html
 import logging
 import os
 import signal
+import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -27,7 +29,7 @@ from .. import __version__
 from ..config_file import flag_config, load_python_config
 from ..seconds import check_seconds, from_traits
 from . import analysis, openapi
-from .agents import AgentRegistry
+from .agents import CLOSE_GOING_AWAY, AgentRegistry
 from .background import Background
 from .cells import CellHost
 from .events import TaskEvents
@@ -177,6 +179,7 @@ TIMEOUT_FIELDS = {
     "store_timeout": "store_call", "store_long_timeout": "store_long_call", "store_statement_timeout": "store_statement",
     "store_connect_timeout": "store_connect", "store_pool_timeout": "store_pool", "store_retry_max": "store_retry_max",
     "sweep_interval": "sweep_interval", "sweep_margin": "sweep_margin",
+    "stop_grace": "stop_grace",
 }
 
 
@@ -231,6 +234,10 @@ class Gateway(Application):
         "Seconds between looks for an agent while an approved script waits for one."))
     long_poll_max = Float(Timeouts.long_poll_max, config=True, help=(
         "Longest wait of one long-poll request for a task's outputs, in seconds."))
+    stop_grace = Float(Timeouts.stop_grace, config=True, help=(
+        "On SIGTERM/SIGINT: seconds the scripts that run have to end and write their records; those still "
+        "running then end 'lost' (never re-run) and their kernels are stopped. Keep it under 4 so the gateway "
+        "exits within 5 s."))
 
     # when the store fails (docs/operations.md, "The gateway's store fails")
     store_timeout = Float(Timeouts.store_call, config=True, help=(
@@ -310,6 +317,22 @@ class Gateway(Application):
     def timeouts(self) -> Timeouts:
         return from_traits(Timeouts, self, TIMEOUT_FIELDS)
 
+    async def drain(self, server: httpserver.HTTPServer, parts: Parts) -> float:
+        """The first steps of a stop (docs/operations.md, "The gateway restarts"): accept no new
+        connection, start no new script, give the running ones ``stop_grace`` seconds to end (then
+        they end ``lost`` and their kernels are stopped), and close the agents' sockets with
+        1001 so they reconnect to the next gateway process. Returns when the stop began (monotonic)."""
+        since = time.monotonic()
+        self.log.info("stopping: no new requests; running scripts have %g s to end", parts.timeouts.stop_grace)
+        server.stop()
+        await parts.scripts.stop(parts.timeouts.stop_grace)
+        parts.agents.close_all(CLOSE_GOING_AWAY, "the gateway is stopping; reconnect")
+        for _ in range(20):  # each closed socket records the agent's leaving: give that 0.5 s at most
+            if not parts.agents.agents:
+                break
+            await asyncio.sleep(0.025)
+        return since
+
     def configure(self, flags: Mapping[str, Any] | None = None) -> None:
         """Read the settings: ``flags`` (trait name → value or its text, from the command line) over
         the config file over the environment defaults, as the agent does. Raises ``TraitError``
@@ -324,7 +347,14 @@ class Gateway(Application):
         Templates(parent=self)  # its settings are checked now, not at the first refresh
 
     def start(self) -> None:
+        """Serve until SIGINT/SIGTERM, then exit the process at once: everything is closed by then
+        (store, workers, sockets), and the interpreter's own teardown (garbage collection of every
+        module) can take seconds on a loaded host: a stop must end within 5 s (docs/operations.md)."""
         asyncio.run(self.serve())
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     async def serve(self, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
         """Run until SIGINT/SIGTERM, or until ``stop`` is set when given (then no signal handlers are
@@ -364,9 +394,9 @@ class Gateway(Application):
         if ready is not None:
             ready.set()
         await stop.wait()
-        self.log.info("stopping")
-        server.stop()
+        since = await self.drain(server, parts)
         await slack.close()
         await parts.background.cancel_all()
         analyser.close()
         store.close()
+        self.log.info("stopped, %.1f s after the signal", time.monotonic() - since)

@@ -18,7 +18,14 @@ class Background:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    async def cancel_all(self) -> None:
-        for task in list(self.tasks):
+    async def cancel_all(self, timeout: float = 0.5) -> None:
+        """Cancel every task and wait up to ``timeout`` seconds for them to end (the gateway stops:
+        an error a task raises as it is cancelled is no news, and is not reported)."""
+        pending = list(self.tasks)
+        for task in pending:
             task.cancel()
-        await asyncio.sleep(0)
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for task in pending:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved

@@ -9,6 +9,7 @@
     ├── NotFound (404)
     ├── Conflict (409)   also raised for tasks.TransitionConflict
     ├── TooLarge (413)   code over Gateway.max_code_bytes
+    ├── Unprocessable (422) well-formed but refused, e.g. an Idempotency-Key reused for another request
     └── Unavailable (503) e.g. no agent serves the target
         └── StoreUnavailable  the store did not answer within Gateway.store_timeout, or cannot be reached
 """
@@ -46,6 +47,10 @@ class Conflict(CellgateError):
 
 class TooLarge(CellgateError):
     status = 413
+
+
+class Unprocessable(CellgateError):
+    status = 422
 
 
 class Unavailable(CellgateError):

@@ -13,16 +13,18 @@ import datetime as dt
 import logging
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cellgate import protocol
 
-from . import access, analysis, audit, auth, policy, reviews, risk, tasks
+from . import access, analysis, audit, auth, idempotency, policy, reviews, risk, tasks
 from .agents import AgentRegistry
 from .auth import Identity
 from .errors import Conflict, Forbidden, NotFound, TooLarge, Unavailable
 from .events import TaskEvents
+from .idempotency import Idempotency
 from .models import Target, Task, User, utcnow
 from .notebooks.document import cells_of as notebook_cells
 from .store import Store
@@ -107,7 +109,8 @@ class TaskFlow:
 
     async def submit(self, ident: Identity, target_name: str, code: str, *, kind: str,
                      refuse: str | None = None, dispatch_to: str | None = None,
-                     preapproved: tuple[str, str] | None = None, **context: Any) -> Task:
+                     preapproved: tuple[str, str] | None = None, idem: Idempotency | None = None,
+                     **context: Any) -> Task:
         """Create the task, analyse its risk and let policy move it on, in one transaction.
 
         Code over ``max_code_bytes`` (UTF-8) is refused with :class:`TooLarge` (413) before
@@ -128,8 +131,13 @@ class TaskFlow:
         ``preapproved`` = ``(decided_by, reason)``: the code was reviewed already (a schedule's due
         run, the very code its review approved): where policy would ask for a review, it is approved
         as ``decided_by``; a denial still denies.
+
+        ``idem``: the request's Idempotency-Key (``idempotency.py``): a task the user submitted with
+        that key is returned as it is (``replayed``), never a second one; with another request, 422.
         """
         self.check_size(code, "cell" if kind == "cell" else "script")
+        if idem is not None and (earlier := await self.replay(ident, idem)) is not None:
+            return earlier
         row = await self.store.run(_target_facts, target_name)
         if row is None:
             raise NotFound(f"target {target_name!r} not found")
@@ -168,7 +176,7 @@ class TaskFlow:
                            "run_as": decision.run_as}
             task = tasks.create(session, ident.actor, kind=kind, target=target.name, user_id=ident.user_id,
                                 code=code, review_groups=list(decision.review_groups), risk=cell_risk.as_dict(),
-                                review_rule=review_rule, **context)
+                                review_rule=review_rule, **idempotency.fields(idem), **context)
             dest = {policy.APPROVE: tasks.APPROVED, policy.REVIEW: tasks.PENDING_REVIEW, policy.DENY: tasks.DENIED}[decision.action]
             fields: dict[str, Any] = {}
             if dest != tasks.PENDING_REVIEW:
@@ -188,11 +196,23 @@ class TaskFlow:
             _ = task.user
             return reviews.annotate(session, task)
 
-        task = await self.store.run(_submit)
+        try:
+            task = await self.store.run(_submit)
+        except IntegrityError:
+            if idem is None or (earlier := await self.replay(ident, idem)) is None:
+                raise
+            return earlier  # a repeat that raced the first request: the first one's task
         if found.parsed and analysed_as[0] == "sql" and kind != "notebook":  # dispatch need not split again (the kernel checks it)
             task.analysed = (analysed_as, found.texts)
         self.events.notify(task.id)
         return task
+
+    async def replay(self, ident: Identity, idem: Idempotency) -> Task | None:
+        """The task ``ident`` submitted with ``idem``'s key, if any (422 when it came from another request)."""
+        def _find(session: Session) -> Task | None:
+            task = idempotency.find(session, ident.user_id or 0, idem.key)
+            return None if task is None else reviews.annotate(session, idempotency.check_same(task, idem))
+        return await self.store.run(_find)
 
     def check_size(self, code: str, what: str = "cell") -> None:
         """Refuse code over ``max_code_bytes`` of UTF-8 (413): one cell must not stall the gateway."""

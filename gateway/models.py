@@ -107,6 +107,7 @@ class Kernel(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(10))  # cell | script | notebook | schedule (a schedule's review)
     status: Mapped[str] = mapped_column(String(20), index=True)
@@ -142,12 +143,17 @@ class Task(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    #: the author's Idempotency-Key (unique per user) and the SHA-256 of the request it came with (idempotency.py)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    request_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     user: Mapped[User] = relationship(lazy="joined")
     reviews: Mapped[list[Review]] = relationship(order_by="Review.id", lazy="selectin")
     #: not stored: what a pending task still needs, filled by reviews.annotate() for views
     missing_approvals: tuple[str, ...] = ()
     #: not stored: ((kind, dialect), statement texts) when this process analysed the task at submission
     analysed: tuple[tuple[str, str | None], tuple[str, ...]] | None = None
+    #: not stored: True when a submit found this task by its Idempotency-Key instead of creating it
+    replayed: bool = False
 
 
 class Review(Base):

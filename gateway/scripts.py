@@ -4,7 +4,9 @@ A script is a task of kind ``script`` (or ``notebook``: a rendered notebook, run
 ``notebooks.runner``): once approved (by policy or review) and once an agent
 serves its target, it runs on a kernel started for it alone, as its author, and the kernel is
 stopped when it ends. After a gateway restart, :meth:`Scripts.recover` ends what the previous
-process was running (``lost``, never re-run) and picks up the scripts still waiting.
+process was running (``lost``, never re-run) and picks up the scripts still waiting. A gateway
+that stops (SIGTERM) starts no new script and gives the running ones a grace to end
+(:meth:`Scripts.stop`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .background import Background
 from .errors import StoreUnavailable
 from .events import TaskEvents
 from .flow import TaskFlow, identity_of
-from .kernels import NotRun
+from .idempotency import Idempotency
+from .kernels import LiveKernel, NotRun
 from .lifecycle import KernelLifecycle
 from .models import Task
 from .notebooks.runner import NotebookRunner, execute_request
@@ -48,22 +51,36 @@ class Scripts:
         self.background = background
         self.timeouts = timeouts or Timeouts()
         self.notebooks = NotebookRunner(store, relay)
+        #: the run of each script this process follows, and the kernel of each one that runs
+        self.runs: dict[int, asyncio.Task[None]] = {}
+        self.kernels: dict[int, LiveKernel] = {}
+        self.stopping = False
 
     async def submit(self, ident: Identity, target_name: str, code: str, why: str,
                      template: dict[str, Any] | None = None, kind: str = "script",
-                     preapproved: tuple[str, str] | None = None) -> Task:
+                     preapproved: tuple[str, str] | None = None, idem: Idempotency | None = None) -> Task:
         """A CLI script, or a rendered template (``template``: what ``Task.template`` records); with
         ``kind="notebook"``, ``code`` is a rendered notebook (``notebooks.document``). A user
-        outside the target's submit groups gets a ``denied`` task: the attempt is audited."""
-        task = await self.flow.submit(ident, target_name, code, kind=kind, why=why, template=template, preapproved=preapproved)
+        outside the target's submit groups gets a ``denied`` task: the attempt is audited. With
+        ``idem``, a repeat of an earlier submission returns that task (``replayed``), which runs once."""
+        task = await self.flow.submit(ident, target_name, code, kind=kind, why=why, template=template, preapproved=preapproved,
+                                      idem=idem)
+        if task.replayed:
+            return task
         if task.status in (tasks.APPROVED, tasks.PENDING_REVIEW):
-            self.background.spawn(self.run(task.id))
+            self.follow(task.id)
         return task
+
+    def follow(self, task_id: int) -> None:
+        """Run the script in the background (it waits for its decision and an agent first)."""
+        run = self.background.spawn(self.run(task_id))
+        self.runs[task_id] = run
+        run.add_done_callback(lambda _: self.runs.pop(task_id, None))
 
     async def run(self, task_id: int) -> None:
         """Wait for the decision and for an agent, then run the script on an ephemeral kernel."""
         task = await self._until_store_answers(task_id, self._decided, task_id)
-        if task.status != tasks.APPROVED:
+        if task.status != tasks.APPROVED or self.stopping:  # stopping: the next gateway process runs it
             return
         ident = await self._until_store_answers(task_id, self.store.run, identity_of, task.user_id)
         try:
@@ -71,6 +88,7 @@ class Scripts:
         except Exception as exc:
             await self.relay.finish(task_id, tasks.FAILED, "AgentUnavailable", str(getattr(exc, "message", exc)))
             return
+        self.kernels[task_id] = kernel
         try:
             if task.kind == "notebook":
                 await self.notebooks.run(kernel, task)
@@ -87,6 +105,7 @@ class Scripts:
                     task = await self._until_store_answers(task_id, self.flow.get_task, task_id)
             await self.relay.drain(kernel)
         finally:
+            self.kernels.pop(task_id, None)  # the script has ended: what is left is stopping its kernel
             await self.lifecycle.stop(kernel, "gateway")
 
     async def _decided(self, task_id: int) -> Task:
@@ -110,6 +129,22 @@ class Scripts:
                 log.warning("script task %s waits for the store: %s", task_id, exc.message)
                 await asyncio.sleep(self.timeouts.task_poll)
 
+    async def stop(self, grace: float) -> None:
+        """The gateway stops: start no new script; give the running ones ``grace`` seconds to end and
+        write their records; end the others ``lost`` (never re-run: the kernel is stopped, what it
+        wrote stays written, what it printed is kept) and wait a second for their kernels to stop.
+        Scripts still waiting for review or an agent are picked up by the next process (:meth:`recover`)."""
+        self.stopping = True
+        running = [self.runs[t] for t in self.kernels if t in self.runs]
+        if not running:
+            return
+        await asyncio.wait(running, timeout=grace)
+        for task_id, kernel in list(self.kernels.items()):
+            log.warning("task %s still runs as the gateway stops: it ends lost", task_id)
+            await self.relay.drain(kernel)  # what it printed is stored before its end
+            await self.lifecycle.lost(kernel, "the gateway stopped while this task ran; it is not re-run")
+        await asyncio.wait(running, timeout=1.0)  # their kernels stop (else the agent stops them at its next hello)
+
     async def recover(self) -> None:
         """On start: executions of a previous gateway process are not re-run; held cells are gone;
         scripts still waiting for review or an agent wait again."""
@@ -131,4 +166,4 @@ class Scripts:
                     resumed.append(task.id)
             return resumed
         for task_id in await self.store.run(_tx):
-            self.background.spawn(self.run(task_id))
+            self.follow(task_id)

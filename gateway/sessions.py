@@ -95,7 +95,9 @@ class AgentSessions:
         Raises :class:`AgentRefused` (audited ``agent.refused``) when the token may not speak as
         this agent id, or another live connection holds the id. Returns (targets accepted,
         targets refused with the reason, kernel ids adopted): the agent stops the kernels not
-        adopted. Nothing the agent announces is written to the targets (binding.py).
+        adopted, among them the ephemeral kernels of scripts an earlier gateway process ran
+        (after a SIGKILL: their tasks ended ``lost`` at this process's start). Nothing the agent
+        announces is written to the targets (binding.py).
         """
         announced = {t.name: t.to_dict() for t in hello.targets}
         hosted = set(hello.kernels)
@@ -122,7 +124,10 @@ class AgentSessions:
                     audit.append(session, actor, "agent.target_refused",
                                  detail={"agent": agent.agent_id, "target": name, "reason": why})
             rows = list(session.execute(select(Kernel).where(Kernel.agent_id == agent.agent_id, Kernel.stopped_at.is_(None))).scalars())
-            adopt = [r for r in rows if r.id in hosted and r.target in accepted]
+            # an ephemeral kernel (a script's) is adopted only by the process running its script: one
+            # left by an earlier gateway process (killed) is stopped, not kept for ever
+            adopt = [r for r in rows if r.id in hosted and r.target in accepted
+                     and (not r.ephemeral or self.kernels.get(r.id) is not None)]
             for row in rows:
                 if row not in adopt:
                     row.stopped_at = utcnow()

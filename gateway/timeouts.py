@@ -51,3 +51,5 @@ class Timeouts:
     sweep_interval: float = 60.0
     #: seconds past a task's time limit before the sweeper ends it ``lost`` (when nothing tracks it)
     sweep_margin: float = 300.0
+    #: on SIGTERM: seconds running scripts have to end before they end ``lost`` (the whole stop stays under 5 s)
+    stop_grace: float = 2.0

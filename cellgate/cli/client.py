@@ -114,9 +114,9 @@ class GatewayClient:
         raise ApiError(response.status_code, message)
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                json: Any = None, timeout: float | None = None) -> Any:
+                json: Any = None, timeout: float | None = None, headers: dict[str, str] | None = None) -> Any:
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"headers": headers} if headers else {}
         if timeout is not None:
             extra["timeout"] = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT)
         try:
@@ -164,8 +164,11 @@ class GatewayClient:
     def put_target(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("PUT", f"/api/v1/targets/{_seg(name)}", json=body)
 
-    def submit(self, target: str, code: str, why: str) -> dict[str, Any]:
-        return self.request("POST", "/api/v1/tasks", json={"target": target, "code": code, "why": why})
+    def submit(self, body: dict[str, Any], key: str | None = None, path: str = "/api/v1/tasks") -> dict[str, Any]:
+        """POST a script (``{"target", "code", "why"}``), a notebook, or (``path`` ``/api/v1/template-runs``) a
+        template run; ``key``: its ``Idempotency-Key`` (a retry with the same key and body gets the task the
+        first attempt created, never a second)."""
+        return self.request("POST", path, json=body, headers={"Idempotency-Key": key} if key else None)
 
     def tasks(self, *, status: str | None = None, target: str | None = None,
               user: str | None = None, limit: int | None = None) -> dict[str, Any]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import sys
+import uuid
 from typing import Any
 
-from cellgate.cli import exitcodes, render
-from cellgate.cli.client import GatewayClient, GatewayError, command, connect, connection_options, error, json_option
+from cellgate.cli import exitcodes, render, retry
+from cellgate.cli.client import (GatewayClient, GatewayError, GatewayUnreachable, command, connect, connection_options, error,
+                                 json_option)
 
 #: The exit code of `cellgate run` for each final task status.
 STATUS_EXIT = {
@@ -74,17 +77,21 @@ def _emit(output: dict[str, Any]) -> None:
         out.flush()
 
 
-def follow(gw: GatewayClient, task: dict[str, Any], *, stream: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def follow(gw: GatewayClient, task: dict[str, Any], *, stream: bool = True,
+           patience: retry.Patience | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Poll the task's outputs until it is done, announcing each new status on stderr.
 
     With ``stream``, outputs are written as they arrive; returns the final task and all outputs.
+    A poll that fails while the gateway restarts (or answers 5xx) is retried with ``patience``,
+    from the last output seen: none is shown twice, none is missed. Raises :class:`retry.GaveUp`.
     """
+    patience = patience or retry.Patience()
     tid = task["id"]
     seen_status = task.get("status")
     after: int | None = None
     outputs: list[dict[str, Any]] = []
     while True:
-        page = gw.output(tid, after=after, wait=POLL_WAIT)
+        page = patience.call(functools.partial(gw.output, tid, after=after, wait=POLL_WAIT), f"following task {tid}")
         task = page.get("task") or task
         status = task.get("status")
         new = page.get("outputs") or []
@@ -119,12 +126,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not code.strip():
         error("the code to run is empty")
         return exitcodes.USAGE
+    body: dict[str, Any] = {"target": args.target, "code": code, "why": args.why or ""}
+    if notebook:  # one task: the notebook with its parameters injected, run cell by cell once approved
+        body = {"target": args.target, "notebook": code, "parameters": values, "name": os.path.basename(args.file),
+                "why": args.why or ""}
     with connect(args) as gw:
-        if notebook:  # one task: the notebook with its parameters injected, run cell by cell once approved
-            task = gw.request("POST", "/api/v1/tasks", json={"target": args.target, "notebook": code, "parameters": values,
-                                                             "name": os.path.basename(args.file), "why": args.why or ""})
-            return follow_submitted(gw, task, args)
-        return follow_submitted(gw, gw.submit(args.target, code, args.why or ""), args)
+        return follow_submitted(gw, submit(gw, body, retry.from_args(args)), args)
+
+
+def submit(gw: GatewayClient, body: dict[str, Any], patience: retry.Patience, path: str = "/api/v1/tasks") -> dict[str, Any]:
+    """POST the task (to ``path``: a script or notebook, or a template run) with a key of its own,
+    retried with the same key while the gateway restarts: one task however many attempts it takes.
+    Raises :class:`GatewayUnreachable` after ``patience``."""
+    key = str(uuid.uuid4())
+    try:
+        return patience.call(lambda: gw.submit(body, key, path), "submitting")
+    except retry.GaveUp as exc:
+        raise GatewayUnreachable(f"{exc.message}. No task was confirmed: if the gateway got the request, "
+                                 "the task is listed by `cellgate tasks --limit 5` (check before running the "
+                                 "command again)") from None
 
 
 def follow_submitted(gw: GatewayClient, task: dict[str, Any], args: argparse.Namespace) -> int:
@@ -136,7 +156,7 @@ def follow_submitted(gw: GatewayClient, task: dict[str, Any], args: argparse.Nam
     if task.get("status") != "submitted":
         _say(render.status_line(task))
     try:
-        task, outputs = follow(gw, task, stream=not args.json)
+        task, outputs = follow(gw, task, stream=not args.json, patience=retry.from_args(args))
     except KeyboardInterrupt:
         _say(f"\ninterrupted: task {tid} was not cancelled. Follow it with: cellgate task show {tid}"
              f" (cancel it while it waits for review with: cellgate task cancel {tid})")
@@ -327,7 +347,7 @@ def register(subparsers: Any) -> None:
     conn, js = connection_options(), json_option()
 
     p = subparsers.add_parser(
-        "run", parents=[conn, js], help="run code on a target (after review) and stream its output",
+        "run", parents=[conn, js, retry.wait_options()], help="run code on a target (after review) and stream its output",
         description="Submit code to a target, wait for review, and stream its outputs. "
                     "The exit code says how it ended (see docs/cli.md).")
     p.add_argument("--target", "-t", required=True, help="target name (see `cellgate targets`)")

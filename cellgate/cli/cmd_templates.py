@@ -7,9 +7,9 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-from . import exitcodes, render
+from . import exitcodes, render, retry
 from .client import command, connect, connection_options, json_option
-from .cmd_tasks import follow_submitted, parameter_values
+from .cmd_tasks import follow_submitted, parameter_values, submit
 
 
 def register(subparsers: Any) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     q = sub.add_parser("show", parents=[conn, js], help="one template: where it runs, its parameters and its code")
     q.add_argument("name", help="the template's path in the repository without its extension, e.g. fixes/refund")
     q.set_defaults(func=cmd_show)
-    q = sub.add_parser("run", parents=[conn, js],
+    q = sub.add_parser("run", parents=[conn, js, retry.wait_options()],
                        help="run a template on a target as one task and follow it (exit codes of `cellgate run`)")
     q.add_argument("name", help="the template, e.g. fixes/refund")
     q.add_argument("-t", "--target", required=True, help="the target to run it on")
@@ -104,8 +104,8 @@ def cmd_run(args: Any) -> int:
     if values is None:
         return exitcodes.USAGE
     with connect(args) as gw:
-        task = gw.request("POST", "/api/v1/template-runs",
-                          json={"template": args.name, "target": args.target, "parameters": values, "why": args.why})
+        task = submit(gw, {"template": args.name, "target": args.target, "parameters": values, "why": args.why},
+                      retry.from_args(args), "/api/v1/template-runs")
         if not args.wait:  # submitted: say so, and how to follow it
             if args.json:
                 render.print_json(task)

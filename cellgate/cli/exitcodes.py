@@ -12,3 +12,4 @@ CANCELLED = 5     # cancelled by its author, or the approval expired
 KILLED = 6        # killed while running, or lost with its agent
 UNREACHABLE = 7   # the gateway could not be reached, or refused the token
 ERROR = 8         # the gateway refused the request (HTTP 4xx), e.g. unknown target, not allowed
+GAVE_UP = 9        # the task was submitted, but the gateway did not answer for --give-up-after seconds

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import reviews, tasks
+from .. import idempotency, reviews, tasks
 from ..access import may_see_task, visible_tasks
 from ..errors import BadRequest, NotFound
 from ..models import Task, TaskNotebook, TaskOutput, User
@@ -54,22 +54,28 @@ class TasksHandler(APIHandler):
 
     async def post(self) -> None:
         """A script ``{"target", "code", "why"}``, or a notebook of the caller's own ``{"target",
-        "notebook": its JSON text, "name": its file name, "parameters": {name: value}, "why"}``."""
+        "notebook": its JSON text, "name": its file name, "parameters": {name: value}, "why"}``.
+
+        201 with the new task; with an ``Idempotency-Key`` its author used before for the same
+        request, 200 with that task (``idempotency.py``)."""
         data = self.body()
         target = self.field(data, "target")
         why = self.field(data, "why", required=False, default="")
+        idem = idempotency.from_request(self.request.headers.get(idempotency.HEADER), "POST /api/v1/tasks", data)
         if "notebook" in data:
-            await self._notebook(data, target, why)
+            await self._notebook(data, target, why, idem)
             return
         code = self.field(data, "code")
         if not code.strip():
             raise BadRequest("code is empty: pass the script with -f FILE or -e CODE")
         self.flow.check_size(code, "script")  # 413 over Gateway.max_code_bytes
-        task = await self.scripts.submit(self.user, target, code, why)
-        self.send(task_json(task, self.flow.task_url(task.id)), 201)
+        task = await self.scripts.submit(self.user, target, code, why, idem=idem)
+        self._created(task)
 
+    def _created(self, task: Task) -> None:
+        self.send(task_json(task, self.flow.task_url(task.id)), 200 if task.replayed else 201)
 
-    async def _notebook(self, data: dict[str, Any], target: str, why: str) -> None:
+    async def _notebook(self, data: dict[str, Any], target: str, why: str, idem: idempotency.Idempotency | None) -> None:
         raw = data.get("notebook")
         if not isinstance(raw, (str, dict)):
             raise BadRequest("notebook must be the notebook's JSON, as text or as an object")
@@ -80,11 +86,11 @@ class TasksHandler(APIHandler):
         values = self.field(data, "parameters", dict, required=False, default={})
         self.flow.check_size(text, "script")  # 413 over Gateway.max_code_bytes
         try:
-            task = await run_notebook_file(self.scripts, self.store, self.user, name, text, target, values, why)
+            task = await run_notebook_file(self.scripts, self.store, self.user, name, text, target, values, why, idem)
         except TemplateValueRefused as exc:
             self.send({"status": 400, "message": exc.message, "field": exc.field}, 400)
             return
-        self.send(task_json(task, self.flow.task_url(task.id)), 201)
+        self._created(task)
 
 
 class TaskHandler(APIHandler):

@@ -17,6 +17,7 @@ import logging
 from ..errors import CellgateError, Unauthorized
 from ..templates.declare import json_schema
 from ..templates.library import TemplateLibrary
+from .. import idempotency
 from ..templates.runs import TemplateValueRefused, run_template
 from ..views import task_json
 from .base import APIHandler
@@ -56,18 +57,20 @@ class TemplateRunsHandler(TemplateHandlerBase):
                                       why=STRING))}
 
     async def post(self) -> None:
-        """Run a template: ``{"template", "target", "parameters": {name: value}, "why"}`` → the task (201)."""
+        """Run a template: ``{"template", "target", "parameters": {name: value}, "why"}`` → the task (201; with an
+        ``Idempotency-Key`` used before for the same request, 200 with that task: ``idempotency.py``)."""
         data = self.body()
         name = self.field(data, "template")
         target = self.field(data, "target")
         values = self.field(data, "parameters", dict, required=False, default={})
         why = self.field(data, "why", required=False, default="")
+        idem = idempotency.from_request(self.request.headers.get(idempotency.HEADER), "POST /api/v1/template-runs", data)
         try:
-            task = await run_template(self.library, self.scripts, self.store, self.user, name, target, values, why)
+            task = await run_template(self.library, self.scripts, self.store, self.user, name, target, values, why, idem)
         except TemplateValueRefused as exc:
             self.send({"status": 400, "message": exc.message, "field": exc.field}, 400)
             return
-        self.send(task_json(task, self.flow.task_url(task.id)), 201)
+        self.send(task_json(task, self.flow.task_url(task.id)), 200 if task.replayed else 201)
 
 
 class RepositoryHandler(TemplateHandlerBase):

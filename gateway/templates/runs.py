@@ -22,6 +22,7 @@ from typing import Any
 from ..access import template_allows_target
 from ..auth import Identity
 from ..errors import BadRequest, Forbidden, NotFound
+from ..idempotency import Idempotency
 from ..models import Target, Task
 from ..notebooks.document import NotebookError
 from ..scripts import Scripts
@@ -81,13 +82,13 @@ async def prepare_run(library: TemplateLibrary, store: Store, ident: Identity, n
 
 
 async def run_template(library: TemplateLibrary, scripts: Scripts, store: Store, ident: Identity, name: str,
-                       target_name: str, values: Mapping[str, Any], why: str) -> Task:
+                       target_name: str, values: Mapping[str, Any], why: str, idem: Idempotency | None = None) -> Task:
     prepared = await prepare_run(library, store, ident, name, target_name, values)
-    return await _submit(scripts, ident, prepared, why)
+    return await _submit(scripts, ident, prepared, why, idem)
 
 
 async def run_notebook_file(scripts: Scripts, store: Store, ident: Identity, filename: str, text: str,
-                            target_name: str, values: Mapping[str, Any], why: str) -> Task:
+                            target_name: str, values: Mapping[str, Any], why: str, idem: Idempotency | None = None) -> Task:
     """``cellgate run -f report.ipynb -p day=…``: a notebook of the caller's own, run as one task
     with its parameters checked and injected as a template's are; who may run it where is the
     target's rule, as for any script. The task records the file's name, and no commit."""
@@ -98,7 +99,7 @@ async def run_notebook_file(scripts: Scripts, store: Store, ident: Identity, fil
         raise BadRequest(f"{name} cannot be run: {exc}") from None
     target = await _target(store, target_name)
     prepared = await _render(template, target, values, {"name": None, "path": name, "commit": None})
-    return await _submit(scripts, ident, prepared, why)
+    return await _submit(scripts, ident, prepared, why, idem)
 
 
 async def _target(store: Store, name: str) -> Target:
@@ -108,8 +109,9 @@ async def _target(store: Store, name: str) -> Target:
     return target
 
 
-async def _submit(scripts: Scripts, ident: Identity, prepared: Prepared, why: str) -> Task:
-    return await scripts.submit(ident, prepared.target, prepared.code, why, template=prepared.record, kind=prepared.kind)
+async def _submit(scripts: Scripts, ident: Identity, prepared: Prepared, why: str, idem: Idempotency | None = None) -> Task:
+    return await scripts.submit(ident, prepared.target, prepared.code, why, template=prepared.record, kind=prepared.kind,
+                                idem=idem)
 
 
 async def _render(template: Template, target: Target, values: Mapping[str, Any], record: dict[str, Any]) -> Prepared:

@@ -28,7 +28,7 @@ def test_exit_code_for_status(status, code):
 def test_every_final_status_has_a_distinct_meaning():
     assert FINAL == {"succeeded", "failed", "rejected", "denied", "cancelled", "expired", "killed", "lost"}
     assert len({exitcodes.OK, exitcodes.FAILED, exitcodes.USAGE, exitcodes.REJECTED, exitcodes.DENIED,
-                exitcodes.CANCELLED, exitcodes.KILLED, exitcodes.UNREACHABLE, exitcodes.ERROR}) == 9
+                exitcodes.CANCELLED, exitcodes.KILLED, exitcodes.UNREACHABLE, exitcodes.ERROR, exitcodes.GAVE_UP}) == 10
 
 
 def test_sends_token_and_decodes_json():

@@ -153,9 +153,10 @@ def test_connection_refused(cli, cli_env):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    p = cli("run", "-t", "db", "-e", "SELECT 1", env={**cli_env, "CELLGATE_URL": url})
-    assert p.returncode == exitcodes.UNREACHABLE
+    p = cli("run", "-t", "db", "-e", "SELECT 1", env={**cli_env, "CELLGATE_URL": url, "CELLGATE_GIVE_UP_AFTER": "1"})
+    assert p.returncode == exitcodes.UNREACHABLE  # retried for 1 s, then: no task was confirmed
     assert url in p.stderr and "--gateway" in p.stderr and "good-token" not in p.stderr
+    assert "retrying for up to 1 s" in p.stderr and "No task was confirmed" in p.stderr
     no_traceback(p.stderr)
     p = cli("targets", "--gateway", url)
     assert p.returncode == exitcodes.UNREACHABLE
@@ -196,7 +197,7 @@ def test_ctrl_c_while_waiting_does_not_cancel(cli_env, gateway):
 
 
 def test_gateway_gone_while_following_says_how_to_find_the_task(cli_env, gateway):
-    proc = subprocess.Popen([str(CELLGATE), "run", "-t", "forever", "-e", "SELECT 1"], env=cli_env,
+    proc = subprocess.Popen([str(CELLGATE), "run", "-t", "forever", "-e", "SELECT 1", "--give-up-after", "1.5"], env=cli_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "submitted" in proc.stderr.readline()
@@ -207,7 +208,8 @@ def test_gateway_gone_while_following_says_how_to_find_the_task(cli_env, gateway
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == exitcodes.UNREACHABLE
+    assert proc.returncode == exitcodes.GAVE_UP
+    assert "gave up following task 1 after 1.5 s" in err
     assert "task 1 was submitted; follow it with: cellgate task show 1" in err
     no_traceback(err)
 

@@ -161,6 +161,18 @@ def test_a_python_template_gets_its_values_as_literals(world: World) -> None:
         assert json.loads(printed) == {"text": value, "n": 2}
 
 
+def test_a_template_run_repeated_with_its_idempotency_key_is_one_task(world: World) -> None:
+    body = {"template": "checks/echo", "target": "py", "parameters": {"text": "once"}, "why": "ticket 43"}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    with world.gw.api(world.support) as api:
+        first = api.post("/api/v1/template-runs", json=body, headers=key)
+        again = api.post("/api/v1/template-runs", json=body, headers=key)
+        other = api.post("/api/v1/template-runs", json={**body, "parameters": {"text": "twice"}}, headers=key)
+    assert (first.status_code, again.status_code, other.status_code) == (201, 200, 422), other.text
+    assert again.json()["id"] == first.json()["id"]
+    assert f"used for another request (task {first.json()['id']})" in other.json()["message"]
+
+
 def test_a_shell_template_gets_its_values_as_variables_and_arguments_never_as_shell_text(world: World) -> None:
     for value in [*HOSTILE, "$(touch /tmp/cg-pwned) `id` ; exit 3", "*", "-n", "a\\"]:
         r = run(world.gw, world.support, "ops/echo", "py", {"text": value})
