@@ -83,6 +83,23 @@ class Execution:
     seen_at: int | None = None  # the kernel's arrival count + 1 when that reply was relayed
     idle: bool = False  # iopub idle seen: every output has been relayed (iopub and shell are not ordered)
     cell: CellRun | None = None  # one cell of a notebook task: the task ends with the notebook, not here
+    #: the agent's numbering of the task's frames: the last one taken, and the ones that never came
+    agent_seq: int = 0
+    outputs_lost: int = 0
+    sent_at: dt.datetime = field(default_factory=lambda: _now())
+    started_at: dt.datetime | None = None
+    last_output_at: dt.datetime | None = None
+
+    def whereabouts(self) -> str:
+        """What is known of how far it got, for a message that says its code may have run."""
+        def at(when: dt.datetime) -> str:
+            return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+        known = [f"sent to the agent at {at(self.sent_at)}"]
+        if self.started_at is not None:
+            known.append(f"started at {at(self.started_at)}")
+        known.append(f"last output #{self.seq} at {at(self.last_output_at)}" if self.last_output_at is not None
+                     else "no output recorded")
+        return "; ".join(known)
 
 
 @dataclass
@@ -99,6 +116,7 @@ class CellRun:
     dispatched: bool = False
     started: bool = False
     truncated: bool = False
+    agent_seq: int = 0
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -181,13 +199,14 @@ class Recorder:
     def __init__(self, run: Callable[..., Awaitable[Any]], notify: Callable[[int], None]) -> None:
         self._run_in_store = run
         self._notify = notify
-        self._queue: asyncio.Queue[tuple[int, Op]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int, Op, Callable[[], None] | None]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
-    def put(self, task_id: int, op: Op) -> None:
+    def put(self, task_id: int, op: Op, on_done: Callable[[], None] | None = None) -> None:
+        """Queue ``op``; ``on_done`` is called once the commit that included it is done (not when it failed)."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
-        self._queue.put_nowait((task_id, op))
+        self._queue.put_nowait((task_id, op, on_done))
 
     async def _run(self) -> None:
         while True:
@@ -195,16 +214,25 @@ class Recorder:
             await asyncio.sleep(self.BATCH_DELAY)  # let the rest of the cell (and the next submit) go first
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            done: list[Callable[[], None] | None] = []
             try:
                 await self._run_in_store(self._apply, batch)
+                done = [on_done for _, _, on_done in batch]
             except Exception:  # one bad write: write the others one by one
-                for task_id, op in batch:
+                for task_id, op, on_done in batch:
                     try:
                         await self._run_in_store(op)
+                        done.append(on_done)
                     except Exception:
                         log.exception("recording an event of task %s failed", task_id)
-            for task_id in dict.fromkeys(task_id for task_id, _ in batch):
+            for task_id in dict.fromkeys(task_id for task_id, _, _ in batch):
                 self._notify(task_id)
+            for callback in done:
+                if callback is not None:
+                    try:
+                        callback()
+                    except Exception:
+                        log.exception("a callback after recording failed")
             for _ in batch:
                 self._queue.task_done()
 
@@ -213,8 +241,8 @@ class Recorder:
     BATCH_DELAY = 0.02
 
     @staticmethod
-    def _apply(session: Any, batch: list[tuple[int, Op]]) -> None:
-        for _, op in batch:
+    def _apply(session: Any, batch: list[tuple[int, Op, Callable[[], None] | None]]) -> None:
+        for _, op, _ in batch:
             op(session)
 
     async def drain(self) -> None:
