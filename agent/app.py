@@ -51,11 +51,13 @@ TIMEOUT_FIELDS = {
 #: key of the targets file's ``[agent]`` table → Agent trait
 AGENT_TABLE = {"id": "agent_id", "tags": "tags", "kernel_isolation": "kernel_isolation",
                "kernel_uids": "kernel_uids", "runtime_dir": "runtime_dir", "state_dir": "state_dir"}
-#: where the journal lives when Agent.state_dir is not set (one directory per agent id)
+#: where the journal lives when Agent.state_dir is not set: ``<root>/<agent id>``, the root from this
+#: variable or ``STATE_ROOT``
+STATE_ROOT_ENV = "CELLGATE_AGENT_STATE_ROOT"
 STATE_ROOT = "/var/lib/cellgate-agent"
 #: defaults computed when read, as the settings table in docs/agent.md shows them
 DYNAMIC_DEFAULTS = {"gateway_url": f"`${URL_ENV}`", "token": f"`${TOKEN_ENV}`", "agent_id": "the host name",
-                    "state_dir": f"`{STATE_ROOT}/<agent_id>`", "log_level": "`INFO`"}
+                    "state_dir": f"`${{{STATE_ROOT_ENV}:-{STATE_ROOT}}}/<agent_id>`", "log_level": "`INFO`"}
 
 
 class Agent(Application):
@@ -225,7 +227,7 @@ class Agent(Application):
         self.targets = dataclasses.replace(found, agent_id=self.agent_id, tags=list(self.tags),
                                            kernel_isolation=self.kernel_isolation, kernel_uids=uids,
                                            runtime_dir=self.runtime_dir or None,
-                                           state_dir=self.state_dir or os.path.join(STATE_ROOT, self.agent_id))
+                                           state_dir=self.state_dir or default_state_dir(self.agent_id))
         return self.targets
 
     # -- secrets and start ------------------------------------------------------------------
@@ -278,6 +280,12 @@ def _check_gateway_url(value: str) -> None:
     except ValueError:
         raise TraitError(f"Agent.gateway_url (--gateway, env {URL_ENV}) must start with http://, https://, ws:// or "
                          f"wss://, got {value!r}: e.g. --gateway https://cellgate.example.com") from None
+
+
+def default_state_dir(agent_id: str) -> str:
+    """``$CELLGATE_AGENT_STATE_ROOT`` (or /var/lib/cellgate-agent) ``/<agent id>``, the id made safe as a file name."""
+    root = os.environ.get(STATE_ROOT_ENV) or STATE_ROOT
+    return os.path.join(root, agent_id.replace("/", "_").lstrip(".") or "agent")
 
 
 def _table_value(found: AgentConfig, key: str) -> Any:

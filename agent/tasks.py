@@ -95,8 +95,9 @@ class TaskRuns:
     def ack(self, frame: protocol.Ack) -> None:
         self.outbox.ack(frame.task_id, frame.seq)
         entry = self.journal.open.get(frame.task_id)
-        if frame.ended and entry is not None and entry.state == "ended" and entry.last_seq <= frame.seq:
-            self.journal.forget(frame.task_id)
+        running = any(r.task_id == frame.task_id for r in self.runs.values())
+        if frame.ended and entry is not None and not running and entry.last_seq <= frame.seq:
+            self.journal.forget(frame.task_id)  # ended, or started on a kernel gone with an earlier run
 
     # -- the connection ----------------------------------------------------------------------
 

@@ -1,0 +1,112 @@
+"""The agent side of failures: an agent killed mid-task (back within the grace and after it), its link cut
+mid-output and over a task's end, and one output bigger than a WebSocket frame may be.
+
+``Gateway.agent_grace`` is ``GRACE`` (6 s) here instead of 30 s: "restarted after 5 s" becomes "restarted at
+once" (within the grace) and "after 45 s" becomes "after GRACE + 3 s" (past it). Every test ends by checking
+the target table: the task's write happened at most once.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import GRACE, World, settle
+from harness import wait_until
+
+pytestmark = pytest.mark.postgres
+
+LINES = 300
+
+
+def test_an_agent_killed_mid_task_and_back_within_the_grace_ends_it_lost_at_once(world: World) -> None:
+    world.start_agent()
+    task_id = world.submit(world.writer("k1", after="time.sleep(30)"))
+    wait_until(lambda: world.rows("k1") == 1 and world.task(task_id)["status"] == "running", 30, "the write")
+    world.kill_agent()
+    world.start_agent()  # a supervisor restarts it in seconds: well within the grace
+    task = world.wait_status(task_id, {"lost", "failed", "succeeded", "killed"}, 15)
+    assert task["status"] == "lost"  # it started and no end is known: its fate is truly unknown
+    assert "may have run" in task["error"]["evalue"] and "came back without the kernel" in task["error"]["evalue"]
+    assert "last output #1" in task["error"]["evalue"]  # what is known: it printed once
+    # the agent is usable again, and a new task on it runs
+    again = world.submit("print('after the restart')")
+    assert world.wait_status(again, {"succeeded", "failed", "lost"}, 60)["status"] == "succeeded"
+    assert world.rows("k1") == 1
+
+
+def test_an_agent_killed_mid_task_and_back_after_the_grace(world: World) -> None:
+    world.start_agent()
+    task_id = world.submit(world.writer("k2", after="time.sleep(30)"))
+    wait_until(lambda: world.rows("k2") == 1 and world.task(task_id)["status"] == "running", 30, "the write")
+    world.kill_agent()
+    task = world.wait_status(task_id, {"lost", "failed", "succeeded", "killed"}, GRACE + 10)
+    assert task["status"] == "lost"
+    assert "stayed away longer than" in task["error"]["evalue"] and "may have run" in task["error"]["evalue"]
+    settle(3)
+    world.start_agent()  # back after the grace: its journal's report changes nothing, it is not re-run
+    again = world.submit("print('after the restart')")
+    assert world.wait_status(again, {"succeeded", "failed", "lost"}, 60)["status"] == "succeeded"
+    assert world.task(task_id)["status"] == "lost"
+    assert world.rows("k2") == 1
+
+
+def test_a_link_cut_mid_output_loses_no_output(world: World) -> None:
+    world.start_agent()
+    code = world.writer("c1", after=f"for i in range({LINES}):\n    print(f'line {{i}}', flush=True)\n    time.sleep(0.02)")
+    task_id = world.submit(code)
+    wait_until(lambda: "line 50" in world.text(task_id), 30, "output under way")
+    world.proxy.cut()
+    settle(3)
+    world.proxy.resume()
+    task = world.wait_status(task_id, {"succeeded", "failed", "lost", "killed"}, 60)
+    assert task["status"] == "succeeded", task
+    text = world.text(task_id)
+    lines = [line for line in text.splitlines() if line.startswith("line ")]
+    assert lines == [f"line {i}" for i in range(LINES)]  # each once, in order, none missing
+    assert "outputs lost" not in text
+    assert world.proxy.connections >= 2  # it did reconnect
+    assert world.rows("c1") == 1
+
+
+def test_a_link_cut_over_a_tasks_end_gets_its_true_end(world: World) -> None:
+    world.start_agent()
+    task_id = world.submit(world.writer("c2", before="time.sleep(1)", after="time.sleep(1)\nprint('done')"))
+    wait_until(lambda: world.task(task_id)["status"] == "running", 30, "running")
+    world.proxy.cut()  # the task writes and ends while the link is down (5 s, within the grace)
+    settle(5)
+    world.proxy.resume()
+    task = world.wait_status(task_id, {"succeeded", "failed", "lost", "killed"}, 30)
+    assert task["status"] == "succeeded", task
+    assert "wrote c2" in world.text(task_id) and "done" in world.text(task_id)
+    assert world.rows("c2") == 1
+
+
+def test_two_link_cuts_each_have_their_own_grace(world: World) -> None:
+    """A grace timer from an earlier disconnect must not end a task during a later, short one."""
+    world.start_agent()
+    task_id = world.submit(world.writer("c3", after=f"time.sleep({GRACE + 2})\nprint('done')"))
+    wait_until(lambda: world.task(task_id)["status"] == "running", 30, "running")
+    world.proxy.cut()
+    settle(1)
+    world.proxy.resume()
+    wait_until(lambda: world.proxy.connections >= 2 and world.task(task_id)["status"] == "running", 15, "reconnected")
+    settle(GRACE - 3)  # the first disconnect's timer fires during the second cut
+    world.proxy.cut()
+    settle(3)
+    world.proxy.resume()
+    task = world.wait_status(task_id, {"succeeded", "failed", "lost", "killed"}, 30)
+    assert task["status"] == "succeeded", task
+    assert world.rows("c3") == 1
+
+
+def test_a_12_mb_output_is_capped_on_the_agent_and_the_link_stays_up(world: World) -> None:
+    world.start_agent()
+    task_id = world.submit(world.writer("big", after="print('x' * 12_000_000)\nprint('after')"))
+    task = world.wait_status(task_id, {"succeeded", "failed", "lost", "killed"}, 90)
+    assert task["status"] == "succeeded", task
+    text = world.text(task_id)
+    assert "output truncated" in text
+    assert sum(len(o["output"].get("text", "")) for o in world.outputs(task_id)) <= 10_000_000
+    assert world.proxy.connections == 1  # the link never dropped
+    again = world.submit("print('still fine')")
+    assert world.wait_status(again, {"succeeded", "failed", "lost"}, 60)["status"] == "succeeded"
+    assert world.rows("big") == 1
