@@ -62,11 +62,15 @@ class Journal:
 
     def __init__(self, state_dir: str | Path | None) -> None:
         self.open: dict[int, Entry] = {}
+        self._dir = Path(state_dir) if state_dir is not None else None
         self._file: IO[str] | None = None
         self._forgotten = 0
-        if state_dir is None:
+
+    def load(self) -> None:
+        """Open, lock and replay the file (once; raises :class:`JournalError`)."""
+        if self._dir is None or self._file is not None:
             return
-        directory = Path(state_dir)
+        directory = self._dir
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             directory.chmod(0o700)  # the spilled outputs beside the journal are target data

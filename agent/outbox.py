@@ -37,8 +37,12 @@ class Outbox:
         self._order = itertools.count()
         self._path = Path(state_dir) / SPILL_FILE if state_dir is not None else None
         self._spill: IO[bytes] | None = None
-        if self._path is not None and self._path.exists():
-            self._path.unlink()  # an earlier run's frames: their kernels are gone with it
+
+    def drop_stale(self) -> None:
+        """Remove an earlier run's spill file (its kernels are gone with it); call once the state
+        directory is this process's (the journal's lock)."""
+        if self._path is not None and self._spill is None:
+            self._path.unlink(missing_ok=True)
 
     def add(self, task_id: int, seq: int, text: str) -> None:
         held = _Held(next(self._order), seq, text)

@@ -40,7 +40,7 @@ class AgentRuntime:
         self.timeouts = timeouts
         self.connection = GatewayConnection(gateway_url, token, self.hello, self.dispatch,
                                             on_welcome=self.welcomed, on_lost=self.disconnected, timeouts=timeouts)
-        self.journal = Journal(config.state_dir)  # JournalError: the app reports it
+        self.journal = Journal(config.state_dir)  # read by ``open_journal``
         self.runs = TaskRuns(self.journal, Outbox(config.state_dir, outbox_memory), self.connection.send_text,
                              chunk_bytes=chunk_bytes)
         self.host = host or KernelHost(config.targets, self.runs.emit,
@@ -56,6 +56,12 @@ class AgentRuntime:
             "kernel_restart": lambda f: self.host.restart(f.kernel_id),
             "explain": self._explain,
         }
+
+    def open_journal(self) -> None:
+        """Lock and read the journal of the state directory (``JournalError``, a ValueError, when it
+        cannot be used, e.g. another agent process holds it)."""
+        self.journal.load()
+        self.runs.outbox.drop_stale()
 
     def hello(self) -> protocol.Hello:
         return protocol.Hello(agent_id=self.config.agent_id, version=__version__, tags=self.config.tags,
@@ -82,6 +88,7 @@ class AgentRuntime:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then close the connection and shut every kernel down."""
+        self.open_journal()
         for warning in self.config.warnings:
             log.warning("%s", warning)
         for t in self.config.targets.values():

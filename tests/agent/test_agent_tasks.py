@@ -35,6 +35,12 @@ class Wire:
 OPEN: list[Journal] = []
 
 
+def _loaded(state_dir: Path) -> Journal:
+    journal = Journal(state_dir)
+    journal.load()
+    return journal
+
+
 @pytest.fixture(autouse=True)
 def _close_journals() -> Iterator[None]:
     yield
@@ -44,7 +50,7 @@ def _close_journals() -> Iterator[None]:
 
 def _runs(tmp_path: Path, chunk: int = 1 << 20) -> tuple[TaskRuns, Wire]:
     wire = Wire()
-    OPEN.append(Journal(tmp_path))
+    OPEN.append(_loaded(tmp_path))
     runs = TaskRuns(OPEN[-1], Outbox(tmp_path, 1 << 20), wire.send, chunk_bytes=chunk)
     runs.live = True
     return runs, wire

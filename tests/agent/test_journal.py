@@ -10,8 +10,14 @@ import pytest
 from cellgate.agent.journal import COMPACT_AFTER, JOURNAL_FILE, Journal, JournalError
 
 
+def _loaded(state_dir: Path) -> Journal:
+    journal = Journal(state_dir)
+    journal.load()
+    return journal
+
+
 def test_started_and_ended_tasks_survive_a_restart_and_acked_ones_do_not(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
+    journal = _loaded(tmp_path)
     journal.started(1, "k1")
     journal.started(2, "k1")
     journal.ended(2, "error", "ZeroDivisionError", "division by zero", 4)
@@ -20,7 +26,7 @@ def test_started_and_ended_tasks_survive_a_restart_and_acked_ones_do_not(tmp_pat
     journal.forget(3)
     journal.close()  # as a SIGKILL leaves it: every record is on disk already
 
-    again = Journal(tmp_path)
+    again = _loaded(tmp_path)
     reports = {r.task_id: r for r in again.reports({2: 1})}
     assert set(reports) == {1, 2}
     assert reports[1].state == "started" and reports[1].kernel_id == "k1" and reports[1].status is None
@@ -33,7 +39,7 @@ def test_started_and_ended_tasks_survive_a_restart_and_acked_ones_do_not(tmp_pat
 
 
 def test_a_later_cell_of_a_task_goes_on_with_its_numbering(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
+    journal = _loaded(tmp_path)
     journal.started(5, "k")
     journal.ended(5, "ok", None, None, 7)
     journal.started(5, "k")  # the notebook's next cell
@@ -43,26 +49,26 @@ def test_a_later_cell_of_a_task_goes_on_with_its_numbering(tmp_path: Path) -> No
 
 
 def test_a_line_cut_by_a_crash_is_skipped(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
+    journal = _loaded(tmp_path)
     journal.started(1, "k")
     journal.close()
     with open(tmp_path / JOURNAL_FILE, "a") as f:
         f.write('{"t": "ended", "task": 1, "sta')  # the crash came mid-write
-    again = Journal(tmp_path)
+    again = _loaded(tmp_path)
     assert [r.state for r in again.reports({})] == ["started"]
     again.close()
 
 
 def test_a_second_agent_on_the_same_state_directory_is_refused(tmp_path: Path) -> None:
-    first = Journal(tmp_path)
+    first = _loaded(tmp_path)
     with pytest.raises(JournalError, match="another agent process uses the state directory"):
-        Journal(tmp_path)
+        _loaded(tmp_path)
     first.close()
-    Journal(tmp_path).close()  # free again once the first is gone
+    _loaded(tmp_path).close()  # free again once the first is gone
 
 
 def test_the_file_is_compacted_when_it_holds_many_forgotten_tasks(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
+    journal = _loaded(tmp_path)
     journal.started(0, "k")  # still open
     for task_id in range(1, COMPACT_AFTER + 1):
         journal.started(task_id, "k")
@@ -71,7 +77,7 @@ def test_the_file_is_compacted_when_it_holds_many_forgotten_tasks(tmp_path: Path
     assert len((tmp_path / JOURNAL_FILE).read_text().splitlines()) < 10
     journal.started(99999, "k")  # the new file is the one written to
     journal.close()
-    again = Journal(tmp_path)
+    again = _loaded(tmp_path)
     assert {r.task_id for r in again.reports({})} == {0, 99999}
     again.close()
 

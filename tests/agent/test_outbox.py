@@ -38,5 +38,5 @@ def test_beyond_the_memory_bound_frames_spill_to_disk_and_the_file_goes_once_all
 
 def test_an_earlier_runs_spill_file_is_dropped(tmp_path: Path) -> None:
     (tmp_path / SPILL_FILE).write_text("stale")
-    Outbox(tmp_path, memory_bytes=100)
+    Outbox(tmp_path, memory_bytes=100).drop_stale()
     assert not (tmp_path / SPILL_FILE).exists()
