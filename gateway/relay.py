@@ -259,8 +259,11 @@ class Relay:
         parent_id = (msg.get("parent_header") or {}).get("msg_id")
         ex = kernel.executions.get(parent_id) if parent_id else None
         if frame.seq is not None and frame.task_id is not None:
-            if ex is None or ex.task_id != frame.task_id or frame.seq <= ex.agent_seq:
-                # a frame resent after a reconnect that was taken already (or of a task ended since)
+            if ex is None or ex.task_id != frame.task_id:
+                # of a request ended here already (its end is recorded or being recorded): the agent may forget it
+                self.ack(kernel.agent_id, frame.task_id, frame.seq, True)
+                return
+            if frame.seq <= ex.agent_seq:  # resent after a reconnect, and taken already
                 self.ack(kernel.agent_id, frame.task_id, frame.seq)
                 return
             if frame.seq > ex.agent_seq + 1:

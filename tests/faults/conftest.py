@@ -20,9 +20,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from harness import (CELLGATE, PG_ADMIN, Gateway, Proc, agent_config, bind_agent, create_pg_database,  # noqa: E402
+from harness import (CELLGATE, PG_ADMIN, Gateway, Proc, agent_config, bind_agent, create_pg_database,
                      drop_pg_database, spawn, start_gateway, wait_online, wait_until)
-from tcp_proxy import TcpProxy  # noqa: E402
+from tcp_proxy import TcpProxy
 
 #: seconds the gateway waits for a disconnected agent (Gateway.agent_grace; 30 by default)
 GRACE = 6.0

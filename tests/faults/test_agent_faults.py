@@ -8,9 +8,12 @@ the target table: the task's write happened at most once.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from conftest import GRACE, World, settle
-from harness import wait_until
+from harness import KernelConnection, wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -98,8 +101,17 @@ def test_two_link_cuts_each_have_their_own_grace(world: World) -> None:
     assert world.rows("c3") == 1
 
 
+def _rss_mb(world: World) -> float:
+    assert world.agent is not None
+    status = open(f"/proc/{world.agent.proc.pid}/status").read()  # noqa: SIM115 - read at once
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
+
+
 def test_a_12_mb_output_is_capped_on_the_agent_and_the_link_stays_up(world: World) -> None:
     world.start_agent()
+    warm = world.submit("print('warm up')")
+    world.wait_status(warm, {"succeeded", "failed", "lost"}, 60)
+    baseline = _rss_mb(world)
     task_id = world.submit(world.writer("big", after="print('x' * 12_000_000)\nprint('after')"))
     task = world.wait_status(task_id, {"succeeded", "failed", "lost", "killed"}, 90)
     assert task["status"] == "succeeded", task
@@ -107,6 +119,62 @@ def test_a_12_mb_output_is_capped_on_the_agent_and_the_link_stays_up(world: Worl
     assert "output truncated" in text
     assert sum(len(o["output"].get("text", "")) for o in world.outputs(task_id)) <= 10_000_000
     assert world.proxy.connections == 1  # the link never dropped
+    after = _rss_mb(world)
+    print(f"agent RSS: {baseline:.0f} MB before, {after:.0f} MB after")
+    assert after < baseline + 48  # acked: nothing of the 12 MB is held (one output's parsing may leave a little)
     again = world.submit("print('still fine')")
     assert world.wait_status(again, {"succeeded", "failed", "lost"}, 60)["status"] == "succeeded"
     assert world.rows("big") == 1
+
+
+def _kernel(world: World) -> tuple[str, KernelConnection]:
+    with world.gw.api(world.dev) as api:
+        r = api.post("/api/kernels", json={"name": "py"})
+        assert r.status_code == 201, r.text
+        kid = r.json()["id"]
+    ws = world.gw.url.replace("http://", "ws://") + f"/api/kernels/{kid}/channels"
+    return kid, KernelConnection(ws, {"Authorization": f"token {world.dev}"})
+
+
+def _latest(world: World) -> dict:
+    with world.gw.api(world.dev) as api:
+        return dict(api.get("/api/v1/tasks", params={"limit": 1}).json()["tasks"][0])
+
+
+def test_a_request_the_link_dropped_before_the_agent_got_it_fails_as_not_run(world: World) -> None:
+    world.start_agent()
+    _, kc = _kernel(world)
+
+    async def scenario() -> None:
+        async with kc:
+            assert (await kc.execute("x = 1", timeout=60)).status == "ok"
+            world.proxy.stall()  # what the gateway sends now stays in the proxy…
+            kc.send_execute(world.writer("n1"))
+            await asyncio.sleep(1)
+            world.proxy.cut()  # …and is dropped with the link
+            world.proxy.resume()
+            task = await asyncio.to_thread(lambda: wait_until(
+                lambda: (t := _latest(world))["status"] not in ("approved", "dispatched", "running") and t, 30, "settled"))
+            assert task["status"] == "failed" and task["error"]["ename"] == "NotDelivered", task
+            assert "did not run" in task["error"]["evalue"]
+    asyncio.run(scenario())
+    assert world.rows("n1") == 0
+
+
+def test_a_cell_on_a_dead_kernel_fails_at_once(world: World) -> None:
+    world.start_agent()
+    _, kc = _kernel(world)
+
+    async def scenario() -> None:
+        async with kc:
+            kc.send_execute("import os; os._exit(1)")
+            died = await asyncio.to_thread(lambda: wait_until(
+                lambda: (t := _latest(world))["status"] not in ("approved", "dispatched", "running") and t, 30, "died"))
+            assert died["status"] == "failed" and died["error"]["ename"] == "KernelDied", died
+            t0 = time.monotonic()
+            after = await kc.execute(world.writer("d1"), timeout=30)
+            assert after.status == "error" and time.monotonic() - t0 < 10
+            assert "dead" in after.reply["content"]["evalue"]
+    asyncio.run(scenario())
+    assert _latest(world)["error"]["ename"] == "KernelDead"
+    assert world.rows("d1") == 0
