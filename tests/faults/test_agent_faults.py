@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from conftest import GRACE, World, settle
@@ -103,7 +104,7 @@ def test_two_link_cuts_each_have_their_own_grace(world: World) -> None:
 
 def _rss_mb(world: World) -> float:
     assert world.agent is not None
-    status = open(f"/proc/{world.agent.proc.pid}/status").read()  # noqa: SIM115 - read at once
+    status = Path(f"/proc/{world.agent.proc.pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) / 1024
 
 
