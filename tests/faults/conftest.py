@@ -39,6 +39,8 @@ class World:
     token: str
     dev: str
     table: str
+    #: the agent's own target (a new one per test: the tasks listed are this test's)
+    target: str
     agent: Proc | None = None
     runs: int = 0
 
@@ -48,7 +50,7 @@ class World:
         self.agent = spawn([CELLGATE, "agent", "--gateway", f"http://127.0.0.1:{self.proxy.port}", "--token", self.token,
                             "--config", str(self.config), "--config-file", str(self.agent_settings)],
                            self.workdir / f"agent-{self.runs}.log")
-        wait_online(self.gw, ["py"], self.agent.log)
+        wait_online(self.gw, [self.target], self.agent.log)
         return self.agent
 
     def kill_agent(self) -> None:
@@ -58,7 +60,7 @@ class World:
 
     def submit(self, code: str) -> int:
         with self.gw.api(self.dev) as api:
-            r = api.post("/api/v1/tasks", json={"target": "py", "code": code, "why": "fault test"})
+            r = api.post("/api/v1/tasks", json={"target": self.target, "code": code, "why": "fault test"})
             assert r.status_code == 201, r.text
             return int(r.json()["id"])
 
@@ -96,32 +98,42 @@ class World:
                 f"print('wrote {tag}', flush=True)\n{after}\n")
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway for a module's tests (each test has its own agent, proxy and table)."""
     db = create_pg_database()
-    gw = start_gateway(tmp_path, db, config=f"c.Gateway.agent_grace = {GRACE}\n")
+    gw = start_gateway(tmp_path_factory.mktemp("faults-gw"), db, config=f"c.Gateway.agent_grace = {GRACE}\n")
+    gw.set_target("py")
+    try:
+        yield gw
+    finally:
+        gw.proc.stop()
+        drop_pg_database(db)
+
+
+@pytest.fixture
+def world(gateway: Gateway, tmp_path: Path) -> Iterator[World]:
     table = f"faults_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(TARGET_PG, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (tag text NOT NULL)")
-    proxy = TcpProxy(int(gw.url.rsplit(":", 1)[1]))
+    proxy = TcpProxy(int(gateway.url.rsplit(":", 1)[1]))
+    target = f"py{uuid.uuid4().hex[:6]}"
     config = agent_config(tmp_path / "agent.toml", f"faults-{uuid.uuid4().hex[:6]}",
-                          {"py": {"kind": "python", "url": "sqlite:///:memory:"}})
+                          {target: {"kind": "python", "url": "sqlite:///:memory:"}})
     config.write_text(config.read_text().replace("[agent]\n", f"[agent]\nstate_dir = \"{tmp_path / 'agent-state'}\"\n", 1))
     settings = tmp_path / "agent_config.py"
     settings.write_text("c.Agent.reconnect_delay_min = 0.2\nc.Agent.reconnect_delay_max = 1.0\n")
     settings.chmod(0o600)
-    gw.set_target("py")
-    token, _ = bind_agent(gw, config)
-    w = World(gw=gw, proxy=proxy, workdir=tmp_path, config=config, agent_settings=settings, token=token,
-              dev=gw.user("dev"), table=table)
+    gateway.set_target(target)
+    token, _ = bind_agent(gateway, config)
+    w = World(gw=gateway, proxy=proxy, workdir=tmp_path, config=config, agent_settings=settings, token=token,
+              dev=gateway.user("dev"), table=table, target=target)
     try:
         yield w
     finally:
         if w.agent is not None:
             w.agent.stop()
         proxy.close()
-        gw.proc.stop()
-        drop_pg_database(db)
         with psycopg.connect(TARGET_PG, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
 

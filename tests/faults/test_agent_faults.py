@@ -130,7 +130,7 @@ def test_a_12_mb_output_is_capped_on_the_agent_and_the_link_stays_up(world: Worl
 
 def _kernel(world: World) -> tuple[str, KernelConnection]:
     with world.gw.api(world.dev) as api:
-        r = api.post("/api/kernels", json={"name": "py"})
+        r = api.post("/api/kernels", json={"name": world.target})
         assert r.status_code == 201, r.text
         kid = r.json()["id"]
     ws = world.gw.url.replace("http://", "ws://") + f"/api/kernels/{kid}/channels"
@@ -139,7 +139,7 @@ def _kernel(world: World) -> tuple[str, KernelConnection]:
 
 def _latest(world: World) -> dict:
     with world.gw.api(world.dev) as api:
-        return dict(api.get("/api/v1/tasks", params={"limit": 1}).json()["tasks"][0])
+        return dict(api.get("/api/v1/tasks", params={"limit": 1, "target": world.target}).json()["tasks"][0])
 
 
 def test_a_request_the_link_dropped_before_the_agent_got_it_fails_as_not_run(world: World) -> None:
