@@ -7,7 +7,8 @@ next ``seq`` and waits in the ``outbox.Outbox`` until the gateway's ``ack`` cove
 reconnect the pending ones are resent, in order, before any new one (``resend``). Outputs are
 shaped before they leave: a stream text longer than ``chunk_bytes`` is split into several
 messages, an output that would pass the task's cap is replaced by one notice (later ones are
-dropped), and a non-stream output too large for one frame is replaced by a notice too. When the
+dropped), and an output that cannot be split and is larger than ``MAX_FRAME_BYTES`` (6 MiB) is
+replaced by a notice too. When the
 kernel answers (``execute_reply`` and idle) or dies, the end is journaled.
 """
 
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error", "update_display_data", "clear_output"})
 #: bytes of the cap kept for the truncation notice itself
 NOTICE_ROOM = 512
+#: bytes of one output that cannot be split (not a stream: an image, a table) above which it is replaced
+#: by a notice: below the gateway's smallest WebSocket message limit (8 MiB)
+MAX_FRAME_BYTES = 6 * 1024 * 1024
 #: tasks whose last seq is remembered after they were forgotten (a notebook's next cell goes on from it)
 SEQ_MEMORY = 1000
 
@@ -167,9 +171,9 @@ class TaskRuns:
                 yield _notice(part, f"[cellgate] output truncated on the agent: this target allows {run.max_bytes} "
                                     "bytes of output per task\n")
                 return
-            if size > self.chunk_bytes:
-                yield _notice(part, f"[cellgate] a {msg_type} output of {size} bytes was not sent: it is larger than "
-                                    f"one frame may be (Agent.output_chunk_bytes = {self.chunk_bytes})\n")
+            if size > max(self.chunk_bytes, MAX_FRAME_BYTES):
+                yield _notice(part, f"[cellgate] a {msg_type} output of {size} bytes was not sent: one output that "
+                                    f"cannot be split may have at most {MAX_FRAME_BYTES} bytes\n")
                 continue
             run.bytes += size
             yield part

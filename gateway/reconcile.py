@@ -6,9 +6,9 @@ then settled by what the journal knows, never by a guess:
 
 - not in the journal: the request never reached the agent, so it did not run: ``failed``
   (``NotDelivered``);
-- ended, nothing left to resend: it gets that end (and "N outputs lost" for frames that will
-  never come);
-- ended, frames still to resend: the resent frames end it as on a live link;
+- ended, nothing left to resend (or its kernel is not adopted, so what is resent is dropped): it
+  gets that end (and "N outputs lost" for frames that will never come);
+- ended, frames still to resend on an adopted kernel: the resent frames end it as on a live link;
 - started on a kernel the agent still runs: it goes on;
 - started on a kernel that died: ``failed`` (``KernelDied``); on a kernel the agent no longer has
   (it restarted): ``lost``, saying the code may have run and how far it was known to get.
@@ -64,7 +64,7 @@ def _settle(sessions: AgentSessions, agent: AgentConnection, kernel: LiveKernel,
         relay.end_one(kernel, ex, tasks.FAILED, "NotDelivered",
                       f"the request did not reach agent {agent.agent_id} before its link dropped; it did not run: "
                       "run it again")
-    elif report.state == "ended" and report.unacked == 0:
+    elif report.state == "ended" and (report.unacked == 0 or not hosted):  # no frame of it is coming
         log.info("task %s: agent %s's journal says it ended %s", ex.task_id, agent.agent_id, report.status)
         relay.end_as_reported(kernel, ex, report.status or "error", report.ename, report.evalue, report.last_seq)
         relay.recorders[kernel.id].put(ex.task_id, _nothing, lambda: acked(report.last_seq))

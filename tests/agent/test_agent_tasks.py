@@ -130,3 +130,14 @@ def test_a_request_that_cannot_reach_its_kernel_is_answered_with_an_error(tmp_pa
     assert kinds == [("execute_reply", "q"), ("status", "q")]
     assert wire.sent[0]["msg"]["content"]["evalue"] == "kernel k is dead: restart it"
     assert runs.journal.open[9].state == "ended" and runs.journal.open[9].status == "error"
+
+
+def test_an_output_that_cannot_be_split_goes_whole_up_to_the_frame_bound(tmp_path: Path) -> None:
+    runs, wire = _runs(tmp_path, chunk=10_000)
+    _request(runs)
+    image = {"data": {"image/png": "A" * 50_000}, "metadata": {}}
+    runs.emit(protocol.KernelMsg(kernel_id="k", channel="iopub", msg=_msg("display_data", image, msg_id="img")))
+    huge = {"data": {"image/png": "A" * (7 * 1024 * 1024)}, "metadata": {}}
+    runs.emit(protocol.KernelMsg(kernel_id="k", channel="iopub", msg=_msg("display_data", huge, msg_id="big")))
+    assert wire.sent[0]["msg"]["content"] == image  # larger than a chunk, but whole
+    assert wire.sent[1]["msg"]["content"]["text"].startswith("[cellgate] a display_data output of")
