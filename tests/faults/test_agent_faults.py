@@ -9,6 +9,7 @@ the target table: the task's write happened at most once.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -179,3 +180,41 @@ def test_a_cell_on_a_dead_kernel_fails_at_once(world: World) -> None:
     asyncio.run(scenario())
     assert _latest(world)["error"]["ename"] == "KernelDead"
     assert world.rows("d1") == 0
+
+
+def test_after_an_agent_restart_a_cell_on_its_old_kernel_fails_at_once(world: World) -> None:
+    world.start_agent()
+    _, kc = _kernel(world)
+
+    async def scenario() -> None:
+        async with kc:
+            assert (await kc.execute("x = 1", timeout=60)).status == "ok"
+            world.kill_agent()
+            await asyncio.to_thread(world.start_agent)  # the kernel died with it
+            t0 = time.monotonic()
+            after = await kc.execute(world.writer("r1"), timeout=30)
+            assert after.status == "error" and time.monotonic() - t0 < 10  # not left dispatched
+    asyncio.run(scenario())
+    assert _latest(world)["error"]["ename"] == "KernelDead"
+    assert world.rows("r1") == 0
+
+
+def test_a_task_that_ended_while_its_agent_was_away_too_long_stays_lost_and_its_true_end_is_audited(world: World) -> None:
+    world.start_agent()
+    task_id = world.submit(world.writer("a1", before="time.sleep(1)", after="print('done')"))
+    wait_until(lambda: world.task(task_id)["status"] == "running", 30, "running")
+    world.proxy.cut()  # it writes and ends while the link is down, longer than the grace
+    world.wait_status(task_id, {"lost"}, GRACE + 10)
+    world.proxy.resume()
+    wait_until(lambda: world.proxy.connections >= 2, 15, "reconnected")
+
+    def reconciled() -> list[dict]:
+        with world.gw.admin() as api:
+            lines = api.get("/api/v1/audit", params={"format": "jsonl"}).text.splitlines()
+        events = [json.loads(line) for line in lines if line.strip()]
+        return [e for e in events if e["action"] == "task.reconciled" and e["task_id"] == task_id]
+    event = wait_until(reconciled, 15, "task.reconciled")[0]
+    assert event["detail"]["status"] == "lost" and event["detail"]["journal"]["status"] == "ok"
+    task = world.task(task_id)
+    assert task["status"] == "lost" and "may have run" in task["error"]["evalue"]  # it is never re-run
+    assert world.rows("a1") == 1
