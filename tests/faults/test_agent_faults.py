@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import GRACE, World, settle
+from faults_harness import GRACE, World, settle
 from harness import KernelConnection, wait_until
 
 pytestmark = pytest.mark.postgres
