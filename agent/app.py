@@ -23,7 +23,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, cast
 
-from traitlets import Float, List, TraitError, Unicode, default, validate
+from traitlets import Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import Application, Config
 
 from cellgate import __version__
@@ -50,10 +50,14 @@ TIMEOUT_FIELDS = {
 }
 #: key of the targets file's ``[agent]`` table → Agent trait
 AGENT_TABLE = {"id": "agent_id", "tags": "tags", "kernel_isolation": "kernel_isolation",
-               "kernel_uids": "kernel_uids", "runtime_dir": "runtime_dir"}
+               "kernel_uids": "kernel_uids", "runtime_dir": "runtime_dir", "state_dir": "state_dir"}
+#: where the journal lives when Agent.state_dir is not set: ``<root>/<agent id>``, the root from this
+#: variable or ``STATE_ROOT``
+STATE_ROOT_ENV = "CELLGATE_AGENT_STATE_ROOT"
+STATE_ROOT = "/var/lib/cellgate-agent"
 #: defaults computed when read, as the settings table in docs/agent.md shows them
 DYNAMIC_DEFAULTS = {"gateway_url": f"`${URL_ENV}`", "token": f"`${TOKEN_ENV}`", "agent_id": "the host name",
-                    "log_level": "`INFO`"}
+                    "state_dir": f"`${{{STATE_ROOT_ENV}:-{STATE_ROOT}}}/<agent_id>`", "log_level": "`INFO`"}
 
 
 class Agent(Application):
@@ -71,7 +75,7 @@ class Agent(Application):
         "other users; in the config file, that file must be readable by its owner only."))
     targets_file = Unicode("", config=True, help=(
         "The TOML file of targets and their credentials' sources (required); its [agent] table may set "
-        "id, tags, kernel_isolation, kernel_uids and runtime_dir instead of c.Agent.*."))
+        "id, tags, kernel_isolation, kernel_uids, runtime_dir and state_dir instead of c.Agent.*."))
     config_file = Unicode("cellgate_config.py", config=True, help=(
         "Python config file to load, if it exists (c.Agent.*, beside the gateway's c.Gateway.*). Refused when "
         "any user may write to it: the agent runs it."))
@@ -87,6 +91,14 @@ class Agent(Application):
     runtime_dir = Unicode("", config=True, help=(
         "Directory of the kernels' directories, owned by the agent's user, writable by nobody else "
         "([agent] runtime_dir). Default: /run/cellgate-agent/<pid>-XXXX, removed at exit."))
+    state_dir = Unicode("", config=True, help=(
+        "Directory of the task journal and of the outputs waiting for the gateway's acknowledgement, kept across "
+        "restarts, mode 0700, one per agent ([agent] state_dir). A second agent process on it is refused."))
+    output_chunk_bytes = Integer(1024 * 1024, config=True, help=(
+        "Largest output text, in bytes, sent in one frame; a longer stream output is split (keep it well below "
+        "the gateway's WebSocket message limit, 8 MiB or more)."))
+    outbox_memory_bytes = Integer(16 * 1024 * 1024, config=True, help=(
+        "Bytes of unacknowledged task output held in memory; beyond, it is spilled to the state directory."))
 
     # how long the agent waits (agent/timeouts.py); each trait fills the Timeouts field in TIMEOUT_FIELDS
     reconnect_delay_min = Float(Timeouts.reconnect_min, config=True, help=(
@@ -140,13 +152,21 @@ class Agent(Application):
         _check_gateway_url(value)
         return value
 
-    @validate("agent_id", "kernel_isolation", "kernel_uids", "runtime_dir")
+    @validate("output_chunk_bytes", "outbox_memory_bytes")
+    def _valid_bytes(self, proposal: Any) -> int:
+        value: int = proposal["value"]
+        if value < 4096:
+            raise TraitError(f"Agent.{proposal['trait'].name} must be at least 4096 bytes, got {value}")
+        return value
+
+    @validate("agent_id", "kernel_isolation", "kernel_uids", "runtime_dir", "state_dir")
     def _valid_agent_setting(self, proposal: Any) -> str:
         name, value = proposal["trait"].name, proposal["value"]
         check = {"agent_id": targets_config.check_agent_id, "kernel_isolation": targets_config.check_isolation,
-                 "kernel_uids": targets_config.parse_kernel_uids, "runtime_dir": targets_config.check_runtime_dir}[name]
+                 "kernel_uids": targets_config.parse_kernel_uids, "runtime_dir": targets_config.check_runtime_dir,
+                 "state_dir": targets_config.check_runtime_dir}[name]
         try:
-            check((value or None) if name == "runtime_dir" else value)
+            check((value or None) if name in ("runtime_dir", "state_dir") else value)
         except ValueError as exc:
             raise TraitError(f"Agent.{name} {exc}") from None
         checked: str = value
@@ -206,7 +226,8 @@ class Agent(Application):
         targets_config.check_kernel_gids(path, found.targets.values(), uids, where)
         self.targets = dataclasses.replace(found, agent_id=self.agent_id, tags=list(self.tags),
                                            kernel_isolation=self.kernel_isolation, kernel_uids=uids,
-                                           runtime_dir=self.runtime_dir or None)
+                                           runtime_dir=self.runtime_dir or None,
+                                           state_dir=self.state_dir or default_state_dir(self.agent_id))
         return self.targets
 
     # -- secrets and start ------------------------------------------------------------------
@@ -246,7 +267,8 @@ class Agent(Application):
             os.environ.pop(TOKEN_ENV, None)  # no child inherits it
         targets = self.load_targets()
         hide_secrets([token, *pop_target_secrets(targets)])
-        return AgentRuntime(targets, self.gateway_url, token, self.timeouts())
+        return AgentRuntime(targets, self.gateway_url, token, self.timeouts(),
+                            chunk_bytes=self.output_chunk_bytes, outbox_memory=self.outbox_memory_bytes)
 
     def start(self) -> None:
         asyncio.run(serve(self.prepare()))
@@ -260,12 +282,18 @@ def _check_gateway_url(value: str) -> None:
                          f"wss://, got {value!r}: e.g. --gateway https://cellgate.example.com") from None
 
 
+def default_state_dir(agent_id: str) -> str:
+    """``$CELLGATE_AGENT_STATE_ROOT`` (or /var/lib/cellgate-agent) ``/<agent id>``, the id made safe as a file name."""
+    root = os.environ.get(STATE_ROOT_ENV) or STATE_ROOT
+    return os.path.join(root, agent_id.replace("/", "_").lstrip(".") or "agent")
+
+
 def _table_value(found: AgentConfig, key: str) -> Any:
     """The value of ``[agent] key`` as the trait takes it."""
     if key == "kernel_uids":
         return f"{found.kernel_uids[0]}-{found.kernel_uids[1]}"
     return {"id": found.agent_id, "tags": found.tags, "kernel_isolation": found.kernel_isolation,
-            "runtime_dir": found.runtime_dir}[key]
+            "runtime_dir": found.runtime_dir, "state_dir": found.state_dir}[key]
 
 
 def pop_target_secrets(config: AgentConfig) -> list[str]:

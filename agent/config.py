@@ -1,9 +1,9 @@
 """The agent's targets file: load, validate, resolve the targets' connection URLs.
 
 The targets are data, in this TOML file (``Agent.targets_file``, flag ``--config``); the agent's
-own settings are ``Agent`` traits (agent/app.py), and the ``[agent]`` table below may set five of
+own settings are ``Agent`` traits (agent/app.py), and the ``[agent]`` table below may set six of
 them instead (``id`` → ``Agent.agent_id``, ``tags``, ``kernel_isolation``, ``kernel_uids``,
-``runtime_dir``), checked by the same functions (``check_*``, ``parse_kernel_uids``). The file::
+``runtime_dir``, ``state_dir``), checked by the same functions (``check_*``, ``parse_kernel_uids``). The file::
 
     [agent]
     id = "agent-eu-1"            # default: the host name
@@ -11,6 +11,7 @@ them instead (``id`` → ``Agent.agent_id``, ``tags``, ``kernel_isolation``, ``k
     kernel_isolation = "uid"     # uid (default): each kernel runs as its own uid | off (development)
     kernel_uids = "61000-61999"  # the uids kernels run as (default); used by nothing else
     runtime_dir = "/srv/cellgate-agent"  # default: /run/cellgate-agent/<pid>-XXXX (made and removed)
+    state_dir = "/var/lib/cellgate-agent/agent-eu-1"  # the task journal (default: this, by id)
 
     [targets.payments]
     kind = "sql"                 # sql | python
@@ -53,7 +54,7 @@ from cellgate.kernels.registry import KINDS, dialect_for_scheme, family
 from cellgate.secret_files import SecretFileError, exposed_mode, read_private_file
 
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-AGENT_KEYS = {"id", "tags", "kernel_isolation", "kernel_uids", "runtime_dir"}
+AGENT_KEYS = {"id", "tags", "kernel_isolation", "kernel_uids", "runtime_dir", "state_dir"}
 READONLY_URL_KEYS = ("readonly_url_env", "readonly_url_file", "readonly_url")
 TARGET_KEYS = {"kind", "display_name", "url_env", "url_file", "url", *READONLY_URL_KEYS, "row_limit",
                "statement_timeout", "env", "kernel_gid"}
@@ -116,6 +117,7 @@ class AgentConfig:
     kernel_isolation: str = "uid"  # uid | off
     kernel_uids: tuple[int, int] = DEFAULT_KERNEL_UIDS  # first, last (inclusive)
     runtime_dir: str | None = None  # None: /run/cellgate-agent/<pid>-XXXX, made and removed
+    state_dir: str | None = None  # None: /var/lib/cellgate-agent/<agent id> (the journal, spilled outputs)
     #: the keys the file's ``[agent]`` table sets (the others are defaults); ``agent.app`` merges
     #: them with the ``Agent`` traits
     agent_keys: frozenset[str] = frozenset()
@@ -188,11 +190,12 @@ def read_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
                for name, raw in targets_table.items()}
     isolation = _checked(path, "agent.kernel_isolation", check_isolation, agent.get("kernel_isolation", "uid"))
     runtime_dir = _checked(path, "agent.runtime_dir", check_runtime_dir, agent.get("runtime_dir"))
+    state_dir = _checked(path, "agent.state_dir", check_runtime_dir, agent.get("state_dir"))
     kernel_uids = DEFAULT_KERNEL_UIDS if agent.get("kernel_uids") is None else \
         _checked(path, "agent.kernel_uids", parse_kernel_uids, agent["kernel_uids"])
     return AgentConfig(agent_id=agent_id, tags=tags, targets=targets, warnings=warnings,
                        kernel_isolation=isolation, kernel_uids=kernel_uids,
-                       runtime_dir=runtime_dir, agent_keys=frozenset(agent))
+                       runtime_dir=runtime_dir, state_dir=state_dir, agent_keys=frozenset(agent))
 
 
 def check_kernel_gids(path: str | os.PathLike[str], targets: Iterable[Target], kernel_uids: tuple[int, int],

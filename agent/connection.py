@@ -52,12 +52,14 @@ class GatewayConnection:
     def __init__(self, gateway_url: str, token: str, hello: Callable[[], protocol.Hello],
                  dispatch: Callable[[protocol.Frame], None], *,
                  on_welcome: Callable[[protocol.Welcome], None] | None = None,
+                 on_lost: Callable[[], None] | None = None,
                  timeouts: Timeouts | None = None) -> None:
         self.url = agent_ws_url(gateway_url)
         self._token = token
         self._hello = hello
         self._dispatch = dispatch
         self._on_welcome = on_welcome
+        self._on_lost = on_lost
         timeouts = timeouts or Timeouts()
         self._backoff = (timeouts.reconnect_min, timeouts.reconnect_max)
         self._connect_timeout = timeouts.connect
@@ -72,11 +74,15 @@ class GatewayConnection:
 
     def send(self, frame: protocol.Frame) -> bool:
         """Send a frame now; return False (the frame is dropped) when not connected."""
+        return self.send_text(json.dumps(frame.frame(), default=json_default))
+
+    def send_text(self, text: str) -> bool:
+        """Send a frame's JSON text now; return False (dropped) when not connected."""
         ws = self._ws
         if ws is None:
             return False
         try:
-            future = ws.write_message(json.dumps(frame.frame(), default=json_default))
+            future = ws.write_message(text)
         except WebSocketClosedError:
             return False
         future.add_done_callback(lambda f: f.cancelled() or f.exception())  # consume errors
@@ -97,6 +103,8 @@ class GatewayConnection:
                 self.send(self._hello())
                 await self._serve(ws)
                 self._ws = None
+                if self._on_lost is not None:
+                    self._on_lost()
                 if self._closing.is_set():
                     break
                 log.warning("connection to the gateway lost")

@@ -17,7 +17,10 @@ from cellgate import __version__, protocol
 from . import explain
 from .config import AgentConfig
 from .connection import GatewayConnection
+from .journal import Journal
 from .kernels import KernelError, KernelHost
+from .outbox import Outbox
+from .tasks import TaskRuns
 from .timeouts import Timeouts
 
 log = logging.getLogger(__name__)
@@ -31,12 +34,16 @@ def _report_failure(task: asyncio.Future[Any]) -> None:
 
 class AgentRuntime:
     def __init__(self, config: AgentConfig, gateway_url: str, token: str, timeouts: Timeouts,
-                 host: KernelHost | None = None) -> None:
+                 host: KernelHost | None = None, *, chunk_bytes: int = 1024 * 1024,
+                 outbox_memory: int = 16 * 1024 * 1024) -> None:
         self.config = config
         self.timeouts = timeouts
         self.connection = GatewayConnection(gateway_url, token, self.hello, self.dispatch,
-                                            on_welcome=self.welcomed, timeouts=timeouts)
-        self.host = host or KernelHost(config.targets, self.connection.send,
+                                            on_welcome=self.welcomed, on_lost=self.disconnected, timeouts=timeouts)
+        self.journal = Journal(config.state_dir)  # read by ``open_journal``
+        self.runs = TaskRuns(self.journal, Outbox(config.state_dir, outbox_memory), self.connection.send_text,
+                             chunk_bytes=chunk_bytes)
+        self.host = host or KernelHost(config.targets, self.runs.emit,
                                        kernel_isolation=config.kernel_isolation,
                                        kernel_uids=config.kernel_uids,
                                        runtime_dir=config.runtime_dir, timeouts=timeouts)
@@ -50,15 +57,28 @@ class AgentRuntime:
             "explain": self._explain,
         }
 
+    def open_journal(self) -> None:
+        """Lock and read the journal of the state directory (``JournalError``, a ValueError, when it
+        cannot be used, e.g. another agent process holds it)."""
+        self.journal.load()
+        self.runs.outbox.drop_stale()
+
     def hello(self) -> protocol.Hello:
         return protocol.Hello(agent_id=self.config.agent_id, version=__version__, tags=self.config.tags,
                               targets=[protocol.TargetAnnouncement(**t.announce())
                                        for t in self.config.targets.values()],
-                              kernels=list(self.host.kernels))
+                              kernels=[k for k, h in self.host.kernels.items() if h.state != "dead"],
+                              dead_kernels=[k for k, h in self.host.kernels.items() if h.state == "dead"],
+                              tasks=self.runs.reports())
+
+    def disconnected(self) -> None:
+        self.runs.offline()
 
     def welcomed(self, welcome: protocol.Welcome) -> None:
-        """When ``welcome`` lists the kernels the gateway adopted, stop the others: nobody can
-        reach them any more. (Without that list every hosted kernel is kept.)"""
+        """Resend the task frames not acknowledged yet. When ``welcome`` lists the kernels the
+        gateway adopted, stop the others: nobody can reach them any more. (Without that list
+        every hosted kernel is kept.)"""
+        self.runs.resend()
         adopted = welcome.kernels
         if adopted is None:
             return
@@ -68,6 +88,7 @@ class AgentRuntime:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then close the connection and shut every kernel down."""
+        self.open_journal()
         for warning in self.config.warnings:
             log.warning("%s", warning)
         for t in self.config.targets.values():
@@ -83,11 +104,14 @@ class AgentRuntime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.host.stop_all()
         self.host.close()
+        self.journal.close()
 
     def dispatch(self, frame: protocol.Frame) -> None:
         """A valid gateway frame (``protocol.parse`` checked it: connection.py)."""
         if isinstance(frame, protocol.KernelMsg):
             self._deliver(frame)
+        elif isinstance(frame, protocol.Ack):
+            self.runs.ack(frame)
         elif frame.type in self._requests:
             self._spawn(self._answer(frame, self._requests[frame.type]))  # type: ignore[arg-type]
         else:
@@ -100,12 +124,18 @@ class AgentRuntime:
         task.add_done_callback(_report_failure)
 
     def _deliver(self, frame: protocol.KernelMsg) -> None:
-        if frame.task_id is not None:
-            log.info("kernel %s: running task %s", frame.kernel_id, frame.task_id)
+        task = frame.task_id is not None and frame.channel == "shell"
         try:
+            kernel = self.host.kernels.get(frame.kernel_id)
+            if task and kernel is not None and kernel.state == "dead":
+                raise KernelError(f"kernel {frame.kernel_id} is dead: restart it")
+            if task:
+                self.runs.request(frame)  # journaled (fsynced) before the kernel sees it
             self.host.deliver(frame.kernel_id, frame.channel, frame.msg)
         except KernelError as exc:
             log.warning("dropping a kernel_msg: %s", exc)
+            if task:
+                self.runs.fail(frame, str(exc))
 
     async def _explain(self, frame: protocol.Explain) -> dict[str, Any]:
         target = self.config.targets.get(frame.target)

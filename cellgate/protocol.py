@@ -30,6 +30,8 @@ CHANNELS = ("iopub", "shell", "control", "stdin")
 CHANNELS_TO_KERNEL = ("shell", "control", "stdin")
 #: ``kernel_status.state``
 KERNEL_STATES = ("restarting", "dead")
+#: ``hello.tasks[].state``: the request reached the kernel and no end is known yet, or it ended
+TASK_STATES = ("started", "ended")
 
 
 class ProtocolError(ValueError):
@@ -269,6 +271,25 @@ class Limits(_Part):
     timeout: float | None = _f(_number, default=None)
 
 
+@dataclass(frozen=True, slots=True)
+class TaskReport(_Part):
+    """A task the agent's journal knows of and whose end the gateway has not acknowledged (``hello``)."""
+    task_id: int = _f(_int)
+    kernel_id: str = _f(_str)
+    state: str = _f(_one_of(*TASK_STATES))
+    #: when the request was handed to the kernel (seconds since the epoch)
+    started_at: float = _f(_number)
+    #: the execute_reply's status (``ok``, ``error``, ``aborted``) when ended
+    status: str | None = _f(_str, default=None)
+    ename: str | None = _f(_str, default=None)
+    evalue: str | None = _f(_str, default=None)
+    ended_at: float | None = _f(_number, default=None)
+    #: the highest output ``seq`` the agent numbered for the task
+    last_seq: int = _f(_int, default=0)
+    #: frames of the task the agent still holds unacknowledged and resends after ``welcome``
+    unacked: int = _f(_int, default=0)
+
+
 # ------------------------------------------------------------------------- agent → gateway
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +300,9 @@ class Hello(Frame):
     tags: list[str] = _f(_list_of(_str), factory=list)
     targets: list[TargetAnnouncement] = _f(_list_of(_part(TargetAnnouncement)), factory=list)
     kernels: list[str] = _f(_list_of(_str), factory=list)
+    #: hosted kernels that died (their tasks end ``failed``; a restart revives them)
+    dead_kernels: list[str] = _f(_list_of(_str), factory=list)
+    tasks: list[TaskReport] = _f(_list_of(_part(TaskReport)), factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,12 +334,17 @@ class Pong(Frame):
 @dataclass(frozen=True, slots=True)
 class KernelMsg(Frame):
     """A Jupyter message from the kernel (agent → gateway, any channel) or to it (gateway →
-    agent: shell, control, stdin; ``task_id`` on an approved ``execute_request``)."""
+    agent: shell, control, stdin; ``task_id`` and ``max_bytes`` on an approved ``execute_request``).
+    From the agent, a message parented to a task's request carries ``task_id`` and ``seq`` (1, 2, …
+    per task), and is kept by the agent until an ``ack`` covers it."""
     type: ClassVar[str] = "kernel_msg"
     kernel_id: str = _f(_str)
     channel: str = _f(_one_of(*CHANNELS))
     msg: dict[str, Any] = _f(_jupyter)
-    task_id: int | None = _f(_int, default=None, omit_none=True, sender=GATEWAY)
+    task_id: int | None = _f(_int, default=None, omit_none=True)
+    seq: int | None = _f(_int, default=None, omit_none=True, sender=AGENT)
+    #: the task's output cap in bytes, enforced by the agent before it sends
+    max_bytes: int | None = _f(_int, default=None, omit_none=True, sender=GATEWAY)
 
 
 # ------------------------------------------------------------------------- gateway → agent
@@ -341,6 +370,16 @@ class Error(Frame):
 class Ping(Frame):
     type: ClassVar[str] = "ping"
     ts: float = _f(_number)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Frame):
+    """Every frame of ``task_id`` up to ``seq`` is stored; ``ended``: so is the task's end (the agent
+    forgets the task)."""
+    type: ClassVar[str] = "ack"
+    task_id: int = _f(_int)
+    seq: int = _f(_int)
+    ended: bool = _f(_bool, default=False)
 
 
 # Requests: each carries a ``req_id`` (set by the gateway's ``AgentConnection.request``, last on
@@ -390,7 +429,7 @@ Request = KernelStart | Explain | KernelStop | KernelInterrupt | KernelRestart
 #: the frame types each side may send (docs/agent-protocol.md, one table each)
 AGENT_SENDS: dict[str, type[Frame]] = {c.type: c for c in (Hello, Reply, KernelMsg, KernelStatus, Pong)}
 GATEWAY_SENDS: dict[str, type[Frame]] = {c.type: c for c in (
-    Welcome, Error, KernelStart, Explain, KernelStop, KernelInterrupt, KernelRestart, KernelMsg, Ping)}
+    Welcome, Error, KernelStart, Explain, KernelStop, KernelInterrupt, KernelRestart, KernelMsg, Ping, Ack)}
 SENDS = {AGENT: AGENT_SENDS, GATEWAY: GATEWAY_SENDS}
 FRAMES: dict[str, type[Frame]] = {**AGENT_SENDS, **GATEWAY_SENDS}
 REQUESTS: frozenset[str] = frozenset(c.type for c in (KernelStart, Explain, KernelStop, KernelInterrupt, KernelRestart))

@@ -68,7 +68,12 @@ class AgentConnection:
     _heard: asyncio.Event | None = None
 
     def send(self, frame: protocol.Frame) -> None:
-        self.send_text(frame.to_json())
+        """Write a frame; raises :class:`Unavailable` when the socket is closed (nothing was written)."""
+        try:
+            self.send_text(frame.to_json())
+        except Exception as exc:  # tornado's WebSocketClosedError, or a stream closed under it
+            raise Unavailable(f"agent {self.agent_id} is not connected (its socket closed: "
+                              f"{type(exc).__name__})") from None
 
     async def request(self, frame: protocol.Request, timeout: float = 60.0) -> protocol.Reply:
         """Send a request with a fresh ``req_id``; return the agent's ``reply`` or raise."""
@@ -124,6 +129,8 @@ class AgentConnection:
 class AgentRegistry:
     def __init__(self) -> None:
         self.agents: dict[str, AgentConnection] = {}
+        #: connections registered per agent id so far: a grace timer belongs to one disconnect
+        self.generations: dict[str, int] = {}
         self._claims: dict[str, asyncio.Lock] = {}
         self._refusals: dict[tuple[Any, ...], float] = {}
 
@@ -148,6 +155,7 @@ class AgentRegistry:
         hosts nothing any more: frames it still sends are dropped."""
         old = self.agents.get(conn.agent_id)
         self.agents[conn.agent_id] = conn
+        self.generations[conn.agent_id] = self.generations.get(conn.agent_id, 0) + 1
         if old is not None and old is not conn:
             old.kernels.clear()
             old.targets.clear()

@@ -82,6 +82,23 @@ class Execution:
     seen_at: int | None = None  # the kernel's arrival count + 1 when that reply was relayed
     idle: bool = False  # iopub idle seen: every output has been relayed (iopub and shell are not ordered)
     cell: CellRun | None = None  # one cell of a notebook task: the task ends with the notebook, not here
+    #: the agent's numbering of the task's frames: the last one taken, and the ones that never came
+    agent_seq: int = 0
+    outputs_lost: int = 0
+    sent_at: dt.datetime = field(default_factory=lambda: _now())
+    started_at: dt.datetime | None = None
+    last_output_at: dt.datetime | None = None
+
+    def whereabouts(self) -> str:
+        """What is known of how far it got, for a message that says its code may have run."""
+        def at(when: dt.datetime) -> str:
+            return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+        known = [f"sent to the agent at {at(self.sent_at)}"]
+        if self.started_at is not None:
+            known.append(f"started at {at(self.started_at)}")
+        known.append(f"last output #{self.seq} at {at(self.last_output_at)}" if self.last_output_at is not None
+                     else "no output recorded")
+        return "; ".join(known)
 
 
 @dataclass
@@ -98,6 +115,7 @@ class CellRun:
     dispatched: bool = False
     started: bool = False
     truncated: bool = False
+    agent_seq: int = 0
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
 

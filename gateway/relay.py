@@ -11,6 +11,7 @@ them until the store takes them and, when too much waits, holds the agent's sock
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import json
 import logging
@@ -62,6 +63,14 @@ def _output_tx(session: Session, task_id: int, seq: int, msg_type: str, content:
         session.execute(update(Task).where(Task.id == task_id).values(output_bytes=Task.output_bytes + size))
 
 
+def _nothing(session: Session) -> None:
+    """A write of nothing: queued behind a frame's writes, its ``on_done`` acknowledges the frame."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class Relay:
     def __init__(self, store: Store, events: TaskEvents, agents: AgentRegistry, flow: TaskFlow,
                  timeouts: Timeouts | None = None, recorder_bytes: int = MAX_BYTES) -> None:
@@ -72,6 +81,8 @@ class Relay:
         self.flow = flow
         self.timeouts = timeouts or Timeouts()
         self.recorders: dict[str, Recorder] = {}
+        self._acks: dict[tuple[str, int], tuple[int, bool]] = {}
+        self._ack_scheduled = False
 
     # ------------------------------------------------------------ recording
     def open(self, kernel: LiveKernel) -> None:
@@ -106,9 +117,12 @@ class Relay:
         self.events.notify(task_id)
 
     async def end_executions(self, kernel: LiveKernel, status: str, ename: str, evalue: str) -> None:
-        """End every execution in flight on ``kernel`` (it died, was stopped, restarted or lost)."""
+        """End every execution in flight on ``kernel`` (it died, was stopped, restarted or lost).
+        A ``lost`` one says its code may have run, and how far it was known to get."""
         for ex in kernel.finish_all("error", ename, evalue):
-            await self.write(kernel, ex.task_id, functools.partial(_finish_op, ex.task_id, status, ename, evalue))
+            why = f"{evalue}: its code may have run ({ex.whereabouts()}); check the target before running it again" \
+                if status == tasks.LOST else evalue
+            await self.write(kernel, ex.task_id, functools.partial(_finish_op, ex.task_id, status, ename, why))
 
     async def write(self, kernel: LiveKernel, task_id: int, op: Callable[[Session], None]) -> None:
         """Write ``op`` about a task of ``kernel`` after the kernel's other records, retried until
@@ -120,6 +134,48 @@ class Relay:
             recorder.put(task_id, op)
             await recorder.drain()
         self.events.notify(task_id)
+
+    def end_one(self, kernel: LiveKernel, ex: Execution, status: str, ename: str, evalue: str,
+                on_done: Callable[[], None] | None = None) -> None:
+        """End one execution now (reconciled after a reconnect), after what it recorded so far."""
+        kernel.executions.pop(ex.msg_id, None)
+        if not ex.done.done():
+            ex.done.set_result({"status": "error", "ename": ename, "evalue": evalue})
+        self.recorders[kernel.id].put(ex.task_id, lambda s: finish_tx(s, ex.task_id, status, ename, evalue), on_done)
+
+    def end_as_reported(self, kernel: LiveKernel, ex: Execution, status: str, ename: str | None, evalue: str | None,
+                        last_seq: int) -> None:
+        """End an execution as the agent's journal says the kernel ended it (its reply never came)."""
+        missing = last_seq - ex.agent_seq
+        if missing > 0:
+            self._outputs_lost(kernel, ex, missing)
+        ex.agent_seq = max(ex.agent_seq, last_seq)
+        ex.reply = {"status": status, **({"ename": ename, "evalue": evalue or ""} if status != "ok" else {})}
+        ex.idle = True
+        ex.seen_at = kernel.arrivals + 1
+        self._maybe_finish(kernel, ex)
+
+    # ------------------------------------------------------------ acknowledgements
+    def ack(self, agent_id: str, task_id: int, seq: int, ended: bool = False) -> None:
+        """Tell the agent every frame of ``task_id`` up to ``seq`` is stored (sent once per loop turn)."""
+        key = (agent_id, task_id)
+        old_seq, old_ended = self._acks.get(key, (0, False))
+        self._acks[key] = (max(seq, old_seq), ended or old_ended)
+        if not self._ack_scheduled:
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_acks)
+
+    def _send_acks(self) -> None:
+        self._ack_scheduled = False
+        acks, self._acks = self._acks, {}
+        for (agent_id, task_id), (seq, ended) in acks.items():
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                continue  # the agent resends after its reconnect, and is acked then
+            try:
+                agent.send(protocol.Ack(task_id=task_id, seq=seq, ended=ended))
+            except Unavailable:
+                pass
 
     # ------------------------------------------------------------ dispatch
     async def dispatch(self, kernel: LiveKernel, task: Task, msg: dict[str, Any], cell: CellRun | None = None) -> Outcome:
@@ -143,6 +199,10 @@ class Relay:
         if agent is None:
             await self.finish(task.id, tasks.FAILED, "AgentUnavailable", f"agent {kernel.agent_id} is not connected")
             raise Unavailable(f"the agent hosting this kernel ({kernel.agent_id}) is not connected; task #{task.id} did not run")
+        if kernel.execution_state == "dead":
+            why = "the kernel is dead (it died, or its agent came back without it); restart it, then run this again"
+            await self.finish(task.id, tasks.FAILED, "KernelDead", why)
+            raise Unavailable(f"task #{task.id} did not run: {why}")
         if task.status == tasks.APPROVED and not later_cell:  # (submit may have dispatched it already)
             await self.store.run(lambda s: tasks.transition(s, task.id, tasks.APPROVED, tasks.DISPATCHED, "gateway",
                                                               {"agent": agent.agent_id}, agent_id=agent.agent_id))
@@ -153,9 +213,16 @@ class Relay:
                        max_bytes=int(rule.get("max_bytes", policy.Limits().max_bytes)), cell=cell)
         if cell is not None:
             ex.seq, ex.bytes, ex.started, ex.truncated = cell.seq, cell.bytes, cell.started, cell.truncated
+            ex.agent_seq = cell.agent_seq
             cell.dispatched = True
         kernel.executions[msg_id] = ex
-        agent.send(protocol.KernelMsg(kernel_id=kernel.id, channel="shell", msg=msg, task_id=task.id))
+        try:
+            agent.send(protocol.KernelMsg(kernel_id=kernel.id, channel="shell", msg=msg, task_id=task.id,
+                                          max_bytes=max(ex.max_bytes - ex.bytes, 0)))
+        except Unavailable as exc:  # the socket closed under us: nothing was written
+            kernel.executions.pop(msg_id, None)
+            await self.finish(task.id, tasks.FAILED, "NotDelivered", f"{exc}; the request did not reach it, it did not run")
+            raise
         self.events.notify(task.id)
         limit = float(rule.get("timeout", policy.Limits().timeout))
         try:
@@ -165,6 +232,7 @@ class Relay:
         finally:
             if cell is not None:
                 cell.seq, cell.bytes, cell.started, cell.truncated = ex.seq, ex.bytes, ex.started, ex.truncated
+                cell.agent_seq = ex.agent_seq
         ex.killed = f"the task ran longer than this target's limit of {limit:.0f} s and was interrupted"
         self._notice(kernel, ex, msg.get("header", {}), f"[cellgate] {ex.killed}\n")
         try:
@@ -221,8 +289,22 @@ class Relay:
         kernel.touch(msg)
         parent_id = (msg.get("parent_header") or {}).get("msg_id")
         ex = kernel.executions.get(parent_id) if parent_id else None
+        if frame.seq is not None and frame.task_id is not None:
+            if ex is None or ex.task_id != frame.task_id:
+                # of a request ended here already (its end is recorded or being recorded): the agent may forget it
+                self.ack(kernel.agent_id, frame.task_id, frame.seq, True)
+                return
+            if frame.seq <= ex.agent_seq:  # resent after a reconnect, and taken already
+                self.ack(kernel.agent_id, frame.task_id, frame.seq)
+                return
+            if frame.seq > ex.agent_seq + 1:
+                self._outputs_lost(kernel, ex, frame.seq - ex.agent_seq - 1)
+            ex.agent_seq = frame.seq
         if ex is None or self._track(kernel, ex, channel, msg):
             kernel.to_clients(msg)
+        if frame.seq is not None and frame.task_id is not None and ex is not None:
+            seq, task_id, ended = frame.seq, frame.task_id, ex.msg_id not in kernel.executions
+            self.recorders[kernel.id].put(task_id, _nothing, lambda: self.ack(kernel.agent_id, task_id, seq, ended))
 
     def _track(self, kernel: LiveKernel, ex: Execution, channel: str, msg: dict[str, Any]) -> bool:
         """Record what an approved execution does; False when the message must not be relayed."""
@@ -231,6 +313,7 @@ class Relay:
         content = msg.get("content", {})
         if channel == "iopub" and msg_type == "status" and content.get("execution_state") == "busy" and not ex.started:
             ex.started = True
+            ex.started_at = _now()
             recorder.put(ex.task_id, lambda s: _running_tx(s, ex.task_id))
         elif channel == "iopub" and msg_type in OUTPUT_TYPES:
             size = len(json.dumps(content))
@@ -242,6 +325,7 @@ class Relay:
                 return False
             ex.bytes += size
             ex.seq += 1
+            ex.last_output_at = _now()
             seq = ex.seq
             recorder.put(ex.task_id, lambda s: _output_tx(s, ex.task_id, seq, msg_type, content, size), size=size)
             if ex.cell is not None:
@@ -266,6 +350,13 @@ class Relay:
                                       size=len(text))
         if ex.cell is not None:
             ex.cell.outputs.append({"msg_type": "stream", "content": content})
+
+    def _outputs_lost(self, kernel: LiveKernel, ex: Execution, count: int) -> None:
+        """Frames of the task that will never come: said in the cell and stored with its outputs."""
+        ex.outputs_lost += count
+        log.warning("task %s: %d frame(s) from agent %s never arrived", ex.task_id, count, kernel.agent_id)
+        self._notice(kernel, ex, {"msg_id": ex.msg_id, "msg_type": "execute_request"},
+                     f"[cellgate] {count} outputs lost: they did not reach the gateway from the agent\n")
 
     def _maybe_finish(self, kernel: LiveKernel, ex: Execution) -> None:
         """Finish once both the reply and the idle status were relayed (an aborted request may lack idle)."""

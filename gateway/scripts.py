@@ -155,7 +155,9 @@ class Scripts:
                 if task.status in (tasks.DISPATCHED, tasks.RUNNING):
                     tasks.transition(session, task.id, task.status, tasks.LOST, "gateway",
                                      {"reason": "the gateway restarted while it ran; it is not re-run automatically"},
-                                     error_ename="TaskLost", error_evalue="the gateway restarted while this task ran")
+                                     error_ename="TaskLost",
+                                     error_evalue="the gateway restarted while this task ran: its code may have run; "
+                                                  "check the target before running it again")
                 elif task.kind == "schedule":  # a schedule's review: it never runs itself
                     continue
                 elif task.kind == "cell":

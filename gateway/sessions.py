@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cellgate import protocol
 
-from . import audit, binding, jmsg, tasks
+from . import audit, binding, jmsg, reconcile, tasks
 from .agents import CLOSE_DUPLICATE, CLOSE_FORBIDDEN, AgentConnection, AgentRefused, AgentRegistry
 from .background import Background
 from .kernels import KernelRegistry, LiveKernel
@@ -158,6 +158,7 @@ class AgentSessions:
                 self.lifecycle.attach(kernel, agent)
             else:
                 agent.kernels.add(row.id)
+        reconcile.tasks_of(self, agent, hello)
         for kernel in self.kernels.on_agent(agent.agent_id):
             if kernel.id not in agent.kernels and kernel.execution_state != "dead":
                 self.background.spawn(self.lifecycle.lost(kernel, f"agent {agent.agent_id} came back without this kernel; "
@@ -177,13 +178,16 @@ class AgentSessions:
         then what ran on them is ``lost`` (never re-run) and the kernels are dead. A connection
         already replaced by a newer one of the same agent changes nothing."""
         replaced = not self.agents.current(agent) and self.agents.get(agent.agent_id) is not None
+        generation = self.agents.generations.get(agent.agent_id)
         self.agents.remove(agent)
         await self.store.run(lambda s: audit.append(s, f"agent:{agent.agent_id}", "agent.disconnected",
                                                     detail={"agent": agent.agent_id, **({"replaced": True} if replaced else {})}))
         if replaced:
             return
         await asyncio.sleep(self.timeouts.agent_grace)
-        if self.agents.get(agent.agent_id) is not None:
+        # this disconnect's timer only: a reconnect since (even one that dropped again) ends it
+        if self.agents.get(agent.agent_id) is not None or self.agents.generations.get(agent.agent_id) != generation:
             return
         for kernel in self.kernels.on_agent(agent.agent_id):
-            await self.lifecycle.lost(kernel, f"agent {agent.agent_id} disconnected while this task ran; it is not re-run")
+            await self.lifecycle.lost(kernel, f"agent {agent.agent_id} stayed away longer than "
+                                              f"{self.timeouts.agent_grace:g} s (Gateway.agent_grace) while this task ran")

@@ -3,13 +3,21 @@ databases; a module whose tests share a module fixture runs on one worker."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from databases import create_target_databases, drop_target_databases
 from readonly_roles import drop_readonly_roles
+
+#: every agent this process starts keeps its journal under its own directory, not /var/lib/cellgate-agent
+#: (two pytest processes often run agents of the same id at once; each agent id gets its own subdirectory)
+os.environ["CELLGATE_AGENT_STATE_ROOT"] = tempfile.mkdtemp(prefix="cellgate-agent-state-")  # this process's own
+atexit.register(shutil.rmtree, os.environ["CELLGATE_AGENT_STATE_ROOT"], True)
 
 
 @pytest.fixture(scope="session", autouse=True)

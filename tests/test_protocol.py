@@ -80,7 +80,7 @@ def test_the_doc_lists_the_fields_of_nested_objects() -> None:
                 assert found, f"{kind}.{name}: the doc must show its fields as `{{a, b}}`: {cell}"
                 assert [f.strip() for f in found.group(1).split(",")] == p.fields_of(part), (kind, name)
                 seen += 1
-    assert seen == 3  # hello.targets, welcome.refused, kernel_start.limits
+    assert seen == 4  # hello.targets, hello.tasks, welcome.refused, kernel_start.limits
 
 
 def test_the_module_needs_the_standard_library_only() -> None:
@@ -99,7 +99,19 @@ WIRE = [
              targets=[TARGET, dataclasses.replace(TARGET, name="py", kind="python", dialect=None)], kernels=["k1"]), p.AGENT,
      '{"type": "hello", "agent_id": "eu-1", "version": "0.1.0", "tags": ["a"], "targets": [{"name": "pg", "kind": "sql", '
      '"language": "sql", "display_name": "PG", "dialect": "postgresql"}, {"name": "py", "kind": "python", "language": "sql", '
-     '"display_name": "PG", "dialect": null}], "kernels": ["k1"]}'),
+     '"display_name": "PG", "dialect": null}], "kernels": ["k1"], "dead_kernels": [], "tasks": []}'),
+    (p.Hello(agent_id="eu-1", kernels=["k1"], dead_kernels=["k2"],
+             tasks=[p.TaskReport(task_id=7, kernel_id="k1", state="ended", started_at=1.5, status="ok", ended_at=2.5,
+                                 last_seq=3, unacked=1)]), p.AGENT,
+     '{"type": "hello", "agent_id": "eu-1", "version": "", "tags": [], "targets": [], "kernels": ["k1"], '
+     '"dead_kernels": ["k2"], "tasks": [{"task_id": 7, "kernel_id": "k1", "state": "ended", "started_at": 1.5, '
+     '"status": "ok", "ename": null, "evalue": null, "ended_at": 2.5, "last_seq": 3, "unacked": 1}]}'),
+    (p.KernelMsg(kernel_id="k1", channel="iopub", msg=JMSG, task_id=7, seq=2), p.AGENT,
+     '{"type": "kernel_msg", "kernel_id": "k1", "channel": "iopub", "msg": ' + json.dumps(JMSG) + ', "task_id": 7, "seq": 2}'),
+    (p.Ack(task_id=7, seq=2, ended=True), p.GATEWAY, '{"type": "ack", "task_id": 7, "seq": 2, "ended": true}'),
+    (p.KernelMsg(kernel_id="k1", channel="shell", msg=JMSG, task_id=7, max_bytes=100), p.GATEWAY,
+     '{"type": "kernel_msg", "kernel_id": "k1", "channel": "shell", "msg": ' + json.dumps(JMSG) + ', "task_id": 7, '
+     '"max_bytes": 100}'),
     (p.Reply(req_id="r1", ok=True), p.AGENT, '{"type": "reply", "req_id": "r1", "ok": true}'),
     (p.Reply(req_id="r1", ok=True, rows=[3, 4]), p.AGENT, '{"type": "reply", "req_id": "r1", "ok": true, "rows": [3, 4]}'),
     (p.Reply(req_id="r1", ok=False, error="no"), p.AGENT, '{"type": "reply", "req_id": "r1", "ok": false, "error": "no"}'),
@@ -149,8 +161,11 @@ def test_optional_fields_may_be_left_out_or_null() -> None:
 
 
 def test_unknown_fields_and_the_other_sides_fields_are_ignored() -> None:
-    frame = p.parse({"type": "kernel_msg", "kernel_id": "k", "channel": "iopub", "msg": JMSG, "task_id": 9, "new": 1}, p.AGENT)
-    assert frame == p.KernelMsg(kernel_id="k", channel="iopub", msg=JMSG)  # a task_id is the gateway's to send
+    frame = p.parse({"type": "kernel_msg", "kernel_id": "k", "channel": "iopub", "msg": JMSG, "max_bytes": 9, "new": 1},
+                    p.AGENT)
+    assert frame == p.KernelMsg(kernel_id="k", channel="iopub", msg=JMSG)  # max_bytes is the gateway's to send
+    frame = p.parse({"type": "kernel_msg", "kernel_id": "k", "channel": "shell", "msg": JMSG, "seq": 9}, p.GATEWAY)
+    assert frame == p.KernelMsg(kernel_id="k", channel="shell", msg=JMSG)  # seq is the agent's
 
 
 # ------------------------------------------------------------------------- bad frames

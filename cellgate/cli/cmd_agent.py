@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         app.configure(flag_values(args, Agent.aliases))
         runtime = app.prepare()
+        runtime.open_journal()
     except (ConfigError, TraitError, ValueError) as exc:
         print(f"cellgate agent: {exc}", file=sys.stderr)
         return exitcodes.USAGE

@@ -30,6 +30,7 @@ from .. import jmsg, policy
 from ..access import may_use_kernel
 from ..errors import BadRequest
 from ..auth import Identity
+from ..errors import Unavailable
 from ..kernels import LiveKernel
 from ..models import Target, Task
 from ..sockets import CLOSE_REVOKED
@@ -179,7 +180,10 @@ class ChannelsHandler(Parts, websocket.WebSocketHandler):
             return
         meta = msg.get("metadata")  # metadata.cellgate is the gateway's alone (it says what a kernel may run)
         msg["metadata"] = {k: v for k, v in meta.items() if k != "cellgate"} if isinstance(meta, dict) else {}
-        agent.send(protocol.KernelMsg(kernel_id=self.kernel.id, channel=channel, msg=msg))
+        try:
+            agent.send(protocol.KernelMsg(kernel_id=self.kernel.id, channel=channel, msg=msg))
+        except Unavailable as exc:  # its socket closed under us
+            self._answer(msg, "AgentUnavailable", str(exc))
 
     async def _introspect(self, msg: dict[str, Any]) -> None:
         """inspect/complete: passed on for SQL targets and where the policy allows it; else an error reply."""

@@ -61,7 +61,7 @@ class NotebookRunner:
                 failure = {"ename": "TimeLimit",
                            "evalue": f"the notebook ran longer than this target's limit of {limit:.0f} s; cell {cell.number} did not run"}
                 break
-            run = CellRun(code=cell.source, timeout=left, seq=carried.seq, bytes=carried.bytes,
+            run = CellRun(code=cell.source, timeout=left, seq=carried.seq, bytes=carried.bytes, agent_seq=carried.agent_seq,
                           dispatched=carried.dispatched, started=carried.started, truncated=carried.truncated)
             try:
                 outcome = await self.relay.dispatch(kernel, task, execute_request(cell.source, task.id), cell=run)

@@ -150,7 +150,8 @@ def state_line(task: Task, facts: Facts) -> str | None:
     if task.status == tasks.KILLED:
         return f"🛑 Killed {_counts(task, facts)}" + (f": {esc(task.error_evalue or '')}" if task.error_evalue else "")
     if task.status == tasks.LOST:
-        return f"⚠️ Lost: {esc(task.error_evalue or 'the agent went away')}. It is not re-run; submit it again if needed."
+        return (f"⚠️ Lost: {esc(task.error_evalue or 'the agent went away')}. It is not re-run; its code may have run, "
+                "so check the target before you submit it again.")
     return None
 
 

@@ -206,7 +206,8 @@ class AgentProcess:
                  args: tuple[str, ...] = ()) -> None:
         self.config, self.gateway_url = config, gateway_url
         self.args = args
-        self.env = {**os.environ, **(env or {})}
+        # each agent its own journal (agent/journal.py): a test's tasks are not reported by the next test's agent
+        self.env = {**os.environ, "CELLGATE_AGENT_STATE_ROOT": str(config.parent / f"{config.stem}-state"), **(env or {})}
         self.token_arg = token_arg
         self.token_file = token_file
         self.log_path = config.with_suffix(".log")

@@ -171,7 +171,10 @@ def test_reconnect_keeps_kernels(tmp_path):
             gw.start()
             again = await asyncio.wait_for(gw.hellos.get(), 15)
             assert sorted(again.pop("kernels")) == sorted([kid, orphan])
+            # the fake gateway acknowledged nothing: the journal reports task 1 (the last run of it) as ended
+            assert [(t["task_id"], t["state"], t["status"]) for t in again.pop("tasks")] == [(1, "ended", "ok")]
             first.pop("kernels")
+            assert first.pop("tasks") == []
             assert again == first
             out, _ = await gw.run(kid, "print(x)")
             assert out == "5\n"

@@ -1,0 +1,114 @@
+"""Reconcile an agent's journal with the gateway's executions when the agent says ``hello`` again.
+
+The agent reports every task it has not seen the gateway store the end of (``hello.tasks``:
+started, or ended with the reply's status). Each execution in flight on the agent's kernels is
+then settled by what the journal knows, never by a guess:
+
+- not in the journal: the request never reached the agent, so it did not run: ``failed``
+  (``NotDelivered``);
+- ended, nothing left to resend (or its kernel is not adopted, so what is resent is dropped): it
+  gets that end (and "N outputs lost" for frames that will never come);
+- ended, frames still to resend on an adopted kernel: the resent frames end it as on a live link;
+- started on a kernel the agent still runs: it goes on;
+- started on a kernel that died: ``failed`` (``KernelDied``); on a kernel the agent no longer has
+  (it restarted): ``lost``, saying the code may have run and how far it was known to get.
+
+A report of a task the gateway holds no execution of (ended ``lost`` after the grace, or the
+gateway restarted) ends a task still ``dispatched``/``running`` the same way, or is audited
+``task.reconciled`` beside the end it already has. Settled tasks are acknowledged ``ended`` so the
+agent forgets them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session
+
+from cellgate import protocol
+
+from . import audit, tasks
+from .agents import AgentConnection
+from .kernels import Execution, LiveKernel
+from .models import Task
+from .relay import finish_tx
+
+if TYPE_CHECKING:
+    from .sessions import AgentSessions
+
+log = logging.getLogger("cellgate.gateway.reconcile")
+
+
+def tasks_of(sessions: AgentSessions, agent: AgentConnection, hello: protocol.Hello) -> None:
+    """Settle the executions on ``agent``'s kernels by its journal (decided now; written in order)."""
+    reports = {r.task_id: r for r in hello.tasks}
+    dead = set(hello.dead_kernels)
+    for kernel in sessions.kernels.on_agent(agent.agent_id):
+        hosted = kernel.id in agent.kernels and kernel.id not in dead
+        for ex in list(kernel.executions.values()):
+            _settle(sessions, agent, kernel, ex, reports.pop(ex.task_id, None), hosted, kernel.id in dead)
+    for report in reports.values():
+        sessions.background.spawn(_unmatched(sessions, agent, report, set(hello.kernels) - dead))
+
+
+def _settle(sessions: AgentSessions, agent: AgentConnection, kernel: LiveKernel, ex: Execution,
+            report: protocol.TaskReport | None, hosted: bool, dead: bool) -> None:
+    relay = sessions.relay
+
+    def acked(seq: int) -> None:
+        relay.ack(agent.agent_id, ex.task_id, seq, True)
+    if report is None:
+        log.warning("task %s: agent %s never received it; it did not run", ex.task_id, agent.agent_id)
+        relay.end_one(kernel, ex, tasks.FAILED, "NotDelivered",
+                      f"the request did not reach agent {agent.agent_id} before its link dropped; it did not run: "
+                      "run it again")
+    elif report.state == "ended" and (report.unacked == 0 or not hosted):  # no frame of it is coming
+        log.info("task %s: agent %s's journal says it ended %s", ex.task_id, agent.agent_id, report.status)
+        relay.end_as_reported(kernel, ex, report.status or "error", report.ename, report.evalue, report.last_seq)
+        relay.recorders[kernel.id].put(ex.task_id, _nothing, lambda: acked(report.last_seq))
+    elif report.state == "ended" or hosted:
+        return  # its frames are being resent, or it still runs
+    elif dead:
+        relay.end_one(kernel, ex, tasks.FAILED, "KernelDied", "the kernel died while this task ran",
+                      lambda: acked(report.last_seq))
+    else:
+        why = (f"agent {agent.agent_id} came back without the kernel this task ran on (it restarted): its code may "
+               f"have run ({ex.whereabouts()}); check the target before running it again")
+        log.warning("task %s: %s", ex.task_id, why)
+        relay.end_one(kernel, ex, tasks.LOST, "TaskLost", why, lambda: acked(report.last_seq))
+
+
+def _nothing(session: Session) -> None:
+    """Queued behind a task's writes so that its ``on_done`` runs once they are committed."""
+
+
+async def _unmatched(sessions: AgentSessions, agent: AgentConnection, report: protocol.TaskReport,
+                     running: set[str]) -> None:
+    """A task the agent reports that no execution here waits for."""
+    def _tx(session: Session) -> bool:
+        task = session.get(Task, report.task_id)
+        if task is None or task.agent_id != agent.agent_id:
+            return True
+        if report.state != "ended" and report.kernel_id in running:
+            return False  # it still runs on a kernel the agent kept: nothing to say yet
+        if task.status in (tasks.DISPATCHED, tasks.RUNNING):
+            if report.state == "ended":
+                ok = report.status == "ok"
+                finish_tx(session, task.id, tasks.SUCCEEDED if ok else tasks.FAILED,
+                          None if ok else report.ename or "Error", None if ok else report.evalue or "")
+            else:
+                started = dt.datetime.fromtimestamp(report.started_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                finish_tx(session, task.id, tasks.LOST, "TaskLost",
+                          f"agent {agent.agent_id} came back without the kernel this task ran on: its code may have run "
+                          f"(it reached the kernel at {started}); check the target before running it again")
+        elif report.state == "ended":
+            audit.append(session, f"agent:{agent.agent_id}", "task.reconciled", task_id=task.id, target=task.target,
+                         kernel_id=task.kernel_id,
+                         detail={"status": task.status, "journal": {"status": report.status, "ename": report.ename,
+                                                                    "evalue": report.evalue, "ended_at": report.ended_at}})
+        return True
+    if await sessions.store.run(_tx):
+        sessions.relay.events.notify(report.task_id)
+        sessions.relay.ack(agent.agent_id, report.task_id, report.last_seq, True)
