@@ -6,6 +6,7 @@ It prepares (idempotently) a state folder, by default ``.cellgate-demo``::
                       target payments (policy: cellgate/demo_policy.toml)
     target/payments.db  the demo target: a SQLite payments database (accounts, cards, transactions)
     agent.toml        the agent's config: target payments → target/payments.db
+    agent-state/      the agent's task journal (its ``state_dir``)
     templates/        a git repository of example templates (cellgate/demo_templates.py)
     gateway_config.py the gateway's settings: c.Templates.* pointing at templates/
     notebooks/        JupyterLab's root, with payments.ipynb
@@ -135,6 +136,8 @@ def write_private(path: Path, text: str) -> None:
 
 
 def write_agent_config(path: Path, db_path: Path, isolated: bool) -> None:
+    """The demo agent's targets file; its journal (``state_dir``) is kept in the demo's state
+    directory beside it, so two demos (or a demo and a real agent) never share one."""
     url = f"sqlite:///{db_path.resolve()}"
     if isolated:
         agent = f'kernel_isolation = "uid"\nkernel_uids = "{KERNEL_UIDS}"\n'
@@ -146,6 +149,7 @@ def write_agent_config(path: Path, db_path: Path, isolated: bool) -> None:
 [agent]
 id = "demo-agent"
 tags = ["demo"]
+state_dir = {json.dumps(str((path.parent / "agent-state").resolve()))}
 {agent}
 [targets.{TARGET}]
 kind = "sql"

@@ -183,6 +183,10 @@ TIMEOUT_FIELDS = {
 }
 
 
+#: on a stop, seconds past ``stop_grace`` the records of the scripts that end may take (a stalled store)
+STOP_WRITES = 1.5
+
+
 class Gateway(Application):
     name = "cellgate-gateway"
     description = "The cellgate gateway: the control plane where the gate is enforced."
@@ -325,7 +329,11 @@ class Gateway(Application):
         since = time.monotonic()
         self.log.info("stopping: no new requests; running scripts have %g s to end", parts.timeouts.stop_grace)
         server.stop()
-        await parts.scripts.stop(parts.timeouts.stop_grace)
+        try:  # bounded: with the store stalled, the records of what stops cannot be written now
+            await asyncio.wait_for(parts.scripts.stop(parts.timeouts.stop_grace), parts.timeouts.stop_grace + STOP_WRITES)
+        except TimeoutError:
+            self.log.warning("stopping: the store did not take the records of the scripts still running within %g s; "
+                             "their tasks are settled at the next start, from their agents' journals", STOP_WRITES)
         parts.agents.close_all(CLOSE_GOING_AWAY, "the gateway is stopping; reconnect")
         for _ in range(20):  # each closed socket records the agent's leaving: give that 0.5 s at most
             if not parts.agents.agents:
@@ -398,5 +406,5 @@ class Gateway(Application):
         await slack.close()
         await parts.background.cancel_all()
         analyser.close()
-        store.close()
+        store.close(wait=False)  # a call blocked on a stalled store must not hold the stop up
         self.log.info("stopped, %.1f s after the signal", time.monotonic() - since)

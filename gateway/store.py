@@ -200,6 +200,9 @@ class Store:
                 raise _Abandoned()  # rolls back: its caller answered 503 already
             return result
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def close(self, wait: bool = True) -> None:
+        """Close the pool and the engine. ``wait=False`` (the gateway's stop): calls still queued are
+        dropped and one blocked on a stalled store is left behind (it was abandoned already, and rolls
+        back if the store ever answers), so that a stop during a stall still ends in time."""
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
         self.engine.dispose()

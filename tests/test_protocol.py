@@ -246,6 +246,9 @@ class _Sessions:
     def on_message(self, conn: Any, frame: p.Frame) -> None:
         self.frames.append(frame)
 
+    async def room(self, frame: p.Frame) -> None:  # no back-pressure here
+        return None
+
 
 def _agent_socket(connected: bool = True) -> tuple[Any, _Sessions, list[dict[str, Any]], list[int]]:
     from cellgate.gateway.agents import AgentConnection

@@ -2,10 +2,11 @@
 
 A gateway that restarts (or answers 503 while its store stalls) is not a reason for `cellgate run`
 to stop following a task that goes on without it. :class:`Patience` retries a call that failed
-for a reason that passes (:func:`passes`: no answer at all, or an HTTP 5xx) with exponential
+for a reason that passes (:func:`passes`: no answer at all, or HTTP 502, 503 or 504) with exponential
 backoff and full jitter, and gives up once the gateway has not answered for ``give_up_after``
 seconds (``--give-up-after``, ``CELLGATE_GIVE_UP_AFTER``, default :data:`GIVE_UP_AFTER`). Every
-other error (401, 4xx) is raised at once: waiting would not change it.
+other error (401, 4xx, and a 500: the gateway failed on this request, waiting would not change
+it) is raised at once.
 
 The submit is safe to retry because it carries an ``Idempotency-Key`` (one per invocation, the
 same on every retry): the gateway answers a repeat with the task the first attempt created.
@@ -35,15 +36,25 @@ FIRST_PAUSE = 0.25
 LONGEST_PAUSE = 5.0
 
 
+class BadSetting(GatewayError):
+    """A setting from the environment that cannot be used: a usage error, as a bad flag is."""
+
+    exit_code = exitcodes.USAGE
+
+
 class GaveUp(GatewayError):
     """The gateway did not answer for ``give_up_after`` seconds; ``message`` says what to do next."""
 
     exit_code = exitcodes.GAVE_UP
 
 
+#: answers that pass: a proxy in front of a restarting gateway (502, 504), a store that stalls (503)
+PASSING_STATUSES = frozenset({502, 503, 504})
+
+
 def passes(exc: GatewayError) -> bool:
-    """Worth retrying: the gateway did not answer (restarting, unreachable) or answered 5xx (503: its store stalls)."""
-    return isinstance(exc, GatewayUnreachable) or (isinstance(exc, ApiError) and exc.status >= 500)
+    """Worth retrying: the gateway did not answer (restarting, unreachable) or answered 502/503/504."""
+    return isinstance(exc, GatewayUnreachable) or (isinstance(exc, ApiError) and exc.status in PASSING_STATUSES)
 
 
 def backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -106,7 +117,7 @@ def from_args(args: argparse.Namespace) -> Patience:
         try:
             value = seconds(os.environ[ENV])
         except argparse.ArgumentTypeError as exc:
-            raise GatewayError(f"{ENV}={exc}") from None
+            raise BadSetting(f"{ENV}={exc}") from None
     return Patience(GIVE_UP_AFTER if value is None else value)
 
 

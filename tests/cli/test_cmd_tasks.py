@@ -162,6 +162,14 @@ def test_connection_refused(cli, cli_env):
     assert p.returncode == exitcodes.UNREACHABLE
 
 
+@pytest.mark.parametrize("value", ["soon", "-3", "nan"])
+def test_a_bad_give_up_time_is_a_usage_error(cli, cli_env, value: str) -> None:
+    p = cli("run", "-t", "db", "-e", "SELECT 1", env={**cli_env, "CELLGATE_GIVE_UP_AFTER": value})
+    assert p.returncode == exitcodes.USAGE, p.stderr
+    assert "CELLGATE_GIVE_UP_AFTER=" in p.stderr
+    no_traceback(p.stderr)
+
+
 def _sigint_as_from_a_terminal() -> None:
     """Run in the child before exec: SIGINT at its default, as a terminal's foreground job has it.
 

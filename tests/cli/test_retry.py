@@ -37,14 +37,15 @@ def test_passing_failures_are_retried_and_the_recovery_said() -> None:
     said: list[str] = []
     p, clock = patient(60, said)
     errors: list[Exception] = [GatewayUnreachable("the gateway could not be reached"), ApiError(503, "store stalled"),
-                               ApiError(500, "Unhandled error")]
+                               ApiError(502, "Bad Gateway")]
     assert p.call(failing(errors), "following task 3") == "done"
     assert len(clock.pauses) == 3
     assert said[0].startswith("cellgate: the gateway could not be reached\ncellgate: following task 3: retrying for up to 60 s")
     assert said[1:] == ["cellgate: the gateway answers again; following task 3"]
 
 
-@pytest.mark.parametrize("exc", [ApiError(404, "task 3 not found"), ApiError(422, "key reused"), AuthError("refused")])
+@pytest.mark.parametrize("exc", [ApiError(404, "task 3 not found"), ApiError(422, "key reused"), AuthError("refused"),
+                                 ApiError(500, "Unhandled error")])
 def test_other_errors_are_raised_at_once(exc: Exception) -> None:
     said: list[str] = []
     p, clock = patient(60, said)

@@ -197,3 +197,20 @@ def test_a_script_waiting_for_review_outlives_a_store_cut_and_runs_once_approved
     world.proxy.resume()
     world.approve(task_id)
     world.assert_ended_true(task_id)
+
+
+def test_a_gateway_stopped_while_its_store_stalls_still_exits_within_5_s(world: World) -> None:
+    """SIGTERM drains within 5 s (docs/operations.md, "The gateway restarts") even with store calls
+    blocked on a stalled store: they were abandoned already and are not waited for."""
+    task_id = world.started_task()
+    world.proxy.stall()
+    took, _ = _unavailable(world, f"/api/v1/tasks/{task_id}")
+    assert took < STORE_TIMEOUT + 1.5
+    started = time.monotonic()
+    world.gw.proc.proc.terminate()
+    world.gw.proc.proc.wait(15)
+    assert time.monotonic() - started < 5, world.gw.proc.log.read_text()[-2000:]
+    world.proxy.resume()
+    time.sleep(3)  # the kernel finishes the cell on its own meanwhile
+    assert world.writes() <= 1
+
