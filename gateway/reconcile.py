@@ -13,9 +13,13 @@ then settled by what the journal knows, never by a guess:
 - started on a kernel that died: ``failed`` (``KernelDied``); on a kernel the agent no longer has
   (it restarted): ``lost``, saying the code may have run and how far it was known to get.
 
-A report of a task the gateway holds no execution of (ended ``lost`` after the grace, or the
-gateway restarted) ends a task still ``dispatched``/``running`` the same way, or is audited
-``task.reconciled`` beside the end it already has. Settled tasks are acknowledged ``ended`` so the
+Tasks an earlier gateway process left ``dispatched``/``running`` (``recovery.py``) are settled
+here too: one on a kernel the agent kept is tracked again as an execution first, and then settled
+as above (it goes on, or its resent frames end it, or it gets its journal's end); one the journal
+does not have ended ``failed`` (``NotDelivered``) if it was only dispatched, ``lost`` if it ran.
+A report of a task the gateway holds no execution of (ended ``lost`` after the grace, or left by
+the earlier process on a kernel not kept: a script's) ends a task still ``dispatched``/``running``
+the same way, or is audited ``task.reconciled`` beside the end it already has. Settled tasks are acknowledged ``ended`` so the
 agent forgets them.
 """
 
@@ -36,6 +40,7 @@ from .models import Task
 from .relay import finish_tx
 
 if TYPE_CHECKING:
+    from .recovery import Orphan
     from .sessions import AgentSessions
 
 log = logging.getLogger("cellgate.gateway.reconcile")
@@ -45,12 +50,20 @@ def tasks_of(sessions: AgentSessions, agent: AgentConnection, hello: protocol.He
     """Settle the executions on ``agent``'s kernels by its journal (decided now; written in order)."""
     reports = {r.task_id: r for r in hello.tasks}
     dead = set(hello.dead_kernels)
+    kept = agent.kernels - dead
+    for orphan in sessions.recovery.of_agent(agent.agent_id):
+        report = reports.get(orphan.task_id)
+        live = sessions.kernels.get(orphan.kernel_id) if orphan.kernel_id in kept and orphan.msg_id else None
+        if live is not None:  # still on a kernel the agent kept: settled with the others below
+            sessions.recovery.adopt(live, orphan, report.last_seq - report.unacked if report is not None else 0)
+        elif report is None:
+            sessions.background.spawn(_unreported(sessions, agent, orphan))
     for kernel in sessions.kernels.on_agent(agent.agent_id):
         hosted = kernel.id in agent.kernels and kernel.id not in dead
         for ex in list(kernel.executions.values()):
             _settle(sessions, agent, kernel, ex, reports.pop(ex.task_id, None), hosted, kernel.id in dead)
     for report in reports.values():
-        sessions.background.spawn(_unmatched(sessions, agent, report, set(hello.kernels) - dead))
+        sessions.background.spawn(_unmatched(sessions, agent, report, kept, set(hello.kernels) - dead))
 
 
 def _settle(sessions: AgentSessions, agent: AgentConnection, kernel: LiveKernel, ex: Execution,
@@ -84,9 +97,25 @@ def _nothing(session: Session) -> None:
     """Queued behind a task's writes so that its ``on_done`` runs once they are committed."""
 
 
+async def _unreported(sessions: AgentSessions, agent: AgentConnection, orphan: Orphan) -> None:
+    """A task the earlier gateway process left dispatched or running that the agent's journal does not have."""
+    if orphan.status == tasks.DISPATCHED:
+        log.warning("task %s: agent %s never received it; it did not run", orphan.task_id, agent.agent_id)
+        await sessions.recovery.end(orphan, tasks.FAILED, "NotDelivered",
+                                    f"the gateway restarted before the request reached agent {agent.agent_id} (its journal "
+                                    "does not have it): it did not run: run it again")
+    else:
+        why = (f"the gateway restarted while this task ran and agent {agent.agent_id}'s journal does not have it (the "
+               f"agent restarted without Agent.state_dir?): its code may have run ({orphan.whereabouts()}); check the "
+               "target before running it again")
+        log.warning("task %s: %s", orphan.task_id, why)
+        await sessions.recovery.end(orphan, tasks.LOST, "TaskLost", why)
+
+
 async def _unmatched(sessions: AgentSessions, agent: AgentConnection, report: protocol.TaskReport,
-                     running: set[str]) -> None:
-    """A task the agent reports that no execution here waits for."""
+                     running: set[str], hosted: set[str]) -> None:
+    """A task the agent reports that no execution here waits for. ``running``: the kernels the agent
+    kept; ``hosted``: those it still had (a script's, not kept by this gateway process, is stopped)."""
     def _tx(session: Session) -> bool:
         task = session.get(Task, report.task_id)
         if task is None or task.agent_id != agent.agent_id:
@@ -100,9 +129,12 @@ async def _unmatched(sessions: AgentSessions, agent: AgentConnection, report: pr
                           None if ok else report.ename or "Error", None if ok else report.evalue or "")
             else:
                 started = dt.datetime.fromtimestamp(report.started_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                why = (f"the gateway restarted while this task ran and does not keep a script's kernel: agent "
+                       f"{agent.agent_id} stops it" if report.kernel_id in hosted else
+                       f"agent {agent.agent_id} came back without the kernel this task ran on")
                 finish_tx(session, task.id, tasks.LOST, "TaskLost",
-                          f"agent {agent.agent_id} came back without the kernel this task ran on: its code may have run "
-                          f"(it reached the kernel at {started}); check the target before running it again")
+                          f"{why}: its code may have run (it reached the kernel at {started}); check the target "
+                          "before running it again")
         elif report.state == "ended":
             audit.append(session, f"agent:{agent.agent_id}", "task.reconciled", task_id=task.id, target=task.target,
                          kernel_id=task.kernel_id,

@@ -1,0 +1,125 @@
+"""Tasks an earlier gateway process left ``dispatched`` or ``running``: kept until their agent reports them.
+
+After a gateway restart nobody here knows how such a task ended; its agent's journal does. So
+:meth:`Scripts.recover` hands them over (:meth:`Recovery.hold`) instead of ending them, and the
+agent's next ``hello`` settles them (``reconcile.tasks_of``): a task on a kernel the agent kept
+(an interactive kernel, re-adopted) is tracked again as an :class:`~.kernels.Execution`, so its
+later outputs and its end are recorded as on a live link; the others get the end the journal
+knows, ``failed`` (``NotDelivered``) when the journal never had them, or ``lost`` when their kernel
+is gone. Those whose agent has not said ``hello`` ``Timeouts.agent_grace`` seconds after the start
+end ``lost`` (:meth:`Recovery.expire`), saying the code may have run and what is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from . import policy, tasks
+from .events import TaskEvents
+from .kernels import Execution, LiveKernel
+from .models import Task, TaskOutput
+from .relay import finish_tx
+from .store import Store
+
+log = logging.getLogger("cellgate.gateway.recovery")
+
+
+def _at(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass
+class Orphan:
+    """A task ``dispatched``/``running`` in the store that no execution of this process tracks."""
+
+    task_id: int
+    status: str
+    agent_id: str | None
+    kernel_id: str | None
+    msg_id: str | None  # the request's (cells: bound at submission)
+    dispatched_at: dt.datetime
+    started_at: dt.datetime | None
+    max_bytes: int
+    output_bytes: int
+    last_output: int  # the highest output seq stored
+
+    def whereabouts(self) -> str:
+        known = [f"dispatched at {_at(self.dispatched_at)}"]
+        if self.started_at is not None:
+            known.append(f"started at {_at(self.started_at)}")
+        known.append(f"{self.last_output} output(s) recorded")
+        return "; ".join(known)
+
+    def execution(self, agent_seq: int) -> Execution:
+        """The execution this process tracks from now on (its outputs numbered on from the stored ones;
+        ``agent_seq``: the last of the agent's frames the earlier process acknowledged)."""
+        return Execution(task_id=self.task_id, msg_id=self.msg_id or "", done=asyncio.get_running_loop().create_future(),
+                         seq=self.last_output, started=self.status == tasks.RUNNING, max_bytes=self.max_bytes,
+                         bytes=self.output_bytes, agent_seq=agent_seq, sent_at=self.dispatched_at,
+                         started_at=self.started_at)
+
+
+def _utc(when: dt.datetime | None) -> dt.datetime | None:
+    return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
+
+
+def orphans_tx(session: Session) -> list[Orphan]:
+    """Every ``dispatched``/``running`` task (read at start, before any agent is back)."""
+    rows = session.execute(select(Task).where(Task.status.in_([tasks.DISPATCHED, tasks.RUNNING]))).scalars().all()
+    last = dict(session.execute(select(TaskOutput.task_id, func.max(TaskOutput.seq))
+                                .where(TaskOutput.task_id.in_([t.id for t in rows])).group_by(TaskOutput.task_id)).tuples().all())
+    return [Orphan(task_id=t.id, status=t.status, agent_id=t.agent_id, kernel_id=t.kernel_id, msg_id=t.msg_id,
+                   dispatched_at=_utc(t.updated_at if t.status == tasks.DISPATCHED else t.started_at or t.updated_at)
+                   or dt.datetime.now(dt.UTC),
+                   started_at=_utc(t.started_at),
+                   max_bytes=int((t.review_rule or {}).get("max_bytes", policy.Limits().max_bytes)),
+                   output_bytes=t.output_bytes or 0, last_output=int(last.get(t.id, 0))) for t in rows]
+
+
+class Recovery:
+    def __init__(self, store: Store, events: TaskEvents) -> None:
+        self.store = store
+        self.events = events
+        self.orphans: dict[int, Orphan] = {}
+
+    def hold(self, orphans: list[Orphan]) -> None:
+        for o in orphans:
+            self.orphans[o.task_id] = o
+        if orphans:
+            log.info("%d task(s) of the earlier gateway process wait for their agent's report: %s", len(orphans),
+                     ", ".join(f"#{o.task_id} {o.status} on {o.agent_id}" for o in orphans))
+
+    def of_agent(self, agent_id: str) -> list[Orphan]:
+        """The orphans of ``agent_id``, taken: its hello settles them."""
+        mine = [o for o in self.orphans.values() if o.agent_id == agent_id]
+        for o in mine:
+            del self.orphans[o.task_id]
+        return mine
+
+    def adopt(self, kernel: LiveKernel, orphan: Orphan, agent_seq: int) -> Execution:
+        """Track ``orphan`` again on ``kernel`` (kept by its agent): its frames are recorded from now on."""
+        ex = orphan.execution(agent_seq)
+        kernel.executions[ex.msg_id] = ex
+        log.info("task %s: still on kernel %s of agent %s, tracked again", orphan.task_id, kernel.id, orphan.agent_id)
+        return ex
+
+    async def end(self, orphan: Orphan, status: str, ename: str, evalue: str) -> None:
+        await self.store.run(finish_tx, orphan.task_id, status, ename, evalue)
+        self.events.notify(orphan.task_id)
+
+    async def expire(self, grace: float) -> None:
+        """``grace`` seconds after the start, end ``lost`` the orphans no agent reported."""
+        await asyncio.sleep(grace)
+        for orphan in list(self.orphans.values()):
+            self.orphans.pop(orphan.task_id, None)
+            why = (f"the gateway restarted while this task ran and agent {orphan.agent_id} did not report within "
+                   f"{grace:g} s (Gateway.agent_grace): its code may have run ({orphan.whereabouts()}); "
+                   "check the target before running it again")
+            log.warning("task %s: %s", orphan.task_id, why)
+            await self.end(orphan, tasks.LOST, "TaskLost", why)
