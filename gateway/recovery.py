@@ -43,14 +43,14 @@ class Orphan:
     agent_id: str | None
     kernel_id: str | None
     msg_id: str | None  # the request's (cells: bound at submission)
-    dispatched_at: dt.datetime
+    dispatched_at: dt.datetime | None  # (known while it is only dispatched)
     started_at: dt.datetime | None
     max_bytes: int
     output_bytes: int
     last_output: int  # the highest output seq stored
 
     def whereabouts(self) -> str:
-        known = [f"dispatched at {_at(self.dispatched_at)}"]
+        known = [f"dispatched at {_at(self.dispatched_at)}"] if self.dispatched_at is not None else []
         if self.started_at is not None:
             known.append(f"started at {_at(self.started_at)}")
         known.append(f"{self.last_output} output(s) recorded")
@@ -61,7 +61,8 @@ class Orphan:
         ``agent_seq``: the last of the agent's frames the earlier process acknowledged)."""
         return Execution(task_id=self.task_id, msg_id=self.msg_id or "", done=asyncio.get_running_loop().create_future(),
                          seq=self.last_output, started=self.status == tasks.RUNNING, max_bytes=self.max_bytes,
-                         bytes=self.output_bytes, agent_seq=agent_seq, sent_at=self.dispatched_at,
+                         bytes=self.output_bytes, agent_seq=agent_seq,
+                         sent_at=self.dispatched_at or self.started_at or dt.datetime.now(dt.UTC),
                          started_at=self.started_at)
 
 
@@ -75,8 +76,7 @@ def orphans_tx(session: Session) -> list[Orphan]:
     last = dict(session.execute(select(TaskOutput.task_id, func.max(TaskOutput.seq))
                                 .where(TaskOutput.task_id.in_([t.id for t in rows])).group_by(TaskOutput.task_id)).tuples().all())
     return [Orphan(task_id=t.id, status=t.status, agent_id=t.agent_id, kernel_id=t.kernel_id, msg_id=t.msg_id,
-                   dispatched_at=_utc(t.updated_at if t.status == tasks.DISPATCHED else t.started_at or t.updated_at)
-                   or dt.datetime.now(dt.UTC),
+                   dispatched_at=_utc(t.updated_at) if t.status == tasks.DISPATCHED else None,
                    started_at=_utc(t.started_at),
                    max_bytes=int((t.review_rule or {}).get("max_bytes", policy.Limits().max_bytes)),
                    output_bytes=t.output_bytes or 0, last_output=int(last.get(t.id, 0))) for t in rows]
@@ -118,7 +118,8 @@ class Recovery:
         await asyncio.sleep(grace)
         for orphan in list(self.orphans.values()):
             self.orphans.pop(orphan.task_id, None)
-            why = (f"the gateway restarted while this task ran and agent {orphan.agent_id} did not report within "
+            agent = f"agent {orphan.agent_id}" if orphan.agent_id else "its agent"
+            why = (f"the gateway restarted while this task ran and {agent} did not report within "
                    f"{grace:g} s (Gateway.agent_grace): its code may have run ({orphan.whereabouts()}); "
                    "check the target before running it again")
             log.warning("task %s: %s", orphan.task_id, why)
