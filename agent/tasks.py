@@ -77,8 +77,8 @@ class TaskRuns:
         assert frame.task_id is not None
         entry = self.journal.open.get(frame.task_id)
         self._seqs.setdefault(frame.task_id, entry.last_seq if entry is not None else 0)
-        self.journal.started(frame.task_id, frame.kernel_id)
         msg_id = frame.msg["header"]["msg_id"]
+        self.journal.started(frame.task_id, frame.kernel_id, msg_id)
         self.runs[msg_id] = Run(frame.task_id, frame.kernel_id, msg_id, frame.max_bytes)
         log.info("kernel %s: running task %s", frame.kernel_id, frame.task_id)
 

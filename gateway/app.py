@@ -151,7 +151,7 @@ def assemble(store: Store, public_url: str, *, timeouts: Timeouts | None = None,
     def make_gate(kernel: LiveKernel) -> Gate:
         return Gate(cells, kernel)
     lifecycle = KernelLifecycle(store, agents, kernels, flow, relay, make_gate, timeouts)
-    recovery = Recovery(store, events)
+    recovery = Recovery(store, events, background)
     sessions = AgentSessions(store, agents, kernels, lifecycle, relay, background, timeouts, recovery)
     scripts = Scripts(store, events, agents, flow, relay, lifecycle, background, timeouts, recovery)
     templates = templates or TemplateLibrary(store)

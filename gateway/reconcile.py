@@ -15,8 +15,9 @@ then settled by what the journal knows, never by a guess:
 
 Tasks an earlier gateway process left ``dispatched``/``running`` (``recovery.py``) are settled
 here too: one on a kernel the agent kept is tracked again as an execution first, and then settled
-as above (it goes on, or its resent frames end it, or it gets its journal's end); one the journal
-does not have ended ``failed`` (``NotDelivered``) if it was only dispatched, ``lost`` if it ran.
+as above (it goes on, or its resent frames end it, or it gets its journal's end); one ended on a
+kernel not kept with frames to resend is followed until they are stored (a leftover kernel); one
+the journal does not have ends ``failed`` (``NotDelivered``) if it was only dispatched, ``lost`` if it ran.
 A report of a task the gateway holds no execution of (ended ``lost`` after the grace, or left by
 the earlier process on a kernel not kept: a script's) ends a task still ``dispatched``/``running``
 the same way, or is audited ``task.reconciled`` beside the end it already has. Settled tasks are acknowledged ``ended`` so the
@@ -51,13 +52,21 @@ def tasks_of(sessions: AgentSessions, agent: AgentConnection, hello: protocol.He
     reports = {r.task_id: r for r in hello.tasks}
     dead = set(hello.dead_kernels)
     kept = agent.kernels - dead
+    sessions.recovery.drop_leftovers(sessions.relay, agent.agent_id)
     for orphan in sessions.recovery.of_agent(agent.agent_id):
         report = reports.get(orphan.task_id)
-        live = sessions.kernels.get(orphan.kernel_id) if orphan.kernel_id in kept and orphan.msg_id else None
-        if live is not None:  # still on a kernel the agent kept: settled with the others below
-            sessions.recovery.adopt(live, orphan, report.last_seq - report.unacked if report is not None else 0)
+        msg_id = orphan.msg_id or (report.msg_id if report is not None else None)
+        kernel_id = report.kernel_id if report is not None else orphan.kernel_id
+        agent_seq = report.last_seq - report.unacked if report is not None else 0
+        live = sessions.kernels.get(kernel_id) if kernel_id in kept and msg_id else None
+        if live is not None and msg_id:  # still on a kernel the agent kept: settled with the others below
+            sessions.recovery.adopt(live, orphan, msg_id, agent_seq)
         elif report is None:
             sessions.background.spawn(_unreported(sessions, agent, orphan))
+        elif report.state == "ended" and report.unacked and msg_id and kernel_id not in dead:
+            # ended on a kernel not kept (a script's): the frames resent end it, as on a live link
+            sessions.recovery.follow_leftover(sessions.relay, orphan, report.kernel_id, msg_id, agent_seq)
+            del reports[orphan.task_id]
     for kernel in sessions.kernels.on_agent(agent.agent_id):
         hosted = kernel.id in agent.kernels and kernel.id not in dead
         for ex in list(kernel.executions.values()):

@@ -6,8 +6,11 @@ agent's next ``hello`` settles them (``reconcile.tasks_of``): a task on a kernel
 (an interactive kernel, re-adopted) is tracked again as an :class:`~.kernels.Execution`, so its
 later outputs and its end are recorded as on a live link; the others get the end the journal
 knows, ``failed`` (``NotDelivered``) when the journal never had them, or ``lost`` when their kernel
-is gone. Those whose agent has not said ``hello`` ``Timeouts.agent_grace`` seconds after the start
-end ``lost`` (:meth:`Recovery.expire`), saying the code may have run and what is known.
+is gone. A task the journal says ended on a kernel not kept (a script's: its kernel is stopped)
+whose frames the agent still holds is followed on a *leftover* kernel, never registered, only
+long enough to store those frames and the end they carry (:meth:`Recovery.leftover_msg`). Those
+whose agent has not said ``hello`` ``Timeouts.agent_grace`` seconds after the start end ``lost``
+(:meth:`Recovery.expire`), saying the code may have run and what is known.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cellgate import protocol
+
 from . import policy, tasks
+from .background import Background
 from .events import TaskEvents
 from .kernels import Execution, LiveKernel
 from .models import Task, TaskOutput
-from .relay import finish_tx
+from .relay import Relay, finish_tx
 from .store import Store
 
 log = logging.getLogger("cellgate.gateway.recovery")
@@ -40,6 +46,8 @@ class Orphan:
 
     task_id: int
     status: str
+    user_id: int
+    target: str
     agent_id: str | None
     kernel_id: str | None
     msg_id: str | None  # the request's (cells: bound at submission)
@@ -56,10 +64,10 @@ class Orphan:
         known.append(f"{self.last_output} output(s) recorded")
         return "; ".join(known)
 
-    def execution(self, agent_seq: int) -> Execution:
+    def execution(self, msg_id: str, agent_seq: int) -> Execution:
         """The execution this process tracks from now on (its outputs numbered on from the stored ones;
         ``agent_seq``: the last of the agent's frames the earlier process acknowledged)."""
-        return Execution(task_id=self.task_id, msg_id=self.msg_id or "", done=asyncio.get_running_loop().create_future(),
+        return Execution(task_id=self.task_id, msg_id=msg_id, done=asyncio.get_running_loop().create_future(),
                          seq=self.last_output, started=self.status == tasks.RUNNING, max_bytes=self.max_bytes,
                          bytes=self.output_bytes, agent_seq=agent_seq,
                          sent_at=self.dispatched_at or self.started_at or dt.datetime.now(dt.UTC),
@@ -75,7 +83,8 @@ def orphans_tx(session: Session) -> list[Orphan]:
     rows = session.execute(select(Task).where(Task.status.in_([tasks.DISPATCHED, tasks.RUNNING]))).scalars().all()
     last = dict(session.execute(select(TaskOutput.task_id, func.max(TaskOutput.seq))
                                 .where(TaskOutput.task_id.in_([t.id for t in rows])).group_by(TaskOutput.task_id)).tuples().all())
-    return [Orphan(task_id=t.id, status=t.status, agent_id=t.agent_id, kernel_id=t.kernel_id, msg_id=t.msg_id,
+    return [Orphan(task_id=t.id, status=t.status, user_id=t.user_id, target=t.target, agent_id=t.agent_id,
+                   kernel_id=t.kernel_id, msg_id=t.msg_id,
                    dispatched_at=_utc(t.updated_at) if t.status == tasks.DISPATCHED else None,
                    started_at=_utc(t.started_at),
                    max_bytes=int((t.review_rule or {}).get("max_bytes", policy.Limits().max_bytes)),
@@ -83,10 +92,13 @@ def orphans_tx(session: Session) -> list[Orphan]:
 
 
 class Recovery:
-    def __init__(self, store: Store, events: TaskEvents) -> None:
+    def __init__(self, store: Store, events: TaskEvents, background: Background) -> None:
         self.store = store
         self.events = events
+        self.background = background
         self.orphans: dict[int, Orphan] = {}
+        #: kernels not kept whose resent frames are still awaited: (agent id, kernel id) → kernel
+        self.leftovers: dict[tuple[str, str], LiveKernel] = {}
 
     def hold(self, orphans: list[Orphan]) -> None:
         for o in orphans:
@@ -102,12 +114,40 @@ class Recovery:
             del self.orphans[o.task_id]
         return mine
 
-    def adopt(self, kernel: LiveKernel, orphan: Orphan, agent_seq: int) -> Execution:
+    def adopt(self, kernel: LiveKernel, orphan: Orphan, msg_id: str, agent_seq: int) -> Execution:
         """Track ``orphan`` again on ``kernel`` (kept by its agent): its frames are recorded from now on."""
-        ex = orphan.execution(agent_seq)
+        ex = orphan.execution(msg_id, agent_seq)
         kernel.executions[ex.msg_id] = ex
-        log.info("task %s: still on kernel %s of agent %s, tracked again", orphan.task_id, kernel.id, orphan.agent_id)
+        log.info("task %s: on kernel %s of agent %s%s, tracked again", orphan.task_id, kernel.id, orphan.agent_id,
+                 " (not kept: until its resent frames are stored)" if kernel.execution_state == "dead" else "")
         return ex
+
+    def follow_leftover(self, relay: Relay, orphan: Orphan, kernel_id: str, msg_id: str, agent_seq: int) -> None:
+        """``orphan`` ended on ``kernel_id``, not kept: store the frames its agent resends, and the end they carry."""
+        assert orphan.agent_id is not None
+        kernel = self.leftovers.get((orphan.agent_id, kernel_id))
+        if kernel is None:
+            kernel = LiveKernel(id=kernel_id, user_id=orphan.user_id, user_name="", target=orphan.target,
+                                agent_id=orphan.agent_id, ephemeral=True, execution_state="dead")
+            relay.open(kernel)
+            self.leftovers[(orphan.agent_id, kernel_id)] = kernel
+        self.adopt(kernel, orphan, msg_id, agent_seq)
+
+    def leftover_msg(self, relay: Relay, agent_id: str, frame: protocol.KernelMsg) -> None:
+        """A frame about a kernel not hosted here: recorded if it is of a leftover's task."""
+        kernel = self.leftovers.get((agent_id, frame.kernel_id))
+        if kernel is None:
+            return
+        relay.on_kernel_msg(kernel, frame)
+        if not kernel.executions:  # all its tasks ended
+            self.leftovers.pop((agent_id, frame.kernel_id), None)
+            self.background.spawn(relay.close(kernel))
+
+    def drop_leftovers(self, relay: Relay, agent_id: str) -> None:
+        """``agent_id`` said hello again before resending all of a leftover's frames: its journal settles
+        those tasks now (``reconcile._unmatched``)."""
+        for key in [k for k in self.leftovers if k[0] == agent_id]:
+            self.background.spawn(relay.close(self.leftovers.pop(key)))
 
     async def end(self, orphan: Orphan, status: str, ename: str, evalue: str) -> None:
         await self.store.run(finish_tx, orphan.task_id, status, ename, evalue)

@@ -53,7 +53,7 @@ class Scripts:
         self.lifecycle = lifecycle
         self.background = background
         self.timeouts = timeouts or Timeouts()
-        self.recovery = recovery or Recovery(store, events)
+        self.recovery = recovery or Recovery(store, events, background)
         self.notebooks = NotebookRunner(store, relay)
         #: the run of each script this process follows, and the kernel of each one that runs
         self.runs: dict[int, asyncio.Task[None]] = {}

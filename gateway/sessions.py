@@ -43,7 +43,7 @@ class AgentSessions:
         self.background = background
         self.timeouts = timeouts or Timeouts()
         #: tasks an earlier gateway process left running: their agent's hello settles them
-        self.recovery = recovery or Recovery(store, relay.events)
+        self.recovery = recovery or Recovery(store, relay.events, background)
 
     def on_message(self, agent: AgentConnection, frame: protocol.Frame) -> None:
         """A valid frame from a connected agent (``protocol.parse`` checked it: agent_ws.py)."""
@@ -52,6 +52,8 @@ class AgentSessions:
         elif isinstance(frame, (protocol.KernelMsg, protocol.KernelStatus)):
             kernel = self._hosted_kernel(agent, frame)
             if kernel is None:
+                if isinstance(frame, protocol.KernelMsg) and self.agents.current(agent):
+                    self.recovery.leftover_msg(self.relay, agent.agent_id, frame)  # a restart's, still resent
                 return
             if isinstance(frame, protocol.KernelMsg):
                 self.relay.on_kernel_msg(kernel, frame)

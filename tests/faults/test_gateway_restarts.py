@@ -326,6 +326,25 @@ def test_a_cell_running_when_the_gateway_is_killed_ends_with_its_true_status_and
     assert world.writes(tag) == 1
 
 
+def test_a_script_that_ends_while_the_gateway_is_down_gets_its_true_end_and_every_output_once(world: World) -> None:
+    """SIGKILL, the script ends 1 s later, the next gateway comes up 2 s after the kill: its kernel is
+    not kept, but the agent's journal has the end and the agent resends the frames it holds: stored
+    once each (the leftover kernel), the task succeeded, the CLI prints each line once, one write."""
+    tag = f"e{uuid.uuid4().hex[:6]}"
+    proc = world.run(script(tag, lines=6, pause=0.2))
+    read = _wait_for_line(proc, f"{tag} line 1")
+    world.stop(signal.SIGKILL)
+    time.sleep(2)
+    world.start()
+    lines, err = _finish(proc, read)
+    assert proc.returncode == 0, err
+    tid = _task_id(err)
+    assert world.task(tid)["status"] == "succeeded"
+    expected = [f"{tag} line {i}\n" for i in range(6)] + [f"{tag} wrote\n"]
+    assert lines == expected == _stored_lines(world, tid)
+    assert world.writes(tag) == 1
+
+
 def test_a_task_whose_agent_never_comes_back_ends_lost_after_the_grace(world: World) -> None:
     """A running task of an agent that does not say hello again within Gateway.agent_grace (5 s here)
     of the restart ends lost, saying the gateway restarted, the code may have run, and what is known."""
