@@ -53,7 +53,8 @@ def tasks_of(sessions: AgentSessions, agent: AgentConnection, hello: protocol.He
     dead = set(hello.dead_kernels)
     kept = agent.kernels - dead
     sessions.recovery.drop_leftovers(sessions.relay, agent.agent_id)
-    for orphan in sessions.recovery.of_agent(agent.agent_id):
+    orphans = sessions.recovery.of_agent(agent.agent_id)
+    for orphan in orphans:
         report = reports.get(orphan.task_id)
         msg_id = orphan.msg_id or (report.msg_id if report is not None else None)
         kernel_id = report.kernel_id if report is not None else orphan.kernel_id
@@ -72,7 +73,8 @@ def tasks_of(sessions: AgentSessions, agent: AgentConnection, hello: protocol.He
         for ex in list(kernel.executions.values()):
             _settle(sessions, agent, kernel, ex, reports.pop(ex.task_id, None), hosted, kernel.id in dead)
     for report in reports.values():
-        sessions.background.spawn(_unmatched(sessions, agent, report, kept, set(hello.kernels) - dead))
+        restarted = any(o.task_id == report.task_id for o in orphans)
+        sessions.background.spawn(_unmatched(sessions, agent, report, kept, set(hello.kernels) - dead, restarted))
 
 
 def _settle(sessions: AgentSessions, agent: AgentConnection, kernel: LiveKernel, ex: Execution,
@@ -122,9 +124,10 @@ async def _unreported(sessions: AgentSessions, agent: AgentConnection, orphan: O
 
 
 async def _unmatched(sessions: AgentSessions, agent: AgentConnection, report: protocol.TaskReport,
-                     running: set[str], hosted: set[str]) -> None:
+                     running: set[str], hosted: set[str], restarted: bool) -> None:
     """A task the agent reports that no execution here waits for. ``running``: the kernels the agent
-    kept; ``hosted``: those it still had (a script's, not kept by this gateway process, is stopped)."""
+    kept; ``hosted``: those it still had (one not kept, e.g. a script's after a gateway restart, is
+    stopped); ``restarted``: an earlier gateway process left the task running."""
     def _tx(session: Session) -> bool:
         task = session.get(Task, report.task_id)
         if task is None or task.agent_id != agent.agent_id:
@@ -138,9 +141,13 @@ async def _unmatched(sessions: AgentSessions, agent: AgentConnection, report: pr
                           None if ok else report.ename or "Error", None if ok else report.evalue or "")
             else:
                 started = dt.datetime.fromtimestamp(report.started_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                why = (f"the gateway restarted while this task ran and does not keep a script's kernel: agent "
-                       f"{agent.agent_id} stops it" if report.kernel_id in hosted else
-                       f"agent {agent.agent_id} came back without the kernel this task ran on")
+                if report.kernel_id not in hosted:
+                    why = f"agent {agent.agent_id} came back without the kernel this task ran on"
+                elif restarted:
+                    why = (f"the gateway restarted while this task ran and does not keep a script's kernel: agent "
+                           f"{agent.agent_id} stops it")
+                else:
+                    why = f"the gateway no longer keeps the kernel this task ran on: agent {agent.agent_id} stops it"
                 finish_tx(session, task.id, tasks.LOST, "TaskLost",
                           f"{why}: its code may have run (it reached the kernel at {started}); check the target "
                           "before running it again")
