@@ -61,7 +61,8 @@ def tasks_of(sessions: AgentSessions, agent: AgentConnection, hello: protocol.He
         agent_seq = report.last_seq - report.unacked if report is not None else 0
         live = sessions.kernels.get(kernel_id) if kernel_id in kept and msg_id else None
         if live is not None and msg_id:  # still on a kernel the agent kept: settled with the others below
-            sessions.recovery.adopt(live, orphan, msg_id, agent_seq)
+            sessions.recovery.adopt(live, orphan, msg_id, agent_seq, sessions.relay,
+                                    running=report is not None and report.state == "started")
         elif report is None:
             sessions.background.spawn(_unreported(sessions, agent, orphan))
         elif report.state == "ended" and report.unacked and msg_id and kernel_id not in dead:

@@ -54,6 +54,7 @@ class Orphan:
     dispatched_at: dt.datetime | None  # (known while it is only dispatched)
     started_at: dt.datetime | None
     max_bytes: int
+    timeout: float  # the target's time limit as reviewed
     output_bytes: int
     last_output: int  # the highest output seq stored
 
@@ -88,6 +89,7 @@ def orphans_tx(session: Session) -> list[Orphan]:
                    dispatched_at=_utc(t.updated_at) if t.status == tasks.DISPATCHED else None,
                    started_at=_utc(t.started_at),
                    max_bytes=int((t.review_rule or {}).get("max_bytes", policy.Limits().max_bytes)),
+                   timeout=float((t.review_rule or {}).get("timeout", policy.Limits().timeout)),
                    output_bytes=t.output_bytes or 0, last_output=int(last.get(t.id, 0))) for t in rows]
 
 
@@ -114,10 +116,15 @@ class Recovery:
             del self.orphans[o.task_id]
         return mine
 
-    def adopt(self, kernel: LiveKernel, orphan: Orphan, msg_id: str, agent_seq: int) -> Execution:
-        """Track ``orphan`` again on ``kernel`` (kept by its agent): its frames are recorded from now on."""
+    def adopt(self, kernel: LiveKernel, orphan: Orphan, msg_id: str, agent_seq: int, relay: Relay,
+              running: bool) -> Execution:
+        """Track ``orphan`` again on ``kernel``: its frames are recorded from now on; ``running`` (its
+        agent's journal has no end yet): its time limit holds."""
         ex = orphan.execution(msg_id, agent_seq)
         kernel.executions[ex.msg_id] = ex
+        if running:
+            left = orphan.timeout - (dt.datetime.now(dt.UTC) - (orphan.started_at or ex.sent_at)).total_seconds()
+            self.background.spawn(relay.watch_limit(kernel, ex, orphan.timeout, left))
         log.info("task %s: on kernel %s of agent %s%s, tracked again", orphan.task_id, kernel.id, orphan.agent_id,
                  " (not kept: until its resent frames are stored)" if kernel.execution_state == "dead" else "")
         return ex
@@ -131,7 +138,7 @@ class Recovery:
                                 agent_id=orphan.agent_id, ephemeral=True, execution_state="dead")
             relay.open(kernel)
             self.leftovers[(orphan.agent_id, kernel_id)] = kernel
-        self.adopt(kernel, orphan, msg_id, agent_seq)
+        self.adopt(kernel, orphan, msg_id, agent_seq, relay, running=False)
 
     def leftover_msg(self, relay: Relay, agent_id: str, frame: protocol.KernelMsg) -> None:
         """A frame about a kernel not hosted here: recorded if it is of a leftover's task."""

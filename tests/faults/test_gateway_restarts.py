@@ -42,7 +42,7 @@ c.Gateway.stop_grace = 1.5
 c.Gateway.agent_grace = 5
 """
 AGENT_CONFIG = "c.Agent.reconnect_delay_min = 0.1\nc.Agent.reconnect_delay_max = 0.5\n"
-TARGETS = ["py", "pyr"]  # the same SQLite file; pyr waits for a review by dba
+TARGETS = ["py", "pyr", "pyt"]  # the same SQLite file; pyr waits for a review by dba; pyt's time limit is 8 s
 
 
 def script(tag: str, lines: int, pause: float, before_write: float = 0.0) -> str:
@@ -134,6 +134,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                        "--config-file", str(tmp / "agent_config.py")], tmp / "agent.log")
         gw.set_target("py")
         gw.set_target("pyr", review_groups=["dba"])
+        with gw.admin() as api:
+            r = api.put("/api/v1/targets/pyt", json={"review_groups": [], "policy": {"limits": {"timeout": 8}}})
+            assert r.status_code == 200, r.text
         dev, reviewer = gw.user("dev"), gw.user("reviewer", ("dba",))
         wait_online(gw, TARGETS, agent.log)
         world = World(tmp, store, int(gw.url.rsplit(":", 1)[1]), gw, agent, target_db, dev, reviewer)
@@ -324,6 +327,36 @@ def test_a_cell_running_when_the_gateway_is_killed_ends_with_its_true_status_and
     with world.gw.api(world.dev) as api:
         assert api.delete(f"/api/kernels/{kid}").status_code == 204
     assert world.writes(tag) == 1
+
+
+def test_a_cell_tracked_again_after_a_restart_keeps_its_time_limit(world: World) -> None:
+    """A cell still running when the next gateway adopts its kernel is interrupted at its target's
+    limit (8 s from its start) by that gateway: it ends killed, before its write."""
+    tag = f"k{uuid.uuid4().hex[:6]}"
+    with world.gw.api(world.dev) as api:
+        kid = api.post("/api/kernels", json={"name": "pyt"}).json()["id"]
+    ws = world.gw.url.replace("http://", "ws://") + f"/api/kernels/{kid}/channels"
+
+    async def start() -> None:
+        async with KernelConnection(ws, {"Authorization": f"token {world.dev}"}) as kc:
+            msg = kc.send_execute(script(tag, lines=1, pause=0.1, before_write=60))
+            await kc.wait_for(msg["header"]["msg_id"], "stream")
+    asyncio.run(start())
+    tid = _task_with(world, tag)["id"]
+    wait_until(lambda: len(_stored_lines(world, tid)) >= 1, 15, "its line stored", world.gw.proc.log)
+    t0 = time.monotonic()
+    world.restart(signal.SIGKILL)
+    task = wait_until(lambda: (t := world.task(tid))["status"] in FINAL and t, 40, f"task {tid}'s end", world.gw.proc.log)
+    assert time.monotonic() - t0 < 30  # at its limit, not after the sleep
+    assert (task["status"], task["error"]["ename"]) == ("killed", "TimeLimit"), task
+    with world.gw.api(world.dev) as api:
+        outputs = [o["output"] for o in api.get(f"/api/v1/tasks/{tid}/output").json()["outputs"]]
+    assert [o.get("text") for o in outputs if o["output_type"] == "stream"] == [
+        f"{tag} line 0\n", "[cellgate] the task ran longer than this target's limit of 8 s and was interrupted\n"]
+    assert [o.get("ename") for o in outputs if o["output_type"] == "error"] == ["KeyboardInterrupt"]  # the interrupt
+    with world.gw.api(world.dev) as api:
+        assert api.delete(f"/api/kernels/{kid}").status_code == 204
+    assert world.writes(tag) == 0
 
 
 def test_a_script_that_ends_while_the_gateway_is_down_gets_its_true_end_and_every_output_once(world: World) -> None:
