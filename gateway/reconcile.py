@@ -60,7 +60,11 @@ def tasks_of(sessions: AgentSessions, agent: AgentConnection, hello: protocol.He
         kernel_id = report.kernel_id if report is not None else orphan.kernel_id
         agent_seq = report.last_seq - report.unacked if report is not None else 0
         live = sessions.kernels.get(kernel_id) if kernel_id in kept and msg_id else None
-        if live is not None and msg_id:  # still on a kernel the agent kept: settled with the others below
+        if orphan.kind == "notebook" and report is not None and report.state == "ended":
+            # the end of one of its cells, not of the notebook: the runner that sent the next one is gone
+            del reports[orphan.task_id]
+            sessions.background.spawn(_notebook_cut(sessions, agent, orphan, report))
+        elif live is not None and msg_id:  # still on a kernel the agent kept: settled with the others below
             sessions.recovery.adopt(live, orphan, msg_id, agent_seq, sessions.relay,
                                     running=report is not None and report.state == "started")
         elif report is None:
@@ -122,6 +126,17 @@ async def _unreported(sessions: AgentSessions, agent: AgentConnection, orphan: O
                "target before running it again")
         log.warning("task %s: %s", orphan.task_id, why)
         await sessions.recovery.end(orphan, tasks.LOST, "TaskLost", why)
+
+
+async def _notebook_cut(sessions: AgentSessions, agent: AgentConnection, orphan: Orphan,
+                        report: protocol.TaskReport) -> None:
+    """A notebook task whose runner went with the earlier gateway process, after one of its cells ended."""
+    why = (f"the gateway restarted while this notebook ran: the cells sent to agent {agent.agent_id} ran (the last one "
+           f"ended {report.status}), the later ones did not, and the executed notebook is not stored: its code may have "
+           f"run in part ({orphan.whereabouts()}); check the target before running it again")
+    log.warning("task %s: %s", orphan.task_id, why)
+    await sessions.recovery.end(orphan, tasks.LOST, "TaskLost", why)
+    sessions.relay.ack(agent.agent_id, orphan.task_id, report.last_seq, True)
 
 
 async def _unmatched(sessions: AgentSessions, agent: AgentConnection, report: protocol.TaskReport,

@@ -46,6 +46,7 @@ class Orphan:
 
     task_id: int
     status: str
+    kind: str
     user_id: int
     target: str
     agent_id: str | None
@@ -84,7 +85,7 @@ def orphans_tx(session: Session) -> list[Orphan]:
     rows = session.execute(select(Task).where(Task.status.in_([tasks.DISPATCHED, tasks.RUNNING]))).scalars().all()
     last = dict(session.execute(select(TaskOutput.task_id, func.max(TaskOutput.seq))
                                 .where(TaskOutput.task_id.in_([t.id for t in rows])).group_by(TaskOutput.task_id)).tuples().all())
-    return [Orphan(task_id=t.id, status=t.status, user_id=t.user_id, target=t.target, agent_id=t.agent_id,
+    return [Orphan(task_id=t.id, status=t.status, kind=t.kind, user_id=t.user_id, target=t.target, agent_id=t.agent_id,
                    kernel_id=t.kernel_id, msg_id=t.msg_id,
                    dispatched_at=_utc(t.updated_at) if t.status == tasks.DISPATCHED else None,
                    started_at=_utc(t.started_at),

@@ -93,9 +93,11 @@ class World:
         with self.gw.api(self.dev) as api:
             return api.get(f"/api/v1/tasks/{tid}").json()
 
-    def run(self, code: str, target: str = "py") -> subprocess.Popen[str]:
+    def run(self, code: str, target: str = "py", notebook: Path | None = None) -> subprocess.Popen[str]:
+        """``cellgate run`` of ``code`` (or of the ``notebook`` file)."""
         env = {**os.environ, "CELLGATE_URL": self.gw.url, "CELLGATE_TOKEN": self.dev, "CELLGATE_CONFIG_DIR": "/nonexistent"}
-        return subprocess.Popen([CELLGATE, "run", "-t", target, "-e", code, "--give-up-after", "60"], env=env, text=True,
+        what = ["-f", str(notebook)] if notebook is not None else ["-e", code]
+        return subprocess.Popen([CELLGATE, "run", "-t", target, *what, "--give-up-after", "60"], env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def wait_kernel_stopped_by_agent(self, tid: int) -> None:
@@ -376,6 +378,32 @@ def test_a_script_that_ends_while_the_gateway_is_down_gets_its_true_end_and_ever
     expected = [f"{tag} line {i}\n" for i in range(6)] + [f"{tag} wrote\n"]
     assert lines == expected == _stored_lines(world, tid)
     assert world.writes(tag) == 1
+
+
+def test_a_notebook_cut_by_a_restart_between_its_cells_ends_lost_and_its_later_cells_never_run(world: World) -> None:
+    """SIGKILL while a notebook's first cell runs; that cell ends while the gateway is down: the
+    journal's end is the cell's, not the notebook's, and the runner that would send the next cell is
+    gone: the task ends lost (in part it ran), never succeeded, and the second cell's write never happens."""
+    import nbformat
+    tag = f"n{uuid.uuid4().hex[:6]}"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(f"import time\nprint('{tag} first', flush=True)\ntime.sleep(1.5)"),
+        nbformat.v4.new_code_cell(script(tag, lines=1, pause=0.1))])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    path = world.tmp / f"{tag}.ipynb"
+    nbformat.write(nb, path)
+    proc = world.run("", notebook=path)
+    read = _wait_for_line(proc, f"{tag} first")
+    world.stop(signal.SIGKILL)
+    time.sleep(2)
+    world.start()
+    _lines, err = _finish(proc, read)
+    assert proc.returncode == 6, err
+    task = world.task(_task_id(err))
+    assert (task["status"], task["error"]["ename"]) == ("lost", "TaskLost"), task
+    assert "the later ones did not" in task["error"]["evalue"] and "may have run in part" in task["error"]["evalue"]
+    world.wait_kernel_stopped_by_agent(task["id"])
+    assert world.writes(tag) == 0
 
 
 def test_a_task_whose_agent_never_comes_back_ends_lost_after_the_grace(world: World) -> None:
