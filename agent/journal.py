@@ -2,8 +2,9 @@
 
 An append-only JSON-lines file, ``<state_dir>/journal.jsonl``, one record per line:
 
-- ``{"t": "started", "task": 7, "kernel": "…", "at": 1.7e9}``: written and fsynced *before* the
-  request goes to the kernel, so a task the journal does not know never reached a kernel;
+- ``{"t": "started", "task": 7, "kernel": "…", "msg": "…", "at": 1.7e9}``: written and fsynced
+  *before* the request (``msg``: its msg_id) goes to the kernel, so a task the journal does not
+  know never reached a kernel;
 - ``{"t": "ended", "task": 7, "status": "ok", "ename": …, "evalue": …, "at": …, "seq": 12}``:
   fsynced when the kernel answered (or died);
 - ``{"t": "acked", "task": 7}``: the gateway stored the end; the task is forgotten.
@@ -49,12 +50,13 @@ class Entry:
     evalue: str | None = None
     ended_at: float | None = None
     last_seq: int = 0
+    msg_id: str | None = None
 
     def report(self, unacked: int) -> protocol.TaskReport:
         return protocol.TaskReport(task_id=self.task_id, kernel_id=self.kernel_id, state=self.state,
                                    started_at=self.started_at, status=self.status, ename=self.ename,
                                    evalue=self.evalue, ended_at=self.ended_at, last_seq=self.last_seq,
-                                   unacked=unacked)
+                                   unacked=unacked, msg_id=self.msg_id)
 
 
 class Journal:
@@ -92,15 +94,15 @@ class Journal:
 
     # -- records -----------------------------------------------------------------------------
 
-    def started(self, task_id: int, kernel_id: str) -> None:
+    def started(self, task_id: int, kernel_id: str, msg_id: str | None = None) -> None:
         """The request is about to go to the kernel (fsynced first). A later cell of a notebook task
         starts the same task again: its seq numbering goes on."""
         entry = self.open.get(task_id)
         last_seq = entry.last_seq if entry is not None else 0
-        entry = Entry(task_id, kernel_id, time.time(), last_seq=last_seq)
+        entry = Entry(task_id, kernel_id, time.time(), last_seq=last_seq, msg_id=msg_id)
         self.open[task_id] = entry
-        self._write({"t": "started", "task": task_id, "kernel": kernel_id, "at": entry.started_at, "seq": last_seq},
-                    sync=True)
+        self._write({"t": "started", "task": task_id, "kernel": kernel_id, "msg": msg_id, "at": entry.started_at,
+                     "seq": last_seq}, sync=True)
 
     def ended(self, task_id: int, status: str, ename: str | None, evalue: str | None, last_seq: int) -> None:
         entry = self.open.get(task_id)
@@ -141,7 +143,9 @@ class Journal:
                 rec = json.loads(line)
                 kind, task_id = rec["t"], int(rec["task"])
                 if kind == "started":
-                    self.open[task_id] = Entry(task_id, str(rec["kernel"]), float(rec["at"]), last_seq=int(rec.get("seq", 0)))
+                    msg = rec.get("msg")
+                    self.open[task_id] = Entry(task_id, str(rec["kernel"]), float(rec["at"]), last_seq=int(rec.get("seq", 0)),
+                                               msg_id=msg if isinstance(msg, str) else None)
                 elif kind == "ended" and task_id in self.open:
                     e = self.open[task_id]
                     e.state, e.status, e.ename, e.evalue = "ended", rec["status"], rec.get("ename"), rec.get("evalue")
@@ -159,8 +163,8 @@ class Journal:
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as out:
             for e in self.open.values():
-                out.write(json.dumps({"t": "started", "task": e.task_id, "kernel": e.kernel_id, "at": e.started_at,
-                                      "seq": e.last_seq}) + "\n")
+                out.write(json.dumps({"t": "started", "task": e.task_id, "kernel": e.kernel_id, "msg": e.msg_id,
+                                      "at": e.started_at, "seq": e.last_seq}) + "\n")
                 if e.state == "ended":
                     out.write(json.dumps({"t": "ended", "task": e.task_id, "status": e.status, "ename": e.ename,
                                           "evalue": e.evalue, "at": e.ended_at, "seq": e.last_seq}) + "\n")

@@ -14,6 +14,7 @@ kernel answers (``execute_reply`` and idle) or dies, the end is journaled.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import OrderedDict
@@ -77,8 +78,8 @@ class TaskRuns:
         assert frame.task_id is not None
         entry = self.journal.open.get(frame.task_id)
         self._seqs.setdefault(frame.task_id, entry.last_seq if entry is not None else 0)
-        self.journal.started(frame.task_id, frame.kernel_id)
         msg_id = frame.msg["header"]["msg_id"]
+        self.journal.started(frame.task_id, frame.kernel_id, msg_id)
         self.runs[msg_id] = Run(frame.task_id, frame.kernel_id, msg_id, frame.max_bytes)
         log.info("kernel %s: running task %s", frame.kernel_id, frame.task_id)
 
@@ -120,7 +121,10 @@ class TaskRuns:
         self.live = True
 
     def reports(self) -> list[protocol.TaskReport]:
-        return self.journal.reports(self.outbox.pending())
+        """The journal's open tasks; ``last_seq`` of one still running is the last seq given so far (the
+        journal writes it at the end): with ``unacked``, it tells the gateway which frames it has."""
+        return [dataclasses.replace(r, last_seq=max(r.last_seq, self._seqs.get(r.task_id, 0)))
+                for r in self.journal.reports(self.outbox.pending())]
 
     # -- from the kernels --------------------------------------------------------------------
 

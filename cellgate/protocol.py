@@ -288,6 +288,8 @@ class TaskReport(_Part):
     last_seq: int = _f(_int, default=0)
     #: frames of the task the agent still holds unacknowledged and resends after ``welcome``
     unacked: int = _f(_int, default=0)
+    #: the request's ``msg_id`` (its frames' parent): a restarted gateway tracks the task again by it
+    msg_id: str | None = _f(_str, default=None, omit_none=True)
 
 
 # ------------------------------------------------------------------------- agent → gateway

@@ -41,6 +41,7 @@ from .kernels import KernelRegistry, LiveKernel
 from .lifecycle import KernelLifecycle
 from .oidc import CALLBACK_PATH, OIDC, OIDCProvider
 from .recorder import MAX_BYTES as RECORDER_BYTES
+from .recovery import Recovery
 from .relay import Relay
 from .scripts import Scripts
 from .sessions import AgentSessions
@@ -150,8 +151,9 @@ def assemble(store: Store, public_url: str, *, timeouts: Timeouts | None = None,
     def make_gate(kernel: LiveKernel) -> Gate:
         return Gate(cells, kernel)
     lifecycle = KernelLifecycle(store, agents, kernels, flow, relay, make_gate, timeouts)
-    sessions = AgentSessions(store, agents, kernels, lifecycle, relay, background, timeouts)
-    scripts = Scripts(store, events, agents, flow, relay, lifecycle, background, timeouts)
+    recovery = Recovery(store, events, background)
+    sessions = AgentSessions(store, agents, kernels, lifecycle, relay, background, timeouts, recovery)
+    scripts = Scripts(store, events, agents, flow, relay, lifecycle, background, timeouts, recovery)
     templates = templates or TemplateLibrary(store)
     schedules = Schedules(store, flow, scripts, templates, events, interval=schedule_interval)
     sweeper = Sweeper(store, kernels, relay, events, timeouts)

@@ -25,7 +25,7 @@ from cellgate import protocol
 from cellgate.kernels.sql.split import split_statements
 
 from . import jmsg, policy, tasks
-from .agents import AgentRegistry
+from .agents import AgentConnection, AgentRegistry
 from .errors import Unavailable
 from .events import TaskEvents
 from .flow import TaskFlow
@@ -233,6 +233,25 @@ class Relay:
             if cell is not None:
                 cell.seq, cell.bytes, cell.started, cell.truncated = ex.seq, ex.bytes, ex.started, ex.truncated
                 cell.agent_seq = ex.agent_seq
+        return await self.over_limit(kernel, ex, agent, msg, limit)
+
+    async def watch_limit(self, kernel: LiveKernel, ex: Execution, limit: float, left: float) -> None:
+        """Enforce the time limit of an execution tracked again after a gateway restart (no
+        :meth:`dispatch` waits for it): ``left`` seconds of its ``limit`` remain."""
+        try:
+            await asyncio.wait_for(asyncio.shield(ex.done), max(left, 0.0))
+            return
+        except TimeoutError:
+            pass
+        agent = self.agents.get(kernel.agent_id)
+        if agent is None or kernel.executions.get(ex.msg_id) is not ex:
+            return  # its agent left (the grace ends it) or it was ended meanwhile
+        request = {"header": {"msg_id": ex.msg_id, "msg_type": "execute_request"}, "channel": "shell"}
+        await self.over_limit(kernel, ex, agent, request, limit)
+
+    async def over_limit(self, kernel: LiveKernel, ex: Execution, agent: AgentConnection, msg: dict[str, Any],
+                         limit: float) -> Outcome:
+        """``ex`` ran past the target's time limit: interrupt it; it ends ``killed``."""
         ex.killed = f"the task ran longer than this target's limit of {limit:.0f} s and was interrupted"
         self._notice(kernel, ex, msg.get("header", {}), f"[cellgate] {ex.killed}\n")
         try:

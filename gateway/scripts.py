@@ -3,8 +3,9 @@
 A script is a task of kind ``script`` (or ``notebook``: a rendered notebook, run cell by cell by
 ``notebooks.runner``): once approved (by policy or review) and once an agent
 serves its target, it runs on a kernel started for it alone, as its author, and the kernel is
-stopped when it ends. After a gateway restart, :meth:`Scripts.recover` ends what the previous
-process was running (``lost``, never re-run) and picks up the scripts still waiting. A gateway
+stopped when it ends. After a gateway restart, :meth:`Scripts.recover` hands what the previous
+process was running to ``recovery.Recovery`` (its agent's journal settles it; never re-run) and
+picks up the scripts still waiting. A gateway
 that stops (SIGTERM) starts no new script and gives the running ones a grace to end
 (:meth:`Scripts.stop`).
 """
@@ -30,6 +31,7 @@ from .idempotency import Idempotency
 from .kernels import LiveKernel, NotRun
 from .lifecycle import KernelLifecycle
 from .models import Task
+from .recovery import Orphan, Recovery, orphans_tx
 from .notebooks.runner import NotebookRunner, execute_request
 from .relay import Relay
 from .store import Store
@@ -41,7 +43,8 @@ T = TypeVar("T")
 
 class Scripts:
     def __init__(self, store: Store, events: TaskEvents, agents: AgentRegistry, flow: TaskFlow, relay: Relay,
-                 lifecycle: KernelLifecycle, background: Background, timeouts: Timeouts | None = None) -> None:
+                 lifecycle: KernelLifecycle, background: Background, timeouts: Timeouts | None = None,
+                 recovery: Recovery | None = None) -> None:
         self.store = store
         self.events = events
         self.agents = agents
@@ -50,6 +53,7 @@ class Scripts:
         self.lifecycle = lifecycle
         self.background = background
         self.timeouts = timeouts or Timeouts()
+        self.recovery = recovery or Recovery(store, events, background)
         self.notebooks = NotebookRunner(store, relay)
         #: the run of each script this process follows, and the kernel of each one that runs
         self.runs: dict[int, asyncio.Task[None]] = {}
@@ -146,19 +150,13 @@ class Scripts:
         await asyncio.wait(running, timeout=1.0)  # their kernels stop (else the agent stops them at its next hello)
 
     async def recover(self) -> None:
-        """On start: executions of a previous gateway process are not re-run; held cells are gone;
-        scripts still waiting for review or an agent wait again."""
-        def _tx(session: Session) -> list[int]:
+        """On start: executions of a previous gateway process are never re-run: they wait for their
+        agent's report (``recovery.Recovery``, ``lost`` after ``Timeouts.agent_grace`` without one);
+        held cells are gone; scripts still waiting for review or an agent wait again."""
+        def _tx(session: Session) -> tuple[list[int], list[Orphan]]:
             resumed = []
-            unfinished = [tasks.DISPATCHED, tasks.RUNNING, tasks.PENDING_REVIEW, tasks.APPROVED]
-            for task in session.execute(select(Task).where(Task.status.in_(unfinished))).scalars().all():
-                if task.status in (tasks.DISPATCHED, tasks.RUNNING):
-                    tasks.transition(session, task.id, task.status, tasks.LOST, "gateway",
-                                     {"reason": "the gateway restarted while it ran; it is not re-run automatically"},
-                                     error_ename="TaskLost",
-                                     error_evalue="the gateway restarted while this task ran: its code may have run; "
-                                                  "check the target before running it again")
-                elif task.kind == "schedule":  # a schedule's review: it never runs itself
+            for task in session.execute(select(Task).where(Task.status.in_([tasks.PENDING_REVIEW, tasks.APPROVED]))).scalars().all():
+                if task.kind == "schedule":  # a schedule's review: it never runs itself
                     continue
                 elif task.kind == "cell":
                     tasks.transition(session, task.id, task.status, tasks.CANCELLED, "gateway",
@@ -166,6 +164,10 @@ class Scripts:
                                      decided_by="gateway", decision_comment="the gateway restarted while the cell waited; run it again")
                 else:
                     resumed.append(task.id)
-            return resumed
-        for task_id in await self.store.run(_tx):
+            return resumed, orphans_tx(session)
+        resumed, orphans = await self.store.run(_tx)
+        self.recovery.hold(orphans)
+        if orphans:
+            self.background.spawn(self.recovery.expire(self.timeouts.agent_grace))
+        for task_id in resumed:
             self.follow(task_id)

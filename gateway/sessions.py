@@ -23,6 +23,7 @@ from .background import Background
 from .kernels import KernelRegistry, LiveKernel
 from .lifecycle import KernelLifecycle
 from .models import Kernel, Target, Token, User, utcnow
+from .recovery import Recovery
 from .relay import Relay
 from .store import Store
 from .timeouts import Timeouts
@@ -32,7 +33,8 @@ log = logging.getLogger("cellgate.gateway.sessions")
 
 class AgentSessions:
     def __init__(self, store: Store, agents: AgentRegistry, kernels: KernelRegistry, lifecycle: KernelLifecycle,
-                 relay: Relay, background: Background, timeouts: Timeouts | None = None) -> None:
+                 relay: Relay, background: Background, timeouts: Timeouts | None = None,
+                 recovery: Recovery | None = None) -> None:
         self.store = store
         self.agents = agents
         self.kernels = kernels
@@ -40,6 +42,8 @@ class AgentSessions:
         self.relay = relay
         self.background = background
         self.timeouts = timeouts or Timeouts()
+        #: tasks an earlier gateway process left running: their agent's hello settles them
+        self.recovery = recovery or Recovery(store, relay.events, background)
 
     def on_message(self, agent: AgentConnection, frame: protocol.Frame) -> None:
         """A valid frame from a connected agent (``protocol.parse`` checked it: agent_ws.py)."""
@@ -48,6 +52,8 @@ class AgentSessions:
         elif isinstance(frame, (protocol.KernelMsg, protocol.KernelStatus)):
             kernel = self._hosted_kernel(agent, frame)
             if kernel is None:
+                if isinstance(frame, protocol.KernelMsg) and self.agents.current(agent):
+                    self.recovery.leftover_msg(self.relay, agent.agent_id, frame)  # a restart's, still resent
                 return
             if isinstance(frame, protocol.KernelMsg):
                 self.relay.on_kernel_msg(kernel, frame)
@@ -96,7 +102,8 @@ class AgentSessions:
         this agent id, or another live connection holds the id. Returns (targets accepted,
         targets refused with the reason, kernel ids adopted): the agent stops the kernels not
         adopted, among them the ephemeral kernels of scripts an earlier gateway process ran
-        (after a SIGKILL: their tasks ended ``lost`` at this process's start). Nothing the agent
+        (after a SIGKILL: their tasks end as the agent's journal says, ``lost`` when they had not
+        ended: ``reconcile.py``). Nothing the agent
         announces is written to the targets (binding.py).
         """
         announced = {t.name: t.to_dict() for t in hello.targets}

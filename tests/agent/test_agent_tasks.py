@@ -94,7 +94,10 @@ def test_what_the_link_missed_is_resent_in_order_before_anything_new(tmp_path: P
     wire.up, wire.sent = True, []
     runs.emit(protocol.KernelMsg(kernel_id="k", channel="iopub", msg=_msg("stream", {"name": "stdout", "text": "4\n"}, msg_id="o4")))
     assert wire.sent == []  # not before the welcome: it would overtake what is pending
-    assert [r.unacked for r in runs.reports()] == [4]
+    # still running: the report says the last seq given and how many are pending, so the gateway knows
+    # which it has (5 - 4: up to seq 1) and which request they answer
+    assert [(r.state, r.last_seq, r.unacked) for r in runs.reports()] == [("started", 5, 4)]
+    assert runs.reports()[0].msg_id == runs.journal.open[7].msg_id is not None
     runs.resend()
     assert [f["seq"] for f in wire.sent] == [2, 3, 4, 5]
 

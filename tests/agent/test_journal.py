@@ -18,7 +18,7 @@ def _loaded(state_dir: Path) -> Journal:
 
 def test_started_and_ended_tasks_survive_a_restart_and_acked_ones_do_not(tmp_path: Path) -> None:
     journal = _loaded(tmp_path)
-    journal.started(1, "k1")
+    journal.started(1, "k1", "m1")
     journal.started(2, "k1")
     journal.ended(2, "error", "ZeroDivisionError", "division by zero", 4)
     journal.started(3, "k2")
@@ -30,6 +30,7 @@ def test_started_and_ended_tasks_survive_a_restart_and_acked_ones_do_not(tmp_pat
     reports = {r.task_id: r for r in again.reports({2: 1})}
     assert set(reports) == {1, 2}
     assert reports[1].state == "started" and reports[1].kernel_id == "k1" and reports[1].status is None
+    assert (reports[1].msg_id, reports[2].msg_id) == ("m1", None)  # the request's, to be tracked again by
     assert (reports[2].state, reports[2].status, reports[2].ename, reports[2].last_seq, reports[2].unacked) == \
         ("ended", "error", "ZeroDivisionError", 4, 1)
     # rewritten at start with the open tasks only

@@ -1,4 +1,5 @@
-"""A gateway restart: the agent reconnects, its kernels are adopted, nothing runs twice."""
+"""A gateway restart: the agent reconnects, its kernels are adopted, a cell running across it ends as it
+really did (with every output), nothing runs twice."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from harness import (Gateway, KernelConnection, agent_config, create_pg_database
 pytestmark = pytest.mark.postgres
 
 
-def test_gateway_restart_keeps_kernels_and_marks_running_tasks_lost(tmp_path: Path) -> None:
+def test_gateway_restart_keeps_kernels_and_a_running_cell_ends_with_its_outputs(tmp_path: Path) -> None:
     db = create_pg_database()
     gw = start_gateway(tmp_path, db)
     agent = None
@@ -30,10 +31,11 @@ def test_gateway_restart_keeps_kernels_and_marks_running_tasks_lost(tmp_path: Pa
         async def before() -> None:
             async with KernelConnection(ws, {"Authorization": f"token {dev}"}) as kc:
                 assert (await kc.execute("x = 41")).status == "ok"
-                msg = kc.send_execute("import time; time.sleep(20)")
-                await kc.wait_for(msg["header"]["msg_id"], "status")
+                msg = kc.send_execute("import time\nprint('before', flush=True)\ntime.sleep(4)\nprint('after')")
+                await kc.wait_for(msg["header"]["msg_id"], "stream")
         asyncio.run(before())
         wait_until(lambda: _latest(gw, dev)["status"] == "running", 10, "sleep running")
+        tid = _latest(gw, dev)["id"]
         port = int(gw.url.rsplit(":", 1)[1])
         gw.proc.stop()
         gw = start_gateway(tmp_path, db, port=port)
@@ -41,7 +43,13 @@ def test_gateway_restart_keeps_kernels_and_marks_running_tasks_lost(tmp_path: Pa
         wait_online(gw, ["py"], agent.log, timeout=30)
         reconnect = time.monotonic() - t0
         assert reconnect < 15
-        assert _latest(gw, dev)["status"] == "lost"  # never re-run automatically
+        # the new gateway tracks it again on the adopted kernel: its end and its last output are recorded
+        wait_until(lambda: _latest(gw, dev)["status"] not in ("dispatched", "running"), 30, "the cell's end", gw.proc.log)
+        task = _latest(gw, dev)
+        assert (task["id"], task["status"]) == (tid, "succeeded"), task
+        with gw.api(dev) as api:
+            outputs = api.get(f"/api/v1/tasks/{tid}/output").json()["outputs"]
+        assert [o["output"]["text"] for o in outputs] == ["before\n", "after\n"]  # once each: never re-run
 
         async def after() -> None:
             async with KernelConnection(ws, {"Authorization": f"token {dev}"}) as kc:

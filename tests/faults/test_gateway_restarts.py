@@ -7,6 +7,7 @@ approved write happened at most once (docs/operations.md, "The gateway restarts"
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import re
@@ -28,7 +29,7 @@ from cellgate.gateway.models import User
 from cellgate.gateway.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # the real-process harness
-from harness import (CELLGATE, Gateway, Proc, agent_config, bind_agent, create_pg_database,
+from harness import (CELLGATE, Gateway, KernelConnection, Proc, agent_config, bind_agent, create_pg_database,
                      drop_pg_database, spawn, start_gateway, wait_online, wait_until)
 
 pytestmark = pytest.mark.postgres
@@ -38,9 +39,10 @@ c.Gateway.task_poll_interval = 0.2
 c.Gateway.agent_poll_interval = 0.2
 c.Gateway.long_poll_max = 2.0
 c.Gateway.stop_grace = 1.5
+c.Gateway.agent_grace = 5
 """
 AGENT_CONFIG = "c.Agent.reconnect_delay_min = 0.1\nc.Agent.reconnect_delay_max = 0.5\n"
-TARGETS = ["py", "pyr"]  # the same SQLite file; pyr waits for a review by dba
+TARGETS = ["py", "pyr", "pyt"]  # the same SQLite file; pyr waits for a review by dba; pyt's time limit is 8 s
 
 
 def script(tag: str, lines: int, pause: float, before_write: float = 0.0) -> str:
@@ -91,9 +93,11 @@ class World:
         with self.gw.api(self.dev) as api:
             return api.get(f"/api/v1/tasks/{tid}").json()
 
-    def run(self, code: str, target: str = "py") -> subprocess.Popen[str]:
+    def run(self, code: str, target: str = "py", notebook: Path | None = None) -> subprocess.Popen[str]:
+        """``cellgate run`` of ``code`` (or of the ``notebook`` file)."""
         env = {**os.environ, "CELLGATE_URL": self.gw.url, "CELLGATE_TOKEN": self.dev, "CELLGATE_CONFIG_DIR": "/nonexistent"}
-        return subprocess.Popen([CELLGATE, "run", "-t", target, "-e", code, "--give-up-after", "60"], env=env, text=True,
+        what = ["-f", str(notebook)] if notebook is not None else ["-e", code]
+        return subprocess.Popen([CELLGATE, "run", "-t", target, *what, "--give-up-after", "60"], env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def wait_kernel_stopped_by_agent(self, tid: int) -> None:
@@ -132,6 +136,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                        "--config-file", str(tmp / "agent_config.py")], tmp / "agent.log")
         gw.set_target("py")
         gw.set_target("pyr", review_groups=["dba"])
+        with gw.admin() as api:
+            r = api.put("/api/v1/targets/pyt", json={"review_groups": [], "policy": {"limits": {"timeout": 8}}})
+            assert r.status_code == 200, r.text
         dev, reviewer = gw.user("dev"), gw.user("reviewer", ("dba",))
         wait_online(gw, TARGETS, agent.log)
         world = World(tmp, store, int(gw.url.rsplit(":", 1)[1]), gw, agent, target_db, dev, reviewer)
@@ -238,14 +245,15 @@ def test_a_submit_repeated_with_its_key_makes_one_task_that_runs_once(world: Wor
     assert world.writes(tag) == (1 if final["status"] == "succeeded" else 0) <= 1
 
 
-def _seed(world: World, code: str, path: list[str]) -> int:
-    """A script of dev's on py walked to ``path[-1]`` in the store, as a gateway killed at that moment left it."""
+def _seed(world: World, code: str, path: list[str], agent: str = "restart-agent") -> int:
+    """A script of dev's on py walked to ``path[-1]`` in the store, as a gateway killed at that moment left it
+    (dispatched to ``agent``)."""
     def _tx(session) -> int:  # type: ignore[no-untyped-def]
         dev = session.execute(select(User).where(User.name == "dev")).scalar_one()
         task = tasks.create(session, "dev", kind="script", target="py", user_id=dev.id, code=code, review_groups=[],
                             review_rule={"run_as": "read-write"})
         for src, dest in itertools.pairwise(path):
-            tasks.transition(session, task.id, src, dest, "gateway", agent_id="restart-agent" if dest == "dispatched" else None)
+            tasks.transition(session, task.id, src, dest, "gateway", **({"agent_id": agent} if dest == "dispatched" else {}))
         return task.id
     store = Store(world.store, auto_upgrade_empty=False)
     try:
@@ -257,9 +265,10 @@ def _seed(world: World, code: str, path: list[str]) -> int:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_gateway_stopped_with_tasks_in_every_state(world: World, sig: signal.Signals) -> None:
-    """pending_review waits on and runs once approved; approved runs once; dispatched and running end
-    lost and never run (the running one's kernel is stopped: by the stopping gateway, or by the agent
-    when the next one does not adopt it); each write at most once. (``dispatched`` lasts milliseconds
+    """pending_review waits on and runs once approved; approved runs once; dispatched (the agent's
+    journal never had it) ends failed NotDelivered; running ends lost, "may have run", and never runs
+    on (its script kernel is stopped: by the stopping gateway, or by the agent when the next one does
+    not adopt it); each write at most once. (``dispatched`` lasts milliseconds
     and ``approved`` as long as no agent takes it: those two are written to the store while the
     gateway is down, as a gateway stopped at that moment leaves them.)"""
     tags = {state: f"{state[:3]}{uuid.uuid4().hex[:6]}" for state in ("pending", "approved", "dispatched", "running")}
@@ -276,7 +285,9 @@ def test_a_gateway_stopped_with_tasks_in_every_state(world: World, sig: signal.S
     def ended(tid: int) -> dict:
         return wait_until(lambda: (t := world.task(tid))["status"] in FINAL and t, 60, f"task {tid}'s end", world.gw.proc.log)
     assert ended(running["id"])["status"] == "lost"
-    assert ended(dispatched)["status"] == "lost"
+    undelivered = ended(dispatched)
+    assert (undelivered["status"], undelivered["error"]["ename"]) == ("failed", "NotDelivered")
+    assert "it did not run" in undelivered["error"]["evalue"]
     assert ended(approved)["status"] == "succeeded"
     assert world.task(pending["id"])["status"] == "pending_review"
     with world.gw.api(world.reviewer) as api:
@@ -287,9 +298,136 @@ def test_a_gateway_stopped_with_tasks_in_every_state(world: World, sig: signal.S
         world.wait_kernel_stopped_by_agent(running["id"])
     expected = "the gateway stopped while this task ran" if sig == signal.SIGTERM else "the gateway restarted while this task ran"
     assert expected in world.task(running["id"])["error"]["evalue"]
+    assert "its code may have run" in world.task(running["id"])["error"]["evalue"]
     wait_until(lambda: world.open_ephemeral_kernels() == 0, 15, "every script's kernel stopped", world.agent.log)
     assert {state: world.writes(tag) for state, tag in tags.items()} == {
         "pending": 1, "approved": 1, "dispatched": 0, "running": 0}
+
+
+def test_a_cell_running_when_the_gateway_is_killed_ends_with_its_true_status_and_every_output_once(world: World) -> None:
+    """SIGKILL while a cell runs on an interactive kernel, the next gateway up 2 s later: the kernel is
+    re-adopted, the task tracked again from the agent's journal; it ends succeeded with each output
+    stored once (those the agent held resent), and its write happened once."""
+    tag = f"c{uuid.uuid4().hex[:6]}"
+    with world.gw.api(world.dev) as api:
+        kid = api.post("/api/kernels", json={"name": "py"}).json()["id"]
+    ws = world.gw.url.replace("http://", "ws://") + f"/api/kernels/{kid}/channels"
+
+    async def start() -> None:
+        async with KernelConnection(ws, {"Authorization": f"token {world.dev}"}) as kc:
+            msg = kc.send_execute(script(tag, lines=8, pause=0.4))
+            await kc.wait_for(msg["header"]["msg_id"], "stream")
+    asyncio.run(start())
+    tid = _task_with(world, tag)["id"]
+    wait_until(lambda: len(_stored_lines(world, tid)) >= 2, 15, "two lines stored", world.gw.proc.log)
+    world.stop(signal.SIGKILL)
+    time.sleep(2)
+    world.start()
+    task = wait_until(lambda: (t := world.task(tid))["status"] in FINAL and t, 30, f"task {tid}'s end", world.gw.proc.log)
+    assert task["status"] == "succeeded", task
+    assert _stored_lines(world, tid) == [f"{tag} line {i}\n" for i in range(8)] + [f"{tag} wrote\n"]
+    with world.gw.api(world.dev) as api:
+        assert api.delete(f"/api/kernels/{kid}").status_code == 204
+    assert world.writes(tag) == 1
+
+
+def test_a_cell_tracked_again_after_a_restart_keeps_its_time_limit(world: World) -> None:
+    """A cell still running when the next gateway adopts its kernel is interrupted at its target's
+    limit (8 s from its start) by that gateway: it ends killed, before its write."""
+    tag = f"k{uuid.uuid4().hex[:6]}"
+    with world.gw.api(world.dev) as api:
+        kid = api.post("/api/kernels", json={"name": "pyt"}).json()["id"]
+    ws = world.gw.url.replace("http://", "ws://") + f"/api/kernels/{kid}/channels"
+
+    async def start() -> None:
+        async with KernelConnection(ws, {"Authorization": f"token {world.dev}"}) as kc:
+            msg = kc.send_execute(script(tag, lines=1, pause=0.1, before_write=60))
+            await kc.wait_for(msg["header"]["msg_id"], "stream")
+    asyncio.run(start())
+    tid = _task_with(world, tag)["id"]
+    wait_until(lambda: len(_stored_lines(world, tid)) >= 1, 15, "its line stored", world.gw.proc.log)
+    t0 = time.monotonic()
+    world.restart(signal.SIGKILL)
+    task = wait_until(lambda: (t := world.task(tid))["status"] in FINAL and t, 40, f"task {tid}'s end", world.gw.proc.log)
+    assert time.monotonic() - t0 < 30  # at its limit, not after the sleep
+    assert (task["status"], task["error"]["ename"]) == ("killed", "TimeLimit"), task
+    with world.gw.api(world.dev) as api:
+        outputs = [o["output"] for o in api.get(f"/api/v1/tasks/{tid}/output").json()["outputs"]]
+    assert [o.get("text") for o in outputs if o["output_type"] == "stream"] == [
+        f"{tag} line 0\n", "[cellgate] the task ran longer than this target's limit of 8 s and was interrupted\n"]
+    assert [o.get("ename") for o in outputs if o["output_type"] == "error"] == ["KeyboardInterrupt"]  # the interrupt
+    with world.gw.api(world.dev) as api:
+        assert api.delete(f"/api/kernels/{kid}").status_code == 204
+    assert world.writes(tag) == 0
+
+
+def test_a_script_that_ends_while_the_gateway_is_down_gets_its_true_end_and_every_output_once(world: World) -> None:
+    """SIGKILL, the script ends 1 s later, the next gateway comes up 2 s after the kill: its kernel is
+    not kept, but the agent's journal has the end and the agent resends the frames it holds: stored
+    once each (the leftover kernel), the task succeeded, the CLI prints each line once, one write."""
+    tag = f"e{uuid.uuid4().hex[:6]}"
+    proc = world.run(script(tag, lines=6, pause=0.2))
+    read = _wait_for_line(proc, f"{tag} line 1")
+    world.stop(signal.SIGKILL)
+    time.sleep(2)
+    world.start()
+    lines, err = _finish(proc, read)
+    assert proc.returncode == 0, err
+    tid = _task_id(err)
+    assert world.task(tid)["status"] == "succeeded"
+    expected = [f"{tag} line {i}\n" for i in range(6)] + [f"{tag} wrote\n"]
+    assert lines == expected == _stored_lines(world, tid)
+    assert world.writes(tag) == 1
+
+
+def test_a_notebook_cut_by_a_restart_between_its_cells_ends_lost_and_its_later_cells_never_run(world: World) -> None:
+    """SIGKILL while a notebook's first cell runs; that cell ends while the gateway is down: the
+    journal's end is the cell's, not the notebook's, and the runner that would send the next cell is
+    gone: the task ends lost (in part it ran), never succeeded, and the second cell's write never happens."""
+    import nbformat
+    tag = f"n{uuid.uuid4().hex[:6]}"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(f"import time\nprint('{tag} first', flush=True)\ntime.sleep(1.5)"),
+        nbformat.v4.new_code_cell(script(tag, lines=1, pause=0.1))])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    path = world.tmp / f"{tag}.ipynb"
+    nbformat.write(nb, path)
+    proc = world.run("", notebook=path)
+    read = _wait_for_line(proc, f"{tag} first")
+    world.stop(signal.SIGKILL)
+    time.sleep(2)
+    world.start()
+    _lines, err = _finish(proc, read)
+    assert proc.returncode == 6, err
+    task = world.task(_task_id(err))
+    assert (task["status"], task["error"]["ename"]) == ("lost", "TaskLost"), task
+    assert "the later ones did not" in task["error"]["evalue"] and "may have run in part" in task["error"]["evalue"]
+    world.wait_kernel_stopped_by_agent(task["id"])
+    assert world.writes(tag) == 0
+
+
+def test_a_task_whose_agent_never_comes_back_ends_lost_after_the_grace(world: World) -> None:
+    """A running task of an agent that does not say hello again within Gateway.agent_grace (5 s here)
+    of the restart ends lost, saying the gateway restarted, the code may have run, and what is known."""
+    tag = f"g{uuid.uuid4().hex[:6]}"
+    tid = _seed(world, script(tag, 1, 0.1), ["submitted", "approved", "dispatched", "running"], agent="gone-agent")
+    t0 = time.monotonic()
+    world.restart(signal.SIGKILL)
+    task = wait_until(lambda: (t := world.task(tid))["status"] in FINAL and t, 30, f"task {tid}'s end", world.gw.proc.log)
+    assert time.monotonic() - t0 >= 5
+    assert (task["status"], task["error"]["ename"]) == ("lost", "TaskLost")
+    evalue = task["error"]["evalue"]
+    assert "the gateway restarted while this task ran and agent gone-agent did not report within 5 s" in evalue
+    assert "its code may have run" in evalue and "started at" in evalue
+    assert world.writes(tag) == 0
+
+
+def _task_with(world: World, tag: str) -> dict:
+    def found() -> dict | None:
+        with world.gw.api(world.dev) as api:
+            mine = [t for t in api.get("/api/v1/tasks", params={"limit": 20}).json()["tasks"] if tag in t["code"]]
+        return mine[0] if mine else None
+    return wait_until(found, 15, f"the task of {tag}", world.gw.proc.log)
 
 
 FINAL = {"succeeded", "failed", "rejected", "denied", "cancelled", "expired", "killed", "lost"}
