@@ -21,6 +21,7 @@ import inspect
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -68,11 +69,22 @@ def unanalysed(why: str) -> risk.Risk:
                      read_only=False, parsed=False)
 
 
-def _lower_priority() -> None:
+def _lower_priority(parent: int) -> None:
+    """Each worker's start: a lower priority, and a watch on ``parent``, the gateway that started it
+    (passed in: when the gateway died while the worker started, ``getppid`` is already another)."""
     try:
         os.nice(NICE)
     except OSError:  # not permitted here: run at normal priority
         pass
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker outlives a gateway killed with SIGKILL (nothing closes its pool): it exits once its
+    parent is gone (it is then re-parented), within a second."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _warm() -> bool:
@@ -99,7 +111,7 @@ class Analyser:
         if self._pool is None:
             if self.processes:
                 self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_lower_priority)
+                                                 initializer=_lower_priority, initargs=(os.getpid(),))
             else:
                 self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="risk")
         return self._pool
