@@ -242,8 +242,8 @@ class Gateway(Application):
         "Longest wait of one long-poll request for a task's outputs, in seconds."))
     stop_grace = Float(Timeouts.stop_grace, config=True, help=(
         "On SIGTERM/SIGINT: seconds the scripts that run have to end and write their records; those still "
-        "running then end 'lost' (never re-run) and their kernels are stopped. Keep it under 4 so the gateway "
-        "exits within 5 s."))
+        "running then end 'lost' (never re-run) and their kernels are stopped. Keep it at 3 s or less so the "
+        "gateway exits within 5 s (2 s or less if the store may stall at that moment: docs/operations.md)."))
 
     # when the store fails (docs/operations.md, "The gateway's store fails")
     store_timeout = Float(Timeouts.store_call, config=True, help=(
@@ -334,8 +334,9 @@ class Gateway(Application):
         try:  # bounded: with the store stalled, the records of what stops cannot be written now
             await asyncio.wait_for(parts.scripts.stop(parts.timeouts.stop_grace), parts.timeouts.stop_grace + STOP_WRITES)
         except TimeoutError:
-            self.log.warning("stopping: the store did not take the records of the scripts still running within %g s; "
-                             "their tasks are settled at the next start, from their agents' journals", STOP_WRITES)
+            self.log.warning("stopping: the scripts still running did not end and write their records within %g s "
+                             "(the store does not answer); their tasks are settled at the next start, from their "
+                             "agents' journals", parts.timeouts.stop_grace + STOP_WRITES)
         parts.agents.close_all(CLOSE_GOING_AWAY, "the gateway is stopping; reconnect")
         for _ in range(20):  # each closed socket records the agent's leaving: give that 0.5 s at most
             if not parts.agents.agents:

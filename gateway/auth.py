@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import audit
-from .models import Group, Membership, Token, User, utcnow
+from .models import Group, Membership, Token, User, aware, utcnow
 
 TOKEN_PREFIX = "cg_"
 
@@ -62,17 +62,13 @@ def new_token(session: Session, kind: str, *, user: User | None = None, name: st
     return raw, tok
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def identify(session: Session, raw: str) -> Identity | None:
     """The identity behind a token, or None (unknown, revoked, expired, inactive user)."""
     tok = session.execute(select(Token).where(Token.hash == hash_token(raw))).scalar_one_or_none()
     now = utcnow()
-    if tok is None or tok.revoked_at is not None or (tok.expires_at and _aware(tok.expires_at) <= now):
+    if tok is None or tok.revoked_at is not None or (tok.expires_at and aware(tok.expires_at) <= now):
         return None
-    if tok.last_used_at is None or now - _aware(tok.last_used_at) > dt.timedelta(seconds=60):
+    if tok.last_used_at is None or now - aware(tok.last_used_at) > dt.timedelta(seconds=60):
         tok.last_used_at = now  # coarse, so every request is not a write
     if tok.kind == "agent":
         return Identity(kind="agent", name=tok.name, token_id=tok.id)
@@ -140,7 +136,7 @@ def valid_tokens(session: Session, token_ids: set[int] | list[int]) -> set[int]:
                            .outerjoin(User, User.id == Token.user_id).where(Token.id.in_(list(token_ids))))
     now = utcnow()
     return {tid for tid, kind, revoked, expires, active in rows
-            if revoked is None and (expires is None or _aware(expires) > now) and (kind == "agent" or active)}
+            if revoked is None and (expires is None or aware(expires) > now) and (kind == "agent" or active)}
 
 
 def still_valid(session: Session, ident: Identity) -> bool:

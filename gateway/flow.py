@@ -9,7 +9,6 @@ approved task is the relay's (``relay.py``); this module never talks to a kernel
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from typing import Any
 
@@ -25,7 +24,7 @@ from .auth import Identity
 from .errors import Conflict, Forbidden, NotFound, TooLarge, Unavailable
 from .events import TaskEvents
 from .idempotency import Idempotency
-from .models import Target, Task, User, utcnow
+from .models import Target, Task, User, aware, utcnow
 from .notebooks.document import cells_of as notebook_cells
 from .store import Store
 from .timeouts import Timeouts
@@ -240,7 +239,7 @@ class TaskFlow:
         """An approved task past its approval window expires instead of starting."""
         if task.status != tasks.APPROVED or task.expires_at is None:
             return task
-        expires = task.expires_at if task.expires_at.tzinfo else task.expires_at.replace(tzinfo=dt.UTC)
+        expires = aware(task.expires_at)
         if utcnow() < expires:
             return task
         try:

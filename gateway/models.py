@@ -16,6 +16,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def aware(value: dt.datetime) -> dt.datetime:
+    """A time read from the store, in UTC with its zone (SQLite hands back naive UTC datetimes)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
 class Base(DeclarativeBase):
     __allow_unmapped__ = True
     type_annotation_map = {dt.datetime: DateTime(timezone=True), dict[str, Any]: JSON, list[str]: JSON}

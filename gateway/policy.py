@@ -73,6 +73,17 @@ class Limits:
     timeout: int = 300                 # seconds a task may run
 
 
+def time_limit(review_rule: dict[str, Any] | None) -> float:
+    """Seconds a task may run: what its review rule (``Task.review_rule``, the target's limits when
+    it was decided) says, else the default."""
+    return float((review_rule or {}).get("timeout", Limits().timeout))
+
+
+def byte_limit(review_rule: dict[str, Any] | None) -> int:
+    """Bytes of output a task may show: its review rule's, else the default."""
+    return int((review_rule or {}).get("max_bytes", Limits().max_bytes))
+
+
 @dataclass(frozen=True)
 class Policy:
     submit_groups: tuple[str, ...] = ()

@@ -29,7 +29,7 @@ from . import policy, tasks
 from .background import Background
 from .events import TaskEvents
 from .kernels import Execution, LiveKernel
-from .models import Task, TaskOutput
+from .models import Task, TaskOutput, aware
 from .relay import Relay, finish_tx
 from .store import Store
 
@@ -77,7 +77,7 @@ class Orphan:
 
 
 def _utc(when: dt.datetime | None) -> dt.datetime | None:
-    return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
+    return None if when is None else aware(when)
 
 
 def orphans_tx(session: Session) -> list[Orphan]:
@@ -89,8 +89,7 @@ def orphans_tx(session: Session) -> list[Orphan]:
                    kernel_id=t.kernel_id, msg_id=t.msg_id,
                    dispatched_at=_utc(t.updated_at) if t.status == tasks.DISPATCHED else None,
                    started_at=_utc(t.started_at),
-                   max_bytes=int((t.review_rule or {}).get("max_bytes", policy.Limits().max_bytes)),
-                   timeout=float((t.review_rule or {}).get("timeout", policy.Limits().timeout)),
+                   max_bytes=policy.byte_limit(t.review_rule), timeout=policy.time_limit(t.review_rule),
                    output_bytes=t.output_bytes or 0, last_output=int(last.get(t.id, 0))) for t in rows]
 
 

@@ -210,7 +210,7 @@ class Relay:
         await self.bind_to_task(msg, task, cell.code if cell else None)
         msg_id = msg["header"]["msg_id"]
         ex = Execution(task_id=task.id, msg_id=msg_id, done=asyncio.get_running_loop().create_future(),
-                       max_bytes=int(rule.get("max_bytes", policy.Limits().max_bytes)), cell=cell)
+                       max_bytes=policy.byte_limit(rule), cell=cell)
         if cell is not None:
             ex.seq, ex.bytes, ex.started, ex.truncated = cell.seq, cell.bytes, cell.started, cell.truncated
             ex.agent_seq = cell.agent_seq
@@ -224,7 +224,7 @@ class Relay:
             await self.finish(task.id, tasks.FAILED, "NotDelivered", f"{exc}; the request did not reach it, it did not run")
             raise
         self.events.notify(task.id)
-        limit = float(rule.get("timeout", policy.Limits().timeout))
+        limit = policy.time_limit(rule)
         try:
             return self._outcome(kernel, ex, await asyncio.wait_for(asyncio.shield(ex.done), cell.timeout if cell else limit))
         except TimeoutError:

@@ -31,7 +31,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from . import audit, auth
-from .models import LoginRequest, User, utcnow
+from .models import LoginRequest, User, aware, utcnow
 from .oidc import SignInRefused
 
 LOGIN_TTL = dt.timedelta(minutes=10)
@@ -136,7 +136,7 @@ def redeem(session: Session, code: str, verifier: str, *, note: str, lifetime_ho
                                                        LoginRequest.code_hash == row.code_hash).values(code_hash=None))
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         return Issued(refused="unknown or already used sign-in code; run `cellgate login` again")
-    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=dt.UTC)
+    expires = aware(row.expires_at)
     if expires <= utcnow():
         return Issued(refused="the sign-in code expired (codes are valid for 2 minutes); run `cellgate login` again")
     if row.kind != "cli" or not row.client_challenge or row.user_id is None:

@@ -23,21 +23,12 @@ from . import policy, tasks
 from .errors import StoreUnavailable
 from .events import TaskEvents
 from .kernels import KernelRegistry
-from .models import Task, utcnow
+from .models import Task, aware, utcnow
 from .relay import Relay
 from .store import Store
 from .timeouts import Timeouts
 
 log = logging.getLogger("cellgate.gateway.sweeper")
-
-
-def limit_of(task: Task) -> float:
-    """The task's time limit in seconds (its review rule's, else the default)."""
-    return float((task.review_rule or {}).get("timeout", policy.Limits().timeout))
-
-
-def _aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)  # SQLite gives naive UTC
 
 
 def sweep_tx(session: Session, margin: float, tracked: set[int]) -> list[int]:
@@ -46,12 +37,12 @@ def sweep_tx(session: Session, margin: float, tracked: set[int]) -> list[int]:
     now = utcnow()
     candidates = session.execute(select(Task).where(Task.status.in_([tasks.DISPATCHED, tasks.RUNNING]))).scalars().all()
     overdue = [t for t in candidates
-               if now - _aware(t.started_at or t.updated_at) > dt.timedelta(seconds=limit_of(t) + margin)]
+               if now - aware(t.started_at or t.updated_at) > dt.timedelta(seconds=policy.time_limit(t.review_rule) + margin)]
     ended = []
     for task in overdue:
         if task.id in tracked:
             continue
-        reason = (f"the gateway lost track of this task: no result within its limit of {limit_of(task):g} s "
+        reason = (f"the gateway lost track of this task: no result within its limit of {policy.time_limit(task.review_rule):g} s "
                   f"plus {margin:g} s; it may have run (it is not re-run)")
         try:
             tasks.transition(session, task.id, task.status, tasks.LOST, "gateway", {"reason": reason},

@@ -28,9 +28,8 @@ from cellgate import protocol
 
 from .. import jmsg, policy
 from ..access import may_use_kernel
-from ..errors import BadRequest
 from ..auth import Identity
-from ..errors import Unavailable
+from ..errors import BadRequest, Unavailable
 from ..kernels import LiveKernel
 from ..models import Target, Task
 from ..sockets import CLOSE_REVOKED

@@ -7,7 +7,6 @@ authenticated by the token are closed at once (``sockets.py``).
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
@@ -16,7 +15,7 @@ from sqlalchemy.orm import Session
 from .. import audit, auth
 from ..access import may_list_tokens, may_revoke_token, visible_tokens
 from ..errors import Forbidden, NotFound
-from ..models import Token, utcnow
+from ..models import Token, aware, utcnow
 from ..sockets import REVOKED
 from ..views import iso
 from .base import APIHandler
@@ -27,7 +26,7 @@ def token_state(tok: Token) -> str:
     if tok.revoked_at is not None:
         return "revoked"
     expires = tok.expires_at
-    if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)) <= utcnow():
+    if expires is not None and aware(expires) <= utcnow():
         return "expired"
     return "active"
 

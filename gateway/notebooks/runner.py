@@ -51,7 +51,7 @@ class NotebookRunner:
     async def run(self, kernel: LiveKernel, task: Task) -> None:
         nb = await asyncio.to_thread(document.read, task.code)  # up to Gateway.max_code_bytes: off the event loop
         loop = asyncio.get_running_loop()
-        limit = float((task.review_rule or {}).get("timeout", policy.Limits().timeout))
+        limit = policy.time_limit(task.review_rule)
         deadline = loop.time() + limit
         carried = CellRun(code="", timeout=0.0)
         failure: dict[str, Any] | None = None
