@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import psycopg
 
 from sqlalchemy import func, select
@@ -17,6 +20,31 @@ from cellgate.gateway import audit, auth, policy, tasks
 from cellgate.gateway.auth import Identity
 from cellgate.gateway.models import AuditEvent, Target, Task
 from cellgate.gateway.store import Store
+
+
+def wait_answering(proc: subprocess.Popen[bytes], url: str, log: Any, timeout: float = 30) -> None:
+    """Return once the gateway process ``proc`` answers ``GET {url}/api/v1``; fail with its log if
+    it exits or stays silent for ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"the gateway exited with {proc.returncode}:\n{log.read_text()}"
+        try:
+            if httpx.get(f"{url}/api/v1", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"the gateway did not answer within {timeout:g} s:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def empty_pg(url: str) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from gateway_harness import terminate, wait_answering
 
 BIN = Path(sys.executable).parent
 #: what the gateway logs for a 5xx: its own "unhandled error", tornado's uncaught exception or access line
@@ -85,16 +84,7 @@ def live_gateway(workdir: Path, db_url: str) -> Iterator[LiveGateway]:
                                  "--public-url", url, "--config", str(config)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"the gateway exited with {proc.returncode}:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/api/v1", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the gateway did not answer within 30 s:\n{log.read_text()}"
-            time.sleep(0.1)
+        wait_answering(proc, url, log)
         with httpx.Client(base_url=url, headers={"Authorization": f"token {admin_token}"}, timeout=30) as adm:
             _ok(adm.post("/api/v1/users", json={"name": "user1"}), 201)
             _ok(adm.post("/api/v1/groups", json={"name": "dba"}), 201)
@@ -112,9 +102,4 @@ def live_gateway(workdir: Path, db_url: str) -> Iterator[LiveGateway]:
                           agent_token=agent_token, task_id=task["id"],
                           token_ids=(admin_token_id, user_token_id, agent_token_id), log=log)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        terminate(proc)

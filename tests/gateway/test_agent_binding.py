@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import socket
 import struct
 import subprocess
@@ -26,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from gateway_harness import terminate, wait_answering
 import websocket
 
 from cellgate.gateway import auth, binding
@@ -98,16 +98,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                                  "--log-level", "INFO"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     gw = Gateway(url=f"http://127.0.0.1:{port}", db_url=db, admin_token=admin_token, log=log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"the gateway exited with {proc.returncode}:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{gw.url}/api/v1", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the gateway did not answer within 30 s:\n{log.read_text()}"
-            time.sleep(0.1)
+        wait_answering(proc, gw.url, log)
         with gw.api() as api:
             assert api.post("/api/v1/users", json={"name": "uma"}).status_code == 201
             gw.user_token = api.post("/api/v1/users/uma/tokens", json={"note": "binding"}).json()["token"]
@@ -118,12 +109,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         assert gw.put_target("bare", description="no kind yet").status_code == 200
         yield gw
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        terminate(proc)
 
 
 # ------------------------------------------------------------------------- fake agents

@@ -12,11 +12,9 @@ import ast
 import inspect
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_harness import Seed
+from gateway_harness import Seed, terminate, wait_answering
 from sqlalchemy import select
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import CompileError
@@ -260,18 +258,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the gateway exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/api/v1", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the gateway did not answer within 30 s:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_answering(proc, url, log)
 
         with httpx.Client(base_url=url, headers={"Authorization": f"token {admin_token}"}, timeout=30) as adm:
             for name in ("user1", "rev1", "victim"):
@@ -296,12 +283,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         yield Gateway(url=url, tokens={"anonymous": None, "agent": agent_token, "user": user_token,
                                        "reviewer": rev_token, "admin": admin_token}, ids=ids, log=log)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        terminate(proc)
 
 
 WHO = ("anonymous", "agent", "user", "reviewer", "admin")
