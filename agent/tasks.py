@@ -31,7 +31,6 @@ from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error", "update_display_data", "clear_output"})
 #: bytes of the cap kept for the truncation notice itself
 NOTICE_ROOM = 512
 #: bytes of one output that cannot be split (not a stream: an image, a table) above which it is replaced
@@ -145,7 +144,7 @@ class TaskRuns:
         msg, channel = frame.msg, frame.channel
         msg_type = msg.get("header", {}).get("msg_type")
         content = msg.get("content") or {}
-        if channel == "iopub" and msg_type in OUTPUT_TYPES:
+        if channel == "iopub" and msg_type in protocol.OUTPUT_TYPES:
             for part in self._shape(run, msg):
                 self._queue(run, channel, part)
             return

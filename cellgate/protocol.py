@@ -28,6 +28,8 @@ CLOSE_NOT_HELLO = 4000
 #: Jupyter channels: all of them from the kernel (agent → gateway); towards the kernel, not iopub
 CHANNELS = ("iopub", "shell", "control", "stdin")
 CHANNELS_TO_KERNEL = ("shell", "control", "stdin")
+#: Jupyter iopub messages that are a cell's output (what both sides count against a task's output cap)
+OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error", "update_display_data", "clear_output"})
 #: ``kernel_status.state``
 KERNEL_STATES = ("restarting", "dead")
 #: ``hello.tasks[].state``: the request reached the kernel and no end is known yet, or it ended

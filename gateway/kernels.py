@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cellgate.gateway.kernels")
 
-OUTPUT_TYPES = frozenset({"stream", "display_data", "execute_result", "error", "update_display_data", "clear_output"})
-
 
 class Client(Protocol):
     def send_text(self, text: str) -> None: ...

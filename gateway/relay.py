@@ -29,7 +29,7 @@ from .agents import AgentConnection, AgentRegistry
 from .errors import Unavailable
 from .events import TaskEvents
 from .flow import TaskFlow
-from .kernels import OUTPUT_TYPES, CellRun, Execution, LiveKernel, NotRun, Outcome
+from .kernels import CellRun, Execution, LiveKernel, NotRun, Outcome
 from .models import Target, Task, TaskOutput
 from .recorder import MAX_BYTES, Recorder
 from .store import Store
@@ -334,7 +334,7 @@ class Relay:
             ex.started = True
             ex.started_at = _now()
             recorder.put(ex.task_id, lambda s: _running_tx(s, ex.task_id))
-        elif channel == "iopub" and msg_type in OUTPUT_TYPES:
+        elif channel == "iopub" and msg_type in protocol.OUTPUT_TYPES:
             size = len(json.dumps(content))
             if ex.truncated or ex.bytes + size > ex.max_bytes:
                 if not ex.truncated:
