@@ -138,7 +138,8 @@ def _token_doubts(ctx: _Ctx, tokens: list[Token], cell: Findings) -> None:
                 break
 
 
-_MYSQL_BINARY = re.compile(r"[xX]'[0-9a-fA-F]*'|0x[0-9a-fA-F]+|[bB]'[01]*'|0b[01]+")
+#: the hex and bit literals MySQL/MariaDB accept (X'…' only with whole bytes: X'4' is an error)
+_MYSQL_BINARY = re.compile(r"[xX]'(?:[0-9a-fA-F]{2})*'|0x[0-9a-fA-F]+|[bB]'[01]*'|0b[01]+")
 
 
 def _mysql_string_doubts(raw: str, cell: Findings) -> None:

@@ -28,6 +28,11 @@ def analyze_sql(code: str, dialect: str, *, deadline: float | None = None) -> Ri
         found.add("sql.unknown_dialect", f"SQL dialect {dialect!r} is not supported by the risk analysis",
                   "unparseable")
         return _risk(found, [])
+    if "\x00" in code:  # PostgreSQL's parser (pglast) and libpq stop reading at a NUL: the rest is unseen
+        found = Findings()
+        found.add("sql.unparseable", "the SQL contains a NUL character: parsers and database drivers stop reading "
+                  "there, so what runs cannot be told from what was analysed", "unparseable")
+        return _risk(found, [], split_statements(code, sqlglot_split_name(sg)))  # the kernel's split, as always
     token = _QUIET.set(True)
     try:
         return _ANALYSERS[sg](code, _Ctx(code, sg), deadline)

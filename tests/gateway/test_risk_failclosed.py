@@ -411,3 +411,22 @@ def test_big_cells_are_linear(dialect: str) -> None:
     assert len(result.texts) == 2000 and result.read_only
     assert len(literal.texts) == 1
     assert time.monotonic() - started < 20  # about 0.5 s on an idle core
+
+
+@pytest.mark.parametrize("dialect", [PG, MY, MARIA, LITE])
+@pytest.mark.parametrize("sql", ["SELECT 1\x00; DELETE FROM t", "SELECT 1\x00", "SELECT '\x00'", "\x00DELETE FROM t"])
+def test_a_nul_character_is_unparseable(dialect: str, sql: str) -> None:
+    """PostgreSQL's parser and libpq stop reading at a NUL (``SELECT 1\\x00; DELETE…`` parsed as one
+    read): text past it is never seen, so a cell holding one is reviewed, whatever the dialect."""
+    result = analyze_sql(sql, dialect)
+    assert not result.read_only and not result.parsed and "unparseable" in result.flags, result
+
+
+@pytest.mark.parametrize("dialect", [MY, MARIA])
+def test_a_hex_literal_of_half_a_byte_is_unparseable_on_mysql(dialect: str) -> None:
+    """MySQL/MariaDB refuse X'4' and X'123' (whole bytes only); the analysis read them as literals."""
+    for sql in ("SELECT x'4'", "SELECT X'123'", "SELECT 1 FROM t WHERE a = x'abc'"):
+        result = analyze_sql(sql, dialect)
+        assert not result.read_only and "unparseable" in result.flags, (sql, result)
+    for sql in ("SELECT x'41'", "SELECT X''", "SELECT 0x4", "SELECT b'101'", "SELECT 0b1"):
+        assert analyze_sql(sql, dialect).read_only, sql
